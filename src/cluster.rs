@@ -1,0 +1,191 @@
+//! The one interface a workflow test sees, in every mode.
+
+use crate::error::{Error, Result};
+use crate::ids::{MachineId, NodeId};
+use crate::link::Link;
+use crate::message::{decode, encode};
+use crate::registry::NodeSpec;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// Which world a cluster runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One thread, virtual time, one seed.
+    Simulated,
+    /// Agents as local processes or threads on 127.0.0.1 (the transport's own tests).
+    Loopback,
+    /// One Docker container per machine.
+    Virtual,
+    /// Real hosts over SSH.
+    Cloud,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Simulated => "simulated",
+            Mode::Loopback => "loopback",
+            Mode::Virtual => "virtual",
+            Mode::Cloud => "cloud",
+        }
+    }
+}
+
+/// A cluster: machines, the nodes on them, the network between them, and the
+/// faults a test injects. Object safe and synchronous, so that one workflow
+/// test, `fn(&mut dyn Cluster) -> Result<()>`, runs in every mode.
+///
+/// Typed helpers (`call`, `spawn_node`, `run_until`, `partition`, …) are on
+/// `dyn Cluster` itself.
+pub trait Cluster {
+    fn mode(&self) -> Mode;
+    /// The seed of this run (simulation replays it exactly).
+    fn seed(&self) -> u64;
+    /// A unique id of this run; labels everything the run creates.
+    fn run_id(&self) -> &str;
+    /// The folder that holds this run's logs.
+    fn log_dir(&self) -> &Path;
+    /// Time since the cluster started: virtual in simulation, real elsewhere.
+    fn now(&self) -> Duration;
+
+    fn add_machine(&mut self) -> Result<MachineId>;
+    fn machines(&self) -> Vec<MachineId>;
+    /// Start a node on a machine. It starts again from this spec whenever
+    /// its machine restarts.
+    fn spawn(&mut self, machine: MachineId, spec: NodeSpec) -> Result<NodeId>;
+
+    /// Send encoded bytes to a node from a fresh client address; no reply expected.
+    fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()>;
+    /// Send encoded bytes from a fresh client address and wait for the first
+    /// message back to that address. `Error::Timeout` if none comes in time.
+    fn call_bytes(&mut self, to: NodeId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>>;
+    /// Let the cluster run (virtual time in simulation, real time elsewhere).
+    fn run_for(&mut self, duration: Duration) -> Result<()>;
+
+    /// Drop everything from `from` to `to` (one way). Connections across it stall.
+    fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()>;
+    /// Undo `cut` (and `hold`) of one direction.
+    fn heal(&mut self, from: MachineId, to: MachineId) -> Result<()>;
+    /// Undo every cut and hold.
+    fn heal_all(&mut self) -> Result<()>;
+    /// Queue messages from `from` to `to` until `release`; nothing is lost.
+    fn hold(&mut self, from: MachineId, to: MachineId) -> Result<()>;
+    fn release(&mut self, from: MachineId, to: MachineId) -> Result<()>;
+    /// Latency and loss of the one-way link `from` -> `to`.
+    fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()>;
+
+    /// Kill the machine: its nodes lose their memory; its disk is kept.
+    fn crash(&mut self, machine: MachineId) -> Result<()>;
+    /// Start a crashed machine again; its nodes start from their specs.
+    fn restart(&mut self, machine: MachineId) -> Result<()>;
+    /// Freeze the machine: nothing runs, messages wait at its door.
+    fn pause(&mut self, machine: MachineId) -> Result<()>;
+    fn resume(&mut self, machine: MachineId) -> Result<()>;
+
+    /// Stop everything and release what the run holds (also done on drop).
+    fn shutdown(&mut self) -> Result<()>;
+}
+
+/// How often `run_until` checks its condition.
+pub const POLL: Duration = Duration::from_millis(10);
+
+impl<'a> dyn Cluster + 'a {
+    /// Add `N` machines at once: `let [a, b, c] = c.add_machines()?;`.
+    pub fn add_machines<const N: usize>(&mut self) -> Result<[MachineId; N]> {
+        let mut out = [MachineId(0); N];
+        for slot in out.iter_mut() {
+            *slot = self.add_machine()?;
+        }
+        Ok(out)
+    }
+
+    /// Spawn a node of a registered kind with a serializable config.
+    pub fn spawn_node(&mut self, machine: MachineId, kind: &str, config: impl Serialize) -> Result<NodeId> {
+        let spec = NodeSpec::new(kind, config)?;
+        self.spawn(machine, spec)
+    }
+
+    /// Send a typed message to a node, no reply expected.
+    pub fn send<M: Serialize>(&mut self, to: NodeId, msg: &M) -> Result<()> {
+        self.send_bytes(to, encode(msg)?)
+    }
+
+    /// Send a typed request and wait for the typed reply.
+    pub fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        to: NodeId,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let bytes = self.call_bytes(to, encode(req)?, timeout)?;
+        decode(&bytes)
+    }
+
+    /// Run until `cond` holds, checking it every [`POLL`]; an error after `timeout`.
+    pub fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut cond: impl FnMut(&mut dyn Cluster) -> Result<bool>,
+    ) -> Result<()> {
+        let start = self.now();
+        loop {
+            if cond(self)? {
+                return Ok(());
+            }
+            if self.now().saturating_sub(start) >= timeout {
+                return Err(Error::ConditionTimeout(timeout));
+            }
+            self.run_for(POLL)?;
+        }
+    }
+
+    /// Cut every link between machines of different groups, both ways.
+    pub fn partition(&mut self, groups: &[&[MachineId]]) -> Result<()> {
+        for (i, g) in groups.iter().enumerate() {
+            for h in groups.iter().skip(i + 1) {
+                for &a in g.iter() {
+                    for &b in h.iter() {
+                        self.cut(a, b)?;
+                        self.cut(b, a)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cut `m` off from every other machine, both ways.
+    pub fn isolate(&mut self, m: MachineId) -> Result<()> {
+        for other in self.machines() {
+            if other != m {
+                self.cut(m, other)?;
+                self.cut(other, m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the same link on every ordered pair of machines.
+    pub fn set_all_links(&mut self, link: Link) -> Result<()> {
+        let ms = self.machines();
+        for &a in &ms {
+            for &b in &ms {
+                if a != b {
+                    self.set_link(a, b, link)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shorthand for durations in workflow tests.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+pub fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}

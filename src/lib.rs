@@ -1,0 +1,64 @@
+//! distzero: write a distributed system once, as nodes that talk by messages;
+//! test it deterministically in simulation, then run the same workflow test
+//! on Docker containers and on cloud hosts.
+//!
+//! This crate is the mode-free core: nodes, their context, messages, ids, the
+//! registry, the [`Cluster`] interface, settings, logging, and the agent that
+//! hosts nodes on real machines.
+
+pub mod cluster;
+pub mod context;
+pub mod error;
+pub mod ids;
+pub mod link;
+pub mod log;
+pub mod message;
+pub mod node;
+pub mod provider;
+pub mod registry;
+pub mod settings;
+
+pub use cluster::{millis, secs, Cluster, Mode};
+pub use context::{Context, Disk, DiskStore, Env, MemDisk};
+pub use error::{Error, Result};
+pub use ids::{MachineId, NodeId, TimerId};
+pub use link::{Latency, Link};
+pub use message::{decode, encode, Message};
+pub use node::{AnyNode, Node};
+pub use registry::{NodeSpec, Registry};
+pub use settings::Settings;
+
+/// Instantiate workflow tests once per mode: `workflow_tests!(a, b);` makes
+/// `simulated::a`, `virtual_mode::a` and `cloud_mode::a`, so `cargo test
+/// simulated` (or `virtual`, `cloud`) selects by mode. The test crate needs
+/// `distzero-sim`, `distzero-virtual` and `distzero-cloud` as dev-dependencies,
+/// and a `fn registry() -> distzero::Registry` in scope for simulation.
+#[macro_export]
+macro_rules! workflow_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod simulated {
+            $(
+                #[test]
+                fn $name() {
+                    ::distzero_sim::run_workflow(stringify!($name), super::registry(), super::$name);
+                }
+            )+
+        }
+        mod virtual_mode {
+            $(
+                #[test]
+                fn $name() {
+                    ::distzero_virtual::run_workflow(stringify!($name), super::$name);
+                }
+            )+
+        }
+        mod cloud_mode {
+            $(
+                #[test]
+                fn $name() {
+                    ::distzero_cloud::run_workflow(stringify!($name), super::$name);
+                }
+            )+
+        }
+    };
+}

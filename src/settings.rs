@@ -1,0 +1,359 @@
+//! Settings: the one module that reads the environment and `.env`.
+//!
+//! Every variable is in [`VARS`] with its default; `.env.template` lists the
+//! same (a test keeps the two in step). The environment wins over `.env`.
+//! A bad value fails at start with one line naming the variable and what it
+//! accepts.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A known variable: name, default ("" = unset), what it does.
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const VARS: &[Var] = &[
+    Var { name: "DISTZERO_SEED", default: "", help: "seed of simulated runs: an unsigned integer, or `random`; unset = derived from the test name" },
+    Var { name: "DISTZERO_LOG_DIR", default: ".tmp", help: "folder that receives the logs of every run" },
+    Var { name: "DISTZERO_LOG_LEVEL", default: "info", help: "least level written to the logs: off, error, warn, info, debug or trace" },
+    Var { name: "DISTZERO_COOKIE", default: "", help: "cluster cookie that members prove; unset = a fresh random one per run" },
+    Var { name: "DISTZERO_BUGGIFY", default: "0.05", help: "probability that ctx.buggify() is true in simulation, 0.0..=1.0" },
+    Var { name: "DISTZERO_AGENT_BIN", default: "", help: "a prebuilt static agent binary to deploy; unset = build distzero-agent from this workspace" },
+    Var { name: "DISTZERO_AGENT_ORPHAN_SECS", default: "5", help: "seconds an agent lives on without its controller before it exits" },
+    Var { name: "DISTZERO_DOCKER_HOST", default: "unix:///var/run/docker.sock", help: "Docker engine to use in virtual mode" },
+    Var { name: "DISTZERO_DOCKER_SUBNET", default: "", help: "first three octets of the /24 of a virtual run (e.g. 172.29.7); unset = picked per run from 172.28-31" },
+    Var { name: "DISTZERO_CLOUD_HOSTS", default: "", help: "cloud inventory: comma-separated [user@]host[:port] reached over SSH" },
+    Var { name: "DISTZERO_CLOUD_USER", default: "root", help: "SSH user for cloud hosts that name none" },
+    Var { name: "DISTZERO_CLOUD_SSH_KEY", default: "", help: "private key file for SSH to cloud hosts; unset = ssh's own defaults" },
+    Var { name: "DISTZERO_CLOUD_CONTROLLER_ADDR", default: "", help: "address of this controller as the cloud hosts reach it; unset = picked from the route to the first host" },
+    Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
+    Var { name: "DISTZERO_SWEEP_SEEDS", default: "200", help: "default number of seeds of a sweep" },
+    Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep; 0 = one per core" },
+];
+
+/// Loaded settings: raw values from the environment over `.env`, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    values: BTreeMap<&'static str, String>,
+    /// Where `.env` was found, if anywhere.
+    pub env_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeedChoice {
+    Fixed(u64),
+    Random,
+    FromTestName,
+}
+
+fn bad(var: &str, value: &str, accepts: &str) -> Error {
+    Error::Setting(format!("{var}={value:?} is not valid: {var} accepts {accepts}"))
+}
+
+impl Settings {
+    /// Read the environment and the nearest `.env` (this folder or a parent).
+    pub fn load() -> Result<Settings> {
+        let env_file = find_env_file(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+        let file_vals = match &env_file {
+            Some(p) => parse_env_file(p)?,
+            None => BTreeMap::new(),
+        };
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::from_sources(&vars, &file_vals, env_file)
+    }
+
+    /// Build from explicit sources (tests use this; no process state read).
+    pub fn from_sources(
+        env: &BTreeMap<String, String>,
+        file: &BTreeMap<String, String>,
+        env_file: Option<PathBuf>,
+    ) -> Result<Settings> {
+        for key in file.keys() {
+            if key.starts_with("DISTZERO_") && !VARS.iter().any(|v| v.name == key) {
+                return Err(Error::Setting(format!(
+                    "{key} in {} is not a distzero setting; the known ones are in .env.template",
+                    env_file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+                )));
+            }
+        }
+        let mut values = BTreeMap::new();
+        for v in VARS {
+            let val = env
+                .get(v.name)
+                .or_else(|| file.get(v.name))
+                .cloned()
+                .unwrap_or_else(|| v.default.to_string());
+            values.insert(v.name, val.trim().to_string());
+        }
+        let s = Settings { values, env_file };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The defaults alone.
+    pub fn defaults() -> Settings {
+        Self::from_sources(&BTreeMap::new(), &BTreeMap::new(), None).expect("defaults are valid")
+    }
+
+    /// Override one value (for tools and tests), validating it.
+    pub fn set(&mut self, name: &'static str, value: impl Into<String>) -> Result<()> {
+        if !VARS.iter().any(|v| v.name == name) {
+            return Err(Error::Setting(format!("{name} is not a distzero setting")));
+        }
+        self.values.insert(name, value.into());
+        self.validate()
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.seed()?;
+        self.log_level()?;
+        self.buggify()?;
+        self.agent_orphan()?;
+        self.sweep_seeds()?;
+        self.sweep_jobs()?;
+        self.docker_subnet()?;
+        self.cloud_hosts()?;
+        Ok(())
+    }
+
+    /// The raw value of a variable ("" when unset with no default).
+    pub fn raw(&self, name: &str) -> &str {
+        self.values.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    fn opt(&self, name: &str) -> Option<&str> {
+        Some(self.raw(name)).filter(|v| !v.is_empty())
+    }
+
+    pub fn seed(&self) -> Result<SeedChoice> {
+        match self.opt("DISTZERO_SEED") {
+            None => Ok(SeedChoice::FromTestName),
+            Some("random") => Ok(SeedChoice::Random),
+            Some(v) => v
+                .parse()
+                .map(SeedChoice::Fixed)
+                .map_err(|_| bad("DISTZERO_SEED", v, "an unsigned 64-bit integer or `random`")),
+        }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        PathBuf::from(self.raw("DISTZERO_LOG_DIR"))
+    }
+
+    pub fn log_level(&self) -> Result<Option<tracing::Level>> {
+        use tracing::Level;
+        match self.raw("DISTZERO_LOG_LEVEL").to_ascii_lowercase().as_str() {
+            "off" => Ok(None),
+            "error" => Ok(Some(Level::ERROR)),
+            "warn" => Ok(Some(Level::WARN)),
+            "info" => Ok(Some(Level::INFO)),
+            "debug" => Ok(Some(Level::DEBUG)),
+            "trace" => Ok(Some(Level::TRACE)),
+            v => Err(bad("DISTZERO_LOG_LEVEL", v, "off, error, warn, info, debug or trace")),
+        }
+    }
+
+    pub fn cookie(&self) -> Option<&str> {
+        self.opt("DISTZERO_COOKIE")
+    }
+
+    pub fn buggify(&self) -> Result<f64> {
+        let v = self.raw("DISTZERO_BUGGIFY");
+        match v.parse::<f64>() {
+            Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+            _ => Err(bad("DISTZERO_BUGGIFY", v, "a probability from 0.0 to 1.0")),
+        }
+    }
+
+    pub fn agent_bin(&self) -> Option<PathBuf> {
+        self.opt("DISTZERO_AGENT_BIN").map(PathBuf::from)
+    }
+
+    pub fn agent_orphan(&self) -> Result<Duration> {
+        let v = self.raw("DISTZERO_AGENT_ORPHAN_SECS");
+        match v.parse::<u64>() {
+            Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+            _ => Err(bad("DISTZERO_AGENT_ORPHAN_SECS", v, "a whole number of seconds, at least 1")),
+        }
+    }
+
+    pub fn docker_host(&self) -> &str {
+        self.raw("DISTZERO_DOCKER_HOST")
+    }
+
+    /// The first three octets of a virtual run's /24, if pinned.
+    pub fn docker_subnet(&self) -> Result<Option<[u8; 3]>> {
+        let Some(v) = self.opt("DISTZERO_DOCKER_SUBNET") else { return Ok(None) };
+        let parts: Vec<_> = v.split('.').map(str::parse::<u8>).collect();
+        match parts.as_slice() {
+            [Ok(a), Ok(b), Ok(c)] => Ok(Some([*a, *b, *c])),
+            _ => Err(bad("DISTZERO_DOCKER_SUBNET", v, "three octets such as 172.29.7")),
+        }
+    }
+
+    /// Cloud inventory: (user, host, port) per host.
+    pub fn cloud_hosts(&self) -> Result<Vec<(String, String, u16)>> {
+        let default_user = self.raw("DISTZERO_CLOUD_USER").to_string();
+        let mut out = Vec::new();
+        for item in self.raw("DISTZERO_CLOUD_HOSTS").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (user, rest) = match item.split_once('@') {
+                Some((u, r)) => (u.to_string(), r),
+                None => (default_user.clone(), item),
+            };
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse::<u16>().map_err(|_| {
+                        bad("DISTZERO_CLOUD_HOSTS", item, "comma-separated [user@]host[:port] with a port from 1 to 65535")
+                    })?,
+                ),
+                None => (rest.to_string(), 22),
+            };
+            if host.is_empty() || user.is_empty() {
+                return Err(bad("DISTZERO_CLOUD_HOSTS", item, "comma-separated [user@]host[:port]"));
+            }
+            out.push((user, host, port));
+        }
+        Ok(out)
+    }
+
+    pub fn cloud_ssh_key(&self) -> Option<PathBuf> {
+        self.opt("DISTZERO_CLOUD_SSH_KEY").map(PathBuf::from)
+    }
+
+    pub fn cloud_controller_addr(&self) -> Option<&str> {
+        self.opt("DISTZERO_CLOUD_CONTROLLER_ADDR")
+    }
+
+    pub fn cloud_dir(&self) -> &str {
+        self.raw("DISTZERO_CLOUD_DIR")
+    }
+
+    pub fn sweep_seeds(&self) -> Result<u64> {
+        let v = self.raw("DISTZERO_SWEEP_SEEDS");
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad("DISTZERO_SWEEP_SEEDS", v, "a positive whole number"))
+    }
+
+    pub fn sweep_jobs(&self) -> Result<usize> {
+        let v = self.raw("DISTZERO_SWEEP_JOBS");
+        v.parse::<usize>().map_err(|_| bad("DISTZERO_SWEEP_JOBS", v, "a whole number (0 = one per core)"))
+    }
+}
+
+fn find_env_file(start: &Path) -> Option<PathBuf> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        let candidate = d.join(".env");
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        // Stop at the workspace root (the folder with .git or a [workspace]).
+        if d.join(".git").exists() {
+            return None;
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+/// Parse `KEY=value` lines; `#` comments and blank lines are skipped; values
+/// may be quoted.
+pub fn parse_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    parse_env_text(&text, &path.display().to_string())
+}
+
+pub fn parse_env_text(text: &str, origin: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(Error::Setting(format!(
+                "{origin}:{}: `{line}` is not KEY=value; fix or remove that line",
+                i + 1
+            )));
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_and_precedence() {
+        let s = Settings::defaults();
+        assert_eq!(s.seed().unwrap(), SeedChoice::FromTestName);
+        assert_eq!(s.log_dir(), PathBuf::from(".tmp"));
+        let s = Settings::from_sources(&env(&[("DISTZERO_SEED", "9")]), &env(&[("DISTZERO_SEED", "3")]), None).unwrap();
+        assert_eq!(s.seed().unwrap(), SeedChoice::Fixed(9));
+        let s = Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEED", "random")]), None).unwrap();
+        assert_eq!(s.seed().unwrap(), SeedChoice::Random);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_what_it_accepts() {
+        let e = Settings::from_sources(&env(&[("DISTZERO_SEED", "abc")]), &env(&[]), None).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("DISTZERO_SEED") && msg.contains("unsigned"), "{msg}");
+        let e = Settings::from_sources(&env(&[("DISTZERO_LOG_LEVEL", "loud")]), &env(&[]), None).unwrap_err();
+        assert!(e.to_string().contains("off, error, warn"), "{e}");
+        let e = Settings::from_sources(&env(&[("DISTZERO_CLOUD_HOSTS", "a:99999")]), &env(&[]), None).unwrap_err();
+        assert!(e.to_string().contains("DISTZERO_CLOUD_HOSTS"), "{e}");
+        let e = Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEEED", "1")]), None).unwrap_err();
+        assert!(e.to_string().contains("DISTZERO_SEEED"), "{e}");
+    }
+
+    #[test]
+    fn env_file_syntax() {
+        let m = parse_env_text("# c\n\nexport A=1\nB=\"two\"\nC='3'\n", "x").unwrap();
+        assert_eq!(m["A"], "1");
+        assert_eq!(m["B"], "two");
+        assert_eq!(m["C"], "3");
+        let e = parse_env_text("oops", ".env").unwrap_err();
+        assert!(e.to_string().contains(".env:1"), "{e}");
+    }
+
+    #[test]
+    fn cloud_hosts_parse() {
+        let s = Settings::from_sources(&env(&[("DISTZERO_CLOUD_HOSTS", "a, bob@b:2222")]), &env(&[]), None).unwrap();
+        assert_eq!(
+            s.cloud_hosts().unwrap(),
+            vec![("root".into(), "a".into(), 22), ("bob".into(), "b".into(), 2222)]
+        );
+    }
+
+    #[test]
+    fn template_lists_every_variable_with_its_default() {
+        let text = include_str!("../.env.template");
+        let vals = parse_env_text(text, ".env.template").unwrap();
+        for v in VARS {
+            assert_eq!(vals.get(v.name).map(String::as_str), Some(v.default), "{} in .env.template", v.name);
+        }
+        assert_eq!(vals.len(), VARS.len(), ".env.template lists a variable that VARS does not know");
+    }
+}
