@@ -1,1 +1,16 @@
-pub fn run_workflow(_n:&str,_r:distzero::Registry,_f:fn(&mut dyn distzero::Cluster)->distzero::Result<()>){todo!()}
+//! distzero-sim: the simulated mode.
+//!
+//! One thread, one event queue ordered by (virtual time, sequence), every
+//! choice drawn from one ChaCha rng seeded from the cluster seed. Same seed,
+//! same code: the same events in the same order and the same log bytes.
+//!
+//! - [`SimCluster`]: the [`distzero::Cluster`] on the deterministic event loop.
+//! - [`net`]: the network model (latency, loss, cuts, holds, FIFO per pair).
+//! - [`run_workflow`]: what `workflow_tests!` calls for `simulated::*` tests.
+
+mod cluster;
+pub mod net;
+mod runner;
+
+pub use cluster::{SimCluster, SimConfig, SimStats};
+pub use runner::{log_dir_for, run_workflow, seed_for, try_workflow, Failure};

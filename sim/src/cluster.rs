@@ -1,0 +1,712 @@
+//! The simulated cluster: a deterministic event loop on virtual time.
+
+use crate::net::{Net, Verdict};
+use distzero::context::{DiskStore, Env, MemDisk};
+use distzero::log::{self, Clock, RunLog, Scope};
+use distzero::{
+    AnyNode, Cluster, Error, Link, MachineId, Mode, NodeId, NodeSpec, Registry, Result, TimerId,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How to build a [`SimCluster`].
+#[derive(Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub registry: Registry,
+    /// Folder of this run's logs; None = no log files.
+    pub log_dir: Option<PathBuf>,
+    pub log_level: Option<tracing::Level>,
+    /// Probability that `ctx.buggify()` is true.
+    pub buggify: f64,
+    /// Link of every pair unless set otherwise.
+    pub default_link: Link,
+    /// Opt-in hostility beyond the contract: reorder messages per pair.
+    pub reorder: bool,
+    /// Opt-in hostility beyond the contract: duplicate messages with this probability.
+    pub duplicate: f64,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, registry: Registry) -> Self {
+        SimConfig {
+            seed,
+            registry,
+            log_dir: None,
+            log_level: Some(tracing::Level::INFO),
+            buggify: 0.05,
+            default_link: Link::default(),
+            reorder: false,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// Counters of a run, for benchmarks and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub events: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub timers: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Up,
+    Paused,
+    Down,
+}
+
+enum Event {
+    Start {
+        node: NodeId,
+        incarnation: u32,
+    },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: NodeId,
+        incarnation: u32,
+        id: u64,
+        tag: u64,
+    },
+}
+
+impl Event {
+    fn target(&self) -> MachineId {
+        match self {
+            Event::Start { node, .. } | Event::Timer { node, .. } => node.machine,
+            Event::Deliver { to, .. } => to.machine,
+        }
+    }
+}
+
+struct Entry {
+    time: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap, we pop the earliest (time, seq).
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.time, o.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+struct Slot {
+    spec: NodeSpec,
+    node: Option<Box<dyn AnyNode>>,
+}
+
+struct Machine {
+    state: State,
+    incarnation: u32,
+    slots: Vec<Slot>,
+    /// Events that reached the machine while it was paused, in order.
+    parked: Vec<Entry>,
+}
+
+/// Everything but the nodes: what a node's context reaches.
+struct Core {
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Entry>,
+    rng: ChaCha8Rng,
+    net: Net,
+    disks: Vec<MemDisk>,
+    held: BTreeMap<u64, Vec<(NodeId, NodeId, Vec<u8>)>>,
+    next_timer: u64,
+    cancelled: HashSet<u64, crate::net::FxBuild>,
+    incarnations: Vec<u32>,
+    /// Replies that reached controller client addresses, by client id.
+    inbox: BTreeMap<u32, Vec<u8>>,
+    waiting: HashSet<u32, crate::net::FxBuild>,
+    buggify: f64,
+    stats: SimStats,
+}
+
+impl Core {
+    #[inline]
+    fn push(&mut self, time: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Entry {
+            time,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn route(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        match self
+            .net
+            .route(&mut self.rng, self.now, from.machine, to.machine)
+        {
+            Verdict::At(at) => {
+                if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
+                    let extra = self.rng.gen_range(0..=2_000_000u64);
+                    self.push(
+                        at + extra,
+                        Event::Deliver {
+                            from,
+                            to,
+                            bytes: bytes.clone(),
+                        },
+                    );
+                }
+                self.push(at, Event::Deliver { from, to, bytes });
+            }
+            Verdict::Lost => {
+                self.stats.lost += 1;
+                tracing::debug!(%from, %to, "message lost");
+            }
+            Verdict::Held => {
+                let key = crate::net::pair(from.machine, to.machine);
+                self.held.entry(key).or_default().push((from, to, bytes));
+            }
+        }
+    }
+}
+
+impl Env for Core {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.now)
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        self.route(from, to, bytes);
+    }
+
+    fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId {
+        self.next_timer += 1;
+        let id = self.next_timer;
+        let incarnation = self.incarnations[node.machine.0 as usize];
+        let at = self.now + after.as_nanos() as u64;
+        self.push(
+            at,
+            Event::Timer {
+                node,
+                incarnation,
+                id,
+                tag,
+            },
+        );
+        TimerId(id)
+    }
+
+    fn cancel_timer(&mut self, _node: NodeId, timer: TimerId) {
+        if timer.0 <= self.next_timer {
+            self.cancelled.insert(timer.0);
+        }
+    }
+
+    fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore {
+        &mut self.disks[machine.0 as usize]
+    }
+
+    fn buggify(&mut self, _node: NodeId) -> bool {
+        self.buggify > 0.0 && self.rng.gen_bool(self.buggify)
+    }
+}
+
+/// The simulated cluster. Single-threaded and deterministic: all state is
+/// here, all randomness comes from one ChaCha8 rng seeded with `seed`.
+pub struct SimCluster {
+    seed: u64,
+    run_id: String,
+    registry: Registry,
+    core: Core,
+    machines: Vec<Machine>,
+    next_client: u32,
+    log: Option<RunLog>,
+    log_dir: PathBuf,
+    _log_guard: Option<tracing::subscriber::DefaultGuard>,
+}
+
+impl SimCluster {
+    pub fn new(config: SimConfig) -> Result<SimCluster> {
+        let (log, guard, log_dir) = match &config.log_dir {
+            Some(dir) => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir)
+                        .map_err(|e| Error::io(format!("clearing {}", dir.display()), e))?;
+                }
+                let log = RunLog::new(dir, Clock::Scope, config.log_level)
+                    .map_err(|e| Error::io(format!("creating log folder {}", dir.display()), e))?;
+                let guard = log.set_default();
+                (Some(log), Some(guard), dir.clone())
+            }
+            None => (None, None, PathBuf::new()),
+        };
+        log::set_scope(Scope::default());
+        let mut net = Net::new(config.default_link);
+        net.reorder = config.reorder;
+        net.duplicate = config.duplicate;
+        let cluster = SimCluster {
+            seed: config.seed,
+            run_id: format!("sim-{}", config.seed),
+            registry: config.registry,
+            core: Core {
+                now: 0,
+                seq: 0,
+                queue: BinaryHeap::new(),
+                rng: ChaCha8Rng::seed_from_u64(config.seed),
+                net,
+                disks: Vec::new(),
+                held: BTreeMap::new(),
+                next_timer: 0,
+                cancelled: HashSet::default(),
+                incarnations: Vec::new(),
+                inbox: BTreeMap::new(),
+                waiting: HashSet::default(),
+                buggify: config.buggify,
+                stats: SimStats::default(),
+            },
+            machines: Vec::new(),
+            next_client: 0,
+            log,
+            log_dir,
+            _log_guard: guard,
+        };
+        tracing::info!(seed = config.seed, "simulated cluster started");
+        Ok(cluster)
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.core.stats
+    }
+
+    /// Flush log files (also done on drop).
+    pub fn flush_logs(&self) {
+        if let Some(l) = &self.log {
+            l.flush();
+        }
+    }
+
+    fn machine(&self, m: MachineId) -> Result<&Machine> {
+        self.machines
+            .get(m.0 as usize)
+            .ok_or(Error::NoSuchMachine(m))
+    }
+
+    fn machine_mut(&mut self, m: MachineId) -> Result<&mut Machine> {
+        self.machines
+            .get_mut(m.0 as usize)
+            .ok_or(Error::NoSuchMachine(m))
+    }
+
+    fn check_pair(&self, from: MachineId, to: MachineId) -> Result<()> {
+        self.machine(from)?;
+        self.machine(to)?;
+        Ok(())
+    }
+
+    /// Run every event up to and including virtual time `until` (ns), or
+    /// until the reply for `client` arrives.
+    fn run_to(&mut self, until: u64, client: Option<u32>) {
+        while let Some(top) = self.core.queue.peek() {
+            if top.time > until {
+                break;
+            }
+            if let Some(c) = client {
+                if self.core.inbox.contains_key(&c) {
+                    return;
+                }
+            }
+            let entry = self.core.queue.pop().expect("peeked");
+            self.core.now = entry.time;
+            self.step(entry);
+        }
+        if client.is_some_and(|c| self.core.inbox.contains_key(&c)) {
+            return;
+        }
+        self.core.now = self.core.now.max(until);
+        log::set_time(Duration::from_nanos(self.core.now));
+    }
+
+    fn step(&mut self, entry: Entry) {
+        self.core.stats.events += 1;
+        let target = entry.event.target();
+        if target.is_controller() {
+            if let Event::Deliver { to, bytes, .. } = entry.event {
+                if self.core.waiting.remove(&to.local) {
+                    self.core.inbox.insert(to.local, bytes);
+                }
+            }
+            return;
+        }
+        let Some(machine) = self.machines.get_mut(target.0 as usize) else {
+            return;
+        };
+        match machine.state {
+            State::Down => {
+                if let Event::Deliver { .. } = entry.event {
+                    self.core.stats.lost += 1;
+                }
+                return;
+            }
+            State::Paused => {
+                machine.parked.push(entry);
+                return;
+            }
+            State::Up => {}
+        }
+        let incarnation = machine.incarnation;
+        match entry.event {
+            Event::Start {
+                node,
+                incarnation: inc,
+            } => {
+                if inc != incarnation {
+                    return;
+                }
+                let Some(slot) = machine.slots.get_mut(node.local as usize) else {
+                    return;
+                };
+                let Some(n) = slot.node.as_mut() else { return };
+                log::set_scope(Scope {
+                    machine: Some(target),
+                    node: Some(node),
+                    time: Duration::from_nanos(self.core.now),
+                });
+                tracing::info!(kind = %slot.spec.kind, "node started");
+                n.start(&mut self.core, node);
+            }
+            Event::Deliver { from, to, bytes } => {
+                let Some(n) = machine
+                    .slots
+                    .get_mut(to.local as usize)
+                    .and_then(|s| s.node.as_mut())
+                else {
+                    self.core.stats.lost += 1;
+                    return;
+                };
+                self.core.stats.delivered += 1;
+                log::set_scope(Scope {
+                    machine: Some(target),
+                    node: Some(to),
+                    time: Duration::from_nanos(self.core.now),
+                });
+                n.message(&mut self.core, to, from, &bytes);
+            }
+            Event::Timer {
+                node,
+                incarnation: inc,
+                id,
+                tag,
+            } => {
+                if inc != incarnation
+                    || (!self.core.cancelled.is_empty() && self.core.cancelled.remove(&id))
+                {
+                    return;
+                }
+                let Some(n) = machine
+                    .slots
+                    .get_mut(node.local as usize)
+                    .and_then(|s| s.node.as_mut())
+                else {
+                    return;
+                };
+                self.core.stats.timers += 1;
+                log::set_scope(Scope {
+                    machine: Some(target),
+                    node: Some(node),
+                    time: Duration::from_nanos(self.core.now),
+                });
+                n.timer(&mut self.core, node, TimerId(id), tag);
+            }
+        }
+        log::set_scope(Scope {
+            machine: None,
+            node: None,
+            time: Duration::from_nanos(self.core.now),
+        });
+    }
+
+    fn new_client(&mut self) -> NodeId {
+        self.next_client += 1;
+        NodeId::client(self.next_client)
+    }
+
+    fn check_node(&self, to: NodeId) -> Result<()> {
+        let m = self.machine(to.machine)?;
+        if (to.local as usize) < m.slots.len() {
+            Ok(())
+        } else {
+            Err(Error::NoSuchNode(to))
+        }
+    }
+
+    fn controller_log(&self) {
+        log::set_scope(Scope {
+            machine: None,
+            node: None,
+            time: Duration::from_nanos(self.core.now),
+        });
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        self.flush_logs();
+    }
+}
+
+impl Cluster for SimCluster {
+    fn mode(&self) -> Mode {
+        Mode::Simulated
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.core.now)
+    }
+
+    fn add_machine(&mut self) -> Result<MachineId> {
+        let id = MachineId(self.machines.len() as u32);
+        if id.is_controller() {
+            return Err(Error::Unsupported("too many machines".into()));
+        }
+        self.machines.push(Machine {
+            state: State::Up,
+            incarnation: 0,
+            slots: Vec::new(),
+            parked: Vec::new(),
+        });
+        self.core.disks.push(MemDisk::default());
+        self.core.incarnations.push(0);
+        self.controller_log();
+        tracing::debug!(machine = %id, "machine added");
+        Ok(id)
+    }
+
+    fn machines(&self) -> Vec<MachineId> {
+        (0..self.machines.len() as u32).map(MachineId).collect()
+    }
+
+    fn spawn(&mut self, machine: MachineId, spec: NodeSpec) -> Result<NodeId> {
+        let node = self.registry.build(&spec)?;
+        let now = self.core.now;
+        let m = self.machine_mut(machine)?;
+        let id = NodeId::new(machine, m.slots.len() as u32);
+        let up = m.state != State::Down;
+        let incarnation = m.incarnation;
+        m.slots.push(Slot {
+            spec,
+            node: up.then_some(node),
+        });
+        if up {
+            self.core.push(
+                now,
+                Event::Start {
+                    node: id,
+                    incarnation,
+                },
+            );
+        }
+        Ok(id)
+    }
+
+    fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
+        self.check_node(to)?;
+        let from = self.new_client();
+        self.core.route(from, to, bytes);
+        Ok(())
+    }
+
+    fn call_bytes(&mut self, to: NodeId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        self.check_node(to)?;
+        let from = self.new_client();
+        self.core.waiting.insert(from.local);
+        self.core.route(from, to, bytes);
+        let deadline = self.core.now + timeout.as_nanos() as u64;
+        self.run_to(deadline, Some(from.local));
+        self.core.waiting.remove(&from.local);
+        match self.core.inbox.remove(&from.local) {
+            Some(reply) => Ok(reply),
+            None => Err(Error::Timeout { to, after: timeout }),
+        }
+    }
+
+    fn run_for(&mut self, duration: Duration) -> Result<()> {
+        let until = self.core.now + duration.as_nanos() as u64;
+        self.run_to(until, None);
+        Ok(())
+    }
+
+    fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        self.check_pair(from, to)?;
+        self.controller_log();
+        tracing::info!(%from, %to, "cut");
+        self.core.net.cut(from, to);
+        Ok(())
+    }
+
+    fn heal(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        self.check_pair(from, to)?;
+        self.controller_log();
+        tracing::info!(%from, %to, "heal");
+        self.core.net.heal(from, to);
+        self.core.held.remove(&crate::net::pair(from, to));
+        Ok(())
+    }
+
+    fn heal_all(&mut self) -> Result<()> {
+        self.controller_log();
+        tracing::info!("heal all");
+        self.core.net.heal_all();
+        self.core.held.clear();
+        Ok(())
+    }
+
+    fn hold(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        self.check_pair(from, to)?;
+        self.controller_log();
+        tracing::info!(%from, %to, "hold");
+        self.core.net.hold(from, to);
+        Ok(())
+    }
+
+    fn release(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        self.check_pair(from, to)?;
+        self.controller_log();
+        tracing::info!(%from, %to, "release");
+        self.core.net.release(from, to);
+        if let Some(msgs) = self.core.held.remove(&crate::net::pair(from, to)) {
+            for (f, t, bytes) in msgs {
+                self.core.route(f, t, bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()> {
+        self.check_pair(from, to)?;
+        link.validate()?;
+        self.core.net.set_link(from, to, link);
+        Ok(())
+    }
+
+    fn crash(&mut self, machine: MachineId) -> Result<()> {
+        let m = self.machine_mut(machine)?;
+        if m.state == State::Down {
+            return Ok(());
+        }
+        m.state = State::Down;
+        m.incarnation += 1;
+        m.parked.clear();
+        for slot in &mut m.slots {
+            slot.node = None;
+        }
+        let inc = m.incarnation;
+        self.core.incarnations[machine.0 as usize] = inc;
+        self.controller_log();
+        tracing::info!(%machine, "crash");
+        Ok(())
+    }
+
+    fn restart(&mut self, machine: MachineId) -> Result<()> {
+        if self.machine(machine)?.state != State::Down {
+            self.controller_log();
+            tracing::info!(%machine, "restart ignored: machine is running");
+            return Ok(());
+        }
+        let mut built = Vec::new();
+        for slot in &self.machine(machine)?.slots {
+            built.push(self.registry.build(&slot.spec)?);
+        }
+        let now = self.core.now;
+        let m = self.machine_mut(machine)?;
+        m.state = State::Up;
+        let inc = m.incarnation;
+        let mut starts = Vec::new();
+        for (i, (slot, node)) in m.slots.iter_mut().zip(built).enumerate() {
+            slot.node = Some(node);
+            starts.push(NodeId::new(machine, i as u32));
+        }
+        self.controller_log();
+        tracing::info!(%machine, "restart");
+        for node in starts {
+            self.core.push(
+                now,
+                Event::Start {
+                    node,
+                    incarnation: inc,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn pause(&mut self, machine: MachineId) -> Result<()> {
+        let m = self.machine_mut(machine)?;
+        if m.state == State::Up {
+            m.state = State::Paused;
+            self.controller_log();
+            tracing::info!(%machine, "pause");
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, machine: MachineId) -> Result<()> {
+        let now = self.core.now;
+        let m = self.machine_mut(machine)?;
+        if m.state != State::Paused {
+            return Ok(());
+        }
+        m.state = State::Up;
+        let parked = std::mem::take(&mut m.parked);
+        self.controller_log();
+        tracing::info!(%machine, parked = parked.len(), "resume");
+        for e in parked {
+            self.core.push(now.max(e.time), e.event);
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.controller_log();
+        tracing::info!(
+            events = self.core.stats.events,
+            delivered = self.core.stats.delivered,
+            lost = self.core.stats.lost,
+            "simulated cluster stopped"
+        );
+        self.flush_logs();
+        Ok(())
+    }
+}

@@ -1,0 +1,337 @@
+//! The delivery contract and the fault model of the simulator, checked with a
+//! small probe node defined here.
+
+use distzero::{
+    Cluster, Context, Error, Latency, Link, MachineId, Node, NodeId, Registry, TimerId,
+};
+use distzero_sim::{SimCluster, SimConfig};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+enum Msg {
+    /// From the test: send `count` numbered Data messages to `to`.
+    Fire {
+        to: NodeId,
+        count: u64,
+    },
+    Data {
+        seq: u64,
+    },
+    /// From the test: set a timer.
+    Arm {
+        after_ms: u64,
+    },
+    Query,
+    Report {
+        got: Vec<(NodeId, u64)>,
+        fired_at: Vec<u64>,
+        started_at: u64,
+        disk: Option<u64>,
+    },
+    Ok,
+}
+
+#[derive(Default)]
+struct Probe {
+    got: Vec<(NodeId, u64)>,
+    fired_at: Vec<u64>,
+    started_at: u64,
+}
+
+impl Node for Probe {
+    type Msg = Msg;
+    fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.started_at = ctx.now().as_nanos() as u64;
+        let boots: u64 = ctx.disk().get("boots").unwrap().unwrap_or(0);
+        ctx.disk().put("boots", &(boots + 1)).unwrap();
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_, Msg>, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::Fire { to, count } => {
+                for seq in 0..count {
+                    ctx.send(to, Msg::Data { seq });
+                }
+                ctx.send(from, Msg::Ok);
+            }
+            Msg::Data { seq } => self.got.push((from, seq)),
+            Msg::Arm { after_ms } => {
+                ctx.set_timer(Duration::from_millis(after_ms), after_ms);
+                ctx.send(from, Msg::Ok);
+            }
+            Msg::Query => {
+                let disk = ctx.disk().get("boots").unwrap();
+                let r = Msg::Report {
+                    got: self.got.clone(),
+                    fired_at: self.fired_at.clone(),
+                    started_at: self.started_at,
+                    disk,
+                };
+                ctx.send(from, r);
+            }
+            Msg::Report { .. } | Msg::Ok => {}
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut Context<'_, Msg>, _t: TimerId, _tag: u64) {
+        self.fired_at.push(ctx.now().as_nanos() as u64);
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("probe", |_: serde_json::Value| Probe::default());
+    r
+}
+
+fn cluster(seed: u64) -> SimCluster {
+    SimCluster::new(SimConfig::new(seed, registry())).unwrap()
+}
+
+const T: Duration = Duration::from_secs(1);
+
+fn setup(c: &mut dyn Cluster, n: usize) -> Vec<NodeId> {
+    (0..n)
+        .map(|_| {
+            let m = c.add_machine().unwrap();
+            c.spawn_node(m, "probe", serde_json::json!({})).unwrap()
+        })
+        .collect()
+}
+
+fn fire(c: &mut dyn Cluster, from: NodeId, to: NodeId, count: u64) {
+    let r: Msg = c.call(from, &Msg::Fire { to, count }, T).unwrap();
+    assert_eq!(r, Msg::Ok);
+}
+
+fn report(c: &mut dyn Cluster, n: NodeId) -> (Vec<(NodeId, u64)>, Vec<u64>, u64, Option<u64>) {
+    match c.call(n, &Msg::Query, T).unwrap() {
+        Msg::Report {
+            got,
+            fired_at,
+            started_at,
+            disk,
+        } => (got, fired_at, started_at, disk),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn seqs(got: &[(NodeId, u64)]) -> Vec<u64> {
+    got.iter().map(|g| g.1).collect()
+}
+
+#[test]
+fn in_order_per_pair_under_random_latency() {
+    let mut sim = cluster(1);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 2);
+    c.set_all_links(Link {
+        latency: Latency::Uniform {
+            min: Duration::from_micros(10),
+            max: Duration::from_millis(30),
+        },
+        loss: 0.0,
+    })
+    .unwrap();
+    fire(c, n[0], n[1], 500);
+    c.run_for(Duration::from_secs(1)).unwrap();
+    let (got, ..) = report(c, n[1]);
+    assert_eq!(
+        seqs(&got),
+        (0..500).collect::<Vec<_>>(),
+        "every message, in order, exactly once"
+    );
+}
+
+#[test]
+fn loss_drops_some_and_never_duplicates_or_reorders() {
+    let mut sim = cluster(2);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 2);
+    c.set_link(MachineId(0), MachineId(1), Link::default().with_loss(0.3))
+        .unwrap();
+    fire(c, n[0], n[1], 1000);
+    c.run_for(Duration::from_secs(1)).unwrap();
+    let s = seqs(&report(c, n[1]).0);
+    assert!(
+        s.len() > 500 && s.len() < 900,
+        "about 30% lost, got {}",
+        s.len()
+    );
+    assert!(s.windows(2).all(|w| w[0] < w[1]), "at most once, in order");
+}
+
+#[test]
+fn one_way_cut_heal_and_partition() {
+    let mut sim = cluster(3);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 3);
+    c.cut(MachineId(0), MachineId(1)).unwrap();
+    fire(c, n[0], n[1], 10);
+    fire(c, n[1], n[0], 10);
+    c.run_for(Duration::from_millis(100)).unwrap();
+    assert!(
+        report(c, n[1]).0.is_empty(),
+        "cut direction delivers nothing"
+    );
+    assert_eq!(
+        report(c, n[0]).0.len(),
+        10,
+        "the other direction still works"
+    );
+    c.heal(MachineId(0), MachineId(1)).unwrap();
+    fire(c, n[0], n[1], 10);
+    c.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(report(c, n[1]).0.len(), 10);
+
+    c.partition(&[&[MachineId(0)], &[MachineId(1), MachineId(2)]])
+        .unwrap();
+    fire(c, n[2], n[0], 5);
+    fire(c, n[2], n[1], 5);
+    c.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(report(c, n[0]).0.len(), 10, "m0 is on the other side");
+    assert_eq!(report(c, n[1]).0.len(), 15, "m1 shares m2's side");
+    c.heal_all().unwrap();
+    fire(c, n[2], n[0], 5);
+    c.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(report(c, n[0]).0.len(), 15);
+}
+
+#[test]
+fn hold_queues_until_release_and_loses_nothing() {
+    let mut sim = cluster(4);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 2);
+    c.hold(MachineId(0), MachineId(1)).unwrap();
+    fire(c, n[0], n[1], 20);
+    c.run_for(Duration::from_secs(2)).unwrap();
+    assert!(report(c, n[1]).0.is_empty());
+    c.release(MachineId(0), MachineId(1)).unwrap();
+    c.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(seqs(&report(c, n[1]).0), (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn crash_loses_memory_keeps_disk_and_restart_starts_from_spec() {
+    let mut sim = cluster(5);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 2);
+    fire(c, n[0], n[1], 5);
+    c.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(report(c, n[1]).0.len(), 5);
+    c.crash(MachineId(1)).unwrap();
+    let e = c.call::<_, Msg>(n[1], &Msg::Query, T).unwrap_err();
+    assert!(
+        matches!(e, Error::Timeout { .. }),
+        "a crashed machine does not answer: {e}"
+    );
+    fire(c, n[0], n[1], 5);
+    c.run_for(Duration::from_millis(100)).unwrap();
+    let before = c.now();
+    c.restart(MachineId(1)).unwrap();
+    let (got, _, started_at, boots) = report(c, n[1]);
+    assert!(
+        got.is_empty(),
+        "memory is lost, and messages sent while down are lost"
+    );
+    assert!(
+        started_at >= before.as_nanos() as u64,
+        "on_start ran again after restart"
+    );
+    assert_eq!(boots, Some(2), "the disk survives the crash");
+}
+
+#[test]
+fn pause_delays_messages_and_timers_until_resume() {
+    let mut sim = cluster(6);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 2);
+    let _: Msg = c.call(n[1], &Msg::Arm { after_ms: 100 }, T).unwrap();
+    c.pause(MachineId(1)).unwrap();
+    fire(c, n[0], n[1], 3);
+    c.run_for(Duration::from_millis(500)).unwrap();
+    let resumed = c.now().as_nanos() as u64;
+    c.resume(MachineId(1)).unwrap();
+    let (got, fired, ..) = report(c, n[1]);
+    assert_eq!(
+        seqs(&got),
+        vec![0, 1, 2],
+        "parked messages delivered after resume"
+    );
+    assert_eq!(fired.len(), 1);
+    assert!(fired[0] >= resumed, "the timer fired only after resume");
+}
+
+#[test]
+fn timers_fire_at_the_exact_virtual_time() {
+    let mut sim = cluster(7);
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 1);
+    c.set_all_links(Link::fixed(Duration::from_millis(1)))
+        .unwrap();
+    let _: Msg = c.call(n[0], &Msg::Arm { after_ms: 250 }, T).unwrap();
+    c.run_for(Duration::from_secs(1)).unwrap();
+    let (_, fired, ..) = report(c, n[0]);
+    // The Arm message reached the node 0.5..1.5 ms after t=0 (controller link).
+    assert_eq!(fired.len(), 1);
+    let at = Duration::from_nanos(fired[0]);
+    assert!(
+        at >= Duration::from_micros(250_500) && at <= Duration::from_micros(251_500),
+        "fired at {at:?}"
+    );
+}
+
+#[test]
+fn opt_in_reorder_and_duplicate_are_hostile() {
+    let mut cfg = SimConfig::new(8, registry());
+    cfg.reorder = true;
+    cfg.duplicate = 0.2;
+    cfg.default_link = Link {
+        latency: Latency::Uniform {
+            min: Duration::from_micros(10),
+            max: Duration::from_millis(30),
+        },
+        loss: 0.0,
+    };
+    let mut sim = SimCluster::new(cfg).unwrap();
+    let c: &mut dyn Cluster = &mut sim;
+    let n = setup(c, 2);
+    fire(c, n[0], n[1], 200);
+    c.run_for(Duration::from_secs(1)).unwrap();
+    let s = seqs(&report(c, n[1]).0);
+    assert!(s.windows(2).any(|w| w[0] > w[1]), "some reordering");
+    assert!(s.len() > 200, "some duplicates: {}", s.len());
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let mut sim = cluster(9);
+    let c: &mut dyn Cluster = &mut sim;
+    let m = c.add_machine().unwrap();
+    let e = c
+        .spawn_node(m, "nope", serde_json::json!({}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope") && e.contains("probe"), "{e}");
+    let e = c
+        .call::<_, Msg>(NodeId::new(m, 4), &Msg::Query, T)
+        .unwrap_err();
+    assert!(matches!(e, Error::NoSuchNode(_)), "{e}");
+    let e = c.crash(MachineId(9)).unwrap_err();
+    assert!(matches!(e, Error::NoSuchMachine(_)), "{e}");
+    let e = c
+        .set_link(m, m, Link::default().with_loss(1.5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loss"), "{e}");
+}
+
+#[test]
+fn run_until_gives_up_with_an_error() {
+    let mut sim = cluster(10);
+    let c: &mut dyn Cluster = &mut sim;
+    let e = c
+        .run_until(Duration::from_secs(2), |_| Ok(false))
+        .unwrap_err();
+    assert!(matches!(e, Error::ConditionTimeout(_)));
+    assert!(c.now() >= Duration::from_secs(2));
+}
