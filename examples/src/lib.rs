@@ -1,1 +1,53 @@
+//! Example systems for distzero, used by the workflow tests and the README.
+//!
+//! - [`pingpong`]: answers `Ping(n)` with `Pong(n)`; pings peers on a timer and
+//!   records when its timers fired and the round trips it saw.
+//! - [`kv`]: a replicated key-value store: a fixed primary replicates every
+//!   write to a majority before acknowledging it, replicas persist to disk and
+//!   catch up after a crash, a partition or lost messages.
+//! - [`wordcount`]: a stream (source -> splitters -> counters) whose totals
+//!   stay exact under message loss: acknowledgements, retries on timers and
+//!   deduplication by (source, line).
+//!
+//! Every kind is registered by [`registry`]. Nodes act only through their
+//! context: no std::time, no threads, randomness only from `ctx.rng()`, and
+//! only ordered maps where iteration order could leak into behaviour.
 
+pub mod hash;
+pub mod kv;
+pub mod pingpong;
+pub mod wordcount;
+
+use distzero::Registry;
+
+/// Every example kind: `pingpong`, `kv`, `wordcount-source`,
+/// `wordcount-splitter`, `wordcount-counter`.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(pingpong::KIND, pingpong::PingPong::new);
+    r.register(kv::KIND, kv::Kv::new);
+    r.register(wordcount::SOURCE, wordcount::Source::new);
+    r.register(wordcount::SPLITTER, wordcount::Splitter::new);
+    r.register(wordcount::COUNTER, wordcount::Counter::new);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registry_has_every_kind() {
+        let kinds = super::registry().kinds();
+        for k in [
+            "kv",
+            "pingpong",
+            "wordcount-counter",
+            "wordcount-source",
+            "wordcount-splitter",
+        ] {
+            assert!(
+                kinds.iter().any(|x| x == k),
+                "missing kind {k} in {kinds:?}"
+            );
+        }
+    }
+}
