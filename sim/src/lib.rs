@@ -6,11 +6,13 @@
 //!
 //! - [`SimCluster`]: the [`distzero::Cluster`] on the deterministic event loop.
 //! - [`net`]: the network model (latency, loss, cuts, holds, FIFO per pair).
+//! - [`workload`]: the ping-pong benchmark workload (`benches/pingpong.rs`).
 //! - [`run_workflow`]: what `workflow_tests!` calls for `simulated::*` tests.
 
 mod cluster;
 pub mod net;
 mod runner;
+pub mod workload;
 
 pub use cluster::{SimCluster, SimConfig, SimStats};
 pub use runner::{log_dir_for, run_workflow, seed_for, try_workflow, Failure};
