@@ -1,0 +1,625 @@
+//! Workflow tests: each body runs in every mode (`simulated::*`,
+//! `virtual_mode::*`, `cloud_mode::*`), so it knows nothing of the mode
+//! except, where simulation can promise more, exact virtual times.
+//!
+//! Time bounds are generous enough for real machines: calls wait 1-2 s,
+//! conditions 10-20 s. In simulation those seconds pass in microseconds.
+
+use distzero::{millis, secs, Cluster, Latency, Link, Mode, NodeId, Result};
+use distzero_examples::kv::{self, KvMsg, KvStatus};
+use distzero_examples::pingpong::{PingConfig, PingMsg, PingStats, KIND as PINGPONG};
+use distzero_examples::wordcount::{count_words, Pipeline};
+use std::time::Duration;
+
+const CALL: Duration = Duration::from_secs(1);
+
+// ------------------------------------------------------------------ helpers
+
+fn simulated(c: &dyn Cluster) -> bool {
+    c.mode() == Mode::Simulated
+}
+
+fn stats(c: &mut dyn Cluster, node: NodeId) -> Result<PingStats> {
+    match c.call::<PingMsg, PingMsg>(node, &PingMsg::Stats, CALL)? {
+        PingMsg::StatsReply(s) => Ok(s),
+        other => panic!("{node} answered {other:?} to Stats"),
+    }
+}
+
+fn pinger(peers: Vec<NodeId>, every_ms: u64, rounds: u64) -> PingConfig {
+    PingConfig {
+        peers,
+        every_ms,
+        rounds,
+    }
+}
+
+/// Put with retries under the same request id, until acknowledged.
+fn put(c: &mut dyn Cluster, node: NodeId, id: u64, key: &str, value: &str) -> Result<u64> {
+    let req = KvMsg::Put {
+        id,
+        key: key.into(),
+        value: value.into(),
+    };
+    let mut last = String::new();
+    for _ in 0..20 {
+        match c.call::<KvMsg, KvMsg>(node, &req, CALL) {
+            Ok(KvMsg::PutOk { id: got, index }) if got == id => return Ok(index),
+            Ok(KvMsg::Unavailable { reason }) => last = reason,
+            Ok(other) => panic!("{node} answered {other:?} to put #{id}"),
+            Err(e) if e.is_timeout() => last = e.to_string(),
+            Err(e) => return Err(e),
+        }
+        c.run_for(millis(100))?;
+    }
+    panic!("put #{id} {key}={value} via {node} never acknowledged; last: {last}");
+}
+
+/// The committed value of `key`, asked through `node`, with retries.
+fn get(c: &mut dyn Cluster, node: NodeId, key: &str) -> Result<Option<String>> {
+    let req = KvMsg::Get { key: key.into() };
+    let mut last = String::new();
+    for _ in 0..20 {
+        match c.call::<KvMsg, KvMsg>(node, &req, CALL) {
+            Ok(KvMsg::Value { value, .. }) => return Ok(value),
+            Ok(KvMsg::Unavailable { reason }) => last = reason,
+            Ok(other) => panic!("{node} answered {other:?} to get {key}"),
+            Err(e) if e.is_timeout() => last = e.to_string(),
+            Err(e) => return Err(e),
+        }
+        c.run_for(millis(100))?;
+    }
+    panic!("get {key} via {node} never answered; last: {last}");
+}
+
+/// What replica `node` itself holds for `key` (no primary involved).
+fn read_local(c: &mut dyn Cluster, node: NodeId, key: &str) -> Result<Option<String>> {
+    match c.call::<KvMsg, KvMsg>(node, &KvMsg::ReadLocal { key: key.into() }, CALL)? {
+        KvMsg::Value { value, .. } => Ok(value),
+        other => panic!("{node} answered {other:?} to ReadLocal"),
+    }
+}
+
+fn status(c: &mut dyn Cluster, node: NodeId) -> Result<KvStatus> {
+    match c.call::<KvMsg, KvMsg>(node, &KvMsg::Status, CALL)? {
+        KvMsg::StatusReply(s) => Ok(s),
+        other => panic!("{node} answered {other:?} to Status"),
+    }
+}
+
+/// Replica `node` holds and has applied everything the primary committed.
+fn caught_up(c: &mut dyn Cluster, primary: NodeId, node: NodeId) -> Result<bool> {
+    let p = status(c, primary)?;
+    let n = status(c, node)?;
+    Ok(n.index >= p.commit && n.commit >= p.commit)
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_string())
+}
+
+fn lines() -> Vec<String> {
+    let text = "It was the best of times, it was the worst of times,
+it was the age of wisdom, it was the age of foolishness,
+it was the epoch of belief, it was the epoch of incredulity,
+it was the season of Light, it was the season of Darkness,
+it was the spring of hope, it was the winter of despair,
+we had everything before us, we had nothing before us,
+we were all going direct to Heaven, we were all going direct the other way --
+in short, the period was so far like the present period, that some of
+its noisiest authorities insisted on its being received, for good or for
+evil, in the superlative degree of comparison only.
+
+There were a king with a large jaw and a queen with a plain face, on the
+throne of England; there were a king with a large jaw and a queen with
+a fair face, on the throne of France.";
+    let mut out: Vec<String> = text.lines().map(str::to_string).collect();
+    for i in 0..20 {
+        out.push(format!(
+            "line {i} repeats the same few words: alpha beta gamma alpha beta alpha"
+        ));
+    }
+    out
+}
+
+// --------------------------------------------------------------- ping-pong
+
+/// A node answers a call with the matching pong, and counts what it got.
+fn pingpong_answers_calls(c: &mut dyn Cluster) -> Result<()> {
+    let [a] = c.add_machines()?;
+    let p = c.spawn_node(a, PINGPONG, PingConfig::default())?;
+    for n in [7, 8, 9] {
+        let reply: PingMsg = c.call(p, &PingMsg::Ping(n), CALL)?;
+        assert_eq!(
+            reply,
+            PingMsg::Pong(n),
+            "ping {n} must be answered with pong {n}"
+        );
+    }
+    let s = stats(c, p)?;
+    assert_eq!(s.pings_received, 3, "three pings were sent to {p}: {s:?}");
+    assert_eq!(s.pings_sent, 0, "a node without peers pings nobody: {s:?}");
+    Ok(())
+}
+
+/// The ping timer fires every period, no earlier; in simulation exactly on time.
+fn ping_timer_fires_on_schedule(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b] = c.add_machines()?;
+    let echo = c.spawn_node(b, PINGPONG, PingConfig::default())?;
+    let p = c.spawn_node(a, PINGPONG, pinger(vec![echo], 100, 10))?;
+    c.run_until(secs(10), |c| Ok(stats(c, p)?.pongs == 10))?;
+    c.run_for(millis(500))?;
+    let s = stats(c, p)?;
+    assert_eq!(
+        s.ticks.len(),
+        10,
+        "rounds = 10 means exactly 10 ticks: {:?}",
+        s.ticks
+    );
+    assert_eq!(
+        (s.pings_sent, s.pongs),
+        (10, 10),
+        "one ping per tick, each answered: {s:?}"
+    );
+    let period = millis(100);
+    let mut prev = s.started_at;
+    for (k, &t) in s.ticks.iter().enumerate() {
+        assert!(
+            t >= prev + period,
+            "tick {k} at {t:?} came less than {period:?} after {prev:?}"
+        );
+        if simulated(c) {
+            let want = s.started_at + period * (k as u32 + 1);
+            assert_eq!(
+                t,
+                want,
+                "in simulation tick {k} fires at exactly start + {}*100ms",
+                k + 1
+            );
+        }
+        prev = t;
+    }
+    let span = s.ticks[9] - s.started_at;
+    assert!(span < secs(3), "10 ticks of 100 ms took {span:?}");
+    Ok(())
+}
+
+/// Round trips follow the links' latency: fixed, then uniform.
+fn ping_rtt_follows_link_latency(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b] = c.add_machines()?;
+    c.set_all_links(Link::fixed(millis(40)))?;
+    let echo = c.spawn_node(b, PINGPONG, PingConfig::default())?;
+    let p = c.spawn_node(a, PINGPONG, pinger(vec![echo], 200, 5))?;
+    c.run_until(secs(10), |c| Ok(stats(c, p)?.pongs == 5))?;
+    let s = stats(c, p)?;
+    for &rtt in &s.rtts {
+        assert!(
+            rtt >= millis(80),
+            "40 ms each way gives a round trip of at least 80 ms, got {rtt:?}"
+        );
+        assert!(
+            rtt < millis(80) + secs(1),
+            "round trip {rtt:?} far above 80 ms"
+        );
+        if simulated(c) {
+            assert_eq!(
+                rtt,
+                millis(80),
+                "in simulation a fixed 40 ms link gives exactly 80 ms"
+            );
+        }
+    }
+
+    let uniform = Link {
+        latency: Latency::Uniform {
+            min: millis(10),
+            max: millis(30),
+        },
+        loss: 0.0,
+    };
+    c.set_all_links(uniform)?;
+    let q = c.spawn_node(a, PINGPONG, pinger(vec![echo], 50, 20))?;
+    c.run_until(secs(10), |c| Ok(stats(c, q)?.pongs == 20))?;
+    let s = stats(c, q)?;
+    assert_eq!(s.rtts.len(), 20);
+    for &rtt in &s.rtts {
+        assert!(
+            rtt >= millis(20),
+            "10..30 ms each way: round trip {rtt:?} below 20 ms"
+        );
+        let max = if simulated(c) {
+            millis(60)
+        } else {
+            millis(60) + secs(1)
+        };
+        assert!(
+            rtt <= max,
+            "10..30 ms each way: round trip {rtt:?} above {max:?}"
+        );
+    }
+    if simulated(c) {
+        let distinct: std::collections::BTreeSet<_> = s.rtts.iter().collect();
+        assert!(
+            distinct.len() > 1,
+            "uniform latency should vary: {:?}",
+            s.rtts
+        );
+    }
+    Ok(())
+}
+
+/// Cutting b -> a stops pongs to a and pings to a, but a's pings still reach b.
+fn one_way_cut_blocks_one_direction(c: &mut dyn Cluster) -> Result<()> {
+    let [ma, mb] = c.add_machines()?;
+    let a = NodeId::new(ma, 0);
+    let b = NodeId::new(mb, 0);
+    assert_eq!(c.spawn_node(ma, PINGPONG, pinger(vec![b], 50, 0))?, a);
+    assert_eq!(c.spawn_node(mb, PINGPONG, pinger(vec![a], 50, 0))?, b);
+    c.run_until(secs(10), |c| {
+        Ok(stats(c, a)?.pongs >= 3 && stats(c, b)?.pongs >= 3)
+    })?;
+
+    c.cut(mb, ma)?;
+    c.run_for(millis(300))?; // let what was in flight land
+    let (a0, b0) = (stats(c, a)?, stats(c, b)?);
+    c.run_for(secs(1))?;
+    let (a1, b1) = (stats(c, a)?, stats(c, b)?);
+    assert_eq!(a1.pongs, a0.pongs, "b -> a is cut: no pong may reach a");
+    assert_eq!(
+        a1.pings_received, a0.pings_received,
+        "b -> a is cut: no ping may reach a"
+    );
+    assert!(
+        b1.pings_received >= b0.pings_received + 5,
+        "a -> b is open: a's pings keep reaching b ({} -> {})",
+        b0.pings_received,
+        b1.pings_received
+    );
+    assert_eq!(
+        b1.pongs, b0.pongs,
+        "b's pings never reach a, so no pong comes back"
+    );
+
+    c.heal_all()?;
+    c.run_until(secs(10), |c| {
+        Ok(stats(c, a)?.pongs > a1.pongs && stats(c, b)?.pongs > b1.pongs)
+    })?;
+    Ok(())
+}
+
+/// A paused machine answers nothing; once resumed it answers every ping that
+/// waited at its door: nothing is lost, only late.
+fn pause_delays_but_loses_nothing(c: &mut dyn Cluster) -> Result<()> {
+    let [ma, mb] = c.add_machines()?;
+    let echo = c.spawn_node(mb, PINGPONG, PingConfig::default())?;
+    let p = c.spawn_node(ma, PINGPONG, pinger(vec![echo], 100, 30))?;
+    c.run_until(secs(10), |c| Ok(stats(c, p)?.pongs >= 3))?;
+
+    c.pause(mb)?;
+    c.run_for(millis(200))?;
+    let before = stats(c, p)?;
+    c.run_for(secs(1))?;
+    let during = stats(c, p)?;
+    assert_eq!(
+        during.pongs, before.pongs,
+        "a paused machine answers nothing"
+    );
+    assert!(
+        during.pings_sent >= before.pings_sent + 5,
+        "the pinger keeps pinging: {during:?}"
+    );
+
+    c.resume(mb)?;
+    c.run_until(secs(15), |c| Ok(stats(c, p)?.pongs == 30))?;
+    let s = stats(c, p)?;
+    assert_eq!(
+        (s.pings_sent, s.pongs),
+        (30, 30),
+        "every ping answered after resume: {s:?}"
+    );
+    let slowest = s.rtts.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest >= millis(800),
+        "pings that waited out the pause took long: slowest {slowest:?}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------- kv
+
+/// Writes through any replica are readable through any replica.
+fn kv_reads_and_writes_through_any_replica(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b, d] = c.add_machines()?;
+    let kv = kv::spawn_group(c, &[a, b, d], None)?;
+    assert_eq!(get(c, kv[1], "x")?, None, "a fresh store holds nothing");
+    put(c, kv[0], 1, "x", "1")?;
+    put(c, kv[2], 2, "y", "2")?;
+    put(c, kv[1], 3, "x", "3")?;
+    for &r in &kv {
+        assert_eq!(get(c, r, "x")?, some("3"), "x through {r}");
+        assert_eq!(get(c, r, "y")?, some("2"), "y through {r}");
+    }
+    for &r in &kv[1..] {
+        c.run_until(secs(10), |c| caught_up(c, kv[0], r))?;
+    }
+    for &r in &kv {
+        let s = status(c, r)?;
+        assert_eq!(
+            (s.index, s.commit),
+            (3, 3),
+            "three writes, each logged once, on {r}: {s:?}"
+        );
+        assert_eq!(
+            read_local(c, r, "x")?,
+            some("3"),
+            "replica {r} itself holds x = 3"
+        );
+    }
+    Ok(())
+}
+
+/// DESIGN.md's illustration: a backup crashes, writes go on (a majority is
+/// up), the backup restarts from its disk and catches up.
+fn kv_survives_backup_crash(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b, d] = c.add_machines()?;
+    let kv = kv::spawn_group(c, &[a, b, d], None)?;
+    put(c, kv[0], 1, "x", "1")?;
+    c.run_until(secs(10), |c| caught_up(c, kv[0], kv[1]))?;
+    c.crash(b)?;
+    put(c, kv[0], 2, "x", "2")?;
+    assert_eq!(
+        get(c, kv[2], "x")?,
+        some("2"),
+        "the store serves with a backup down"
+    );
+    c.restart(b)?;
+    c.run_until(secs(10), |c| caught_up(c, kv[0], kv[1]))?;
+    assert_eq!(get(c, kv[1], "x")?, some("2"));
+    assert_eq!(
+        read_local(c, kv[1], "x")?,
+        some("2"),
+        "the restarted backup holds the write it missed"
+    );
+    Ok(())
+}
+
+/// Every replica crashes; after restart all acknowledged writes are there,
+/// read back from the disks.
+fn kv_recovers_from_disk_after_full_restart(c: &mut dyn Cluster) -> Result<()> {
+    let machines: [_; 3] = c.add_machines()?;
+    let kv = kv::spawn_group(c, &machines, None)?;
+    for i in 0..5u64 {
+        put(
+            c,
+            kv[(i % 3) as usize],
+            i + 1,
+            &format!("k{i}"),
+            &format!("v{i}"),
+        )?;
+    }
+    for &m in &machines {
+        c.crash(m)?;
+    }
+    let err = c.call::<KvMsg, KvMsg>(kv[0], &KvMsg::Get { key: "k0".into() }, CALL);
+    assert!(
+        err.is_err(),
+        "a crashed replica answers nothing, got {err:?}"
+    );
+    for &m in &machines {
+        c.restart(m)?;
+    }
+    for i in 0..5u64 {
+        assert_eq!(
+            get(c, kv[1], &format!("k{i}"))?,
+            Some(format!("v{i}")),
+            "k{i} survives a full restart"
+        );
+    }
+    let s = status(c, kv[0])?;
+    assert_eq!(s.index, 5, "the primary's log came back from disk: {s:?}");
+    // A retry of an old request after the restart is not applied again.
+    assert_eq!(
+        put(c, kv[0], 3, "k2", "v2")?,
+        3,
+        "request #3 keeps its index across restarts"
+    );
+    assert_eq!(
+        status(c, kv[0])?.index,
+        5,
+        "a retried request adds nothing to the log"
+    );
+    Ok(())
+}
+
+/// A backup cut off by a partition misses writes, then catches up once healed.
+fn kv_partitioned_backup_catches_up(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b, d] = c.add_machines()?;
+    let kv = kv::spawn_group(c, &[a, b, d], None)?;
+    put(c, kv[0], 1, "x", "old")?;
+    c.run_until(secs(10), |c| caught_up(c, kv[0], kv[2]))?;
+    c.partition(&[&[a, b], &[d]])?;
+    for i in 0..10u64 {
+        put(c, kv[0], 10 + i, "x", &format!("new{i}"))?;
+    }
+    assert_eq!(
+        read_local(c, kv[2], "x")?,
+        some("old"),
+        "the cut-off backup cannot have the new value"
+    );
+    assert_eq!(get(c, kv[1], "x")?, some("new9"));
+    c.heal_all()?;
+    c.run_until(secs(10), |c| Ok(read_local(c, kv[2], "x")? == some("new9")))?;
+    assert!(caught_up(c, kv[0], kv[2])?);
+    Ok(())
+}
+
+/// A primary cut off from every backup acknowledges nothing; once healed, the
+/// retried write is applied exactly once.
+fn kv_never_acks_without_majority(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b, d] = c.add_machines()?;
+    let kv = kv::spawn_group(c, &[a, b, d], None)?;
+    put(c, kv[0], 1, "x", "1")?;
+    for &r in &kv[1..] {
+        c.run_until(secs(10), |c| caught_up(c, kv[0], r))?;
+    }
+    c.isolate(a)?;
+    let req = KvMsg::Put {
+        id: 2,
+        key: "x".into(),
+        value: "2".into(),
+    };
+    for _ in 0..3 {
+        match c.call::<KvMsg, KvMsg>(kv[0], &req, CALL) {
+            Err(e) if e.is_timeout() => {}
+            Ok(KvMsg::Unavailable { .. }) => {}
+            other => panic!("a primary without a majority must not acknowledge, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        get(c, kv[0], "x")?,
+        some("1"),
+        "reads see only committed writes"
+    );
+    for &r in &kv[1..] {
+        assert_eq!(
+            read_local(c, r, "x")?,
+            some("1"),
+            "{r} is cut off from the primary"
+        );
+        assert_eq!(status(c, r)?.index, 1, "{r} cannot have received write #2");
+    }
+    c.heal_all()?;
+    assert_eq!(
+        put(c, kv[0], 2, "x", "2")?,
+        2,
+        "the retried write keeps its place in the log"
+    );
+    assert_eq!(get(c, kv[2], "x")?, some("2"));
+    for &r in &kv {
+        c.run_until(secs(10), |c| Ok(status(c, r)?.commit == 2))?;
+        assert_eq!(
+            status(c, r)?.index,
+            2,
+            "write #2, sent four times, is logged once on {r}"
+        );
+    }
+    Ok(())
+}
+
+/// With 20% of messages between machines lost, every write is acknowledged
+/// once, applied once, and every replica converges.
+fn kv_exact_under_message_loss(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b, d] = c.add_machines()?;
+    c.set_all_links(Link::default().with_loss(0.2))?;
+    let kv = kv::spawn_group(c, &[a, b, d], None)?;
+    let mut indexes = Vec::new();
+    for i in 0..20u64 {
+        let via = kv[(i % 3) as usize];
+        indexes.push(put(
+            c,
+            via,
+            100 + i,
+            &format!("k{}", i % 7),
+            &format!("v{i}"),
+        )?);
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(
+        indexes,
+        (1..=20).collect::<Vec<u64>>(),
+        "20 writes, 20 distinct log indexes"
+    );
+    for k in 0..7u64 {
+        let last = (0..20u64)
+            .filter(|i| i % 7 == k)
+            .max()
+            .expect("every key is written");
+        assert_eq!(
+            get(c, kv[0], &format!("k{k}"))?,
+            Some(format!("v{last}")),
+            "k{k} holds its last write"
+        );
+    }
+    for &r in &kv {
+        c.run_until(secs(20), |c| Ok(status(c, r)?.commit == 20))?;
+        assert_eq!(
+            status(c, r)?.index,
+            20,
+            "replica {r} logged each write once"
+        );
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------- wordcount
+
+/// 20% message loss everywhere between machines: the counts come out exact.
+fn wordcount_exact_under_loss(c: &mut dyn Cluster) -> Result<()> {
+    let [src, s1, s2, k1, k2] = c.add_machines()?;
+    c.set_all_links(Link::default().with_loss(0.2))?;
+    let text = lines();
+    let wc = Pipeline::spawn(c, src, &[s1, s2], &[k1, k2], &text, None)?;
+    c.run_until(secs(20), |c| Ok(wc.status(c, CALL)?.pending == 0))?;
+    let s = wc.status(c, CALL)?;
+    assert_eq!(
+        (s.done, s.total),
+        (text.len() as u64, text.len() as u64),
+        "every line acknowledged: {s:?}"
+    );
+    let got = wc.counts(c, CALL)?;
+    let want = count_words(&text);
+    assert_eq!(
+        got, want,
+        "counts must be exact despite lost and retried messages"
+    );
+    Ok(())
+}
+
+/// A counter crashes and restarts (from its disk), a splitter is cut off for a
+/// while: the counts still come out exact.
+fn wordcount_exact_across_crash_and_partition(c: &mut dyn Cluster) -> Result<()> {
+    let [src, s1, s2, k1, k2] = c.add_machines()?;
+    c.set_all_links(Link::fixed(millis(5)))?;
+    let text = lines();
+    let wc = Pipeline::spawn(c, src, &[s1, s2], &[k1, k2], &text, None)?;
+    c.run_for(millis(20))?;
+    c.crash(k1)?;
+    c.isolate(s2)?;
+    c.run_for(millis(500))?;
+    let s = wc.status(c, CALL)?;
+    assert!(
+        s.pending > 0,
+        "with a counter down nothing can finish: {s:?}"
+    );
+    c.restart(k1)?;
+    c.run_for(millis(500))?;
+    c.heal_all()?;
+    c.run_until(secs(20), |c| Ok(wc.status(c, CALL)?.pending == 0))?;
+    assert_eq!(
+        wc.counts(c, CALL)?,
+        count_words(&text),
+        "counts must be exact after a crash and a partition"
+    );
+    Ok(())
+}
+
+fn registry() -> distzero::Registry {
+    distzero_examples::registry()
+}
+
+distzero::workflow_tests!(
+    pingpong_answers_calls,
+    ping_timer_fires_on_schedule,
+    ping_rtt_follows_link_latency,
+    one_way_cut_blocks_one_direction,
+    pause_delays_but_loses_nothing,
+    kv_reads_and_writes_through_any_replica,
+    kv_survives_backup_crash,
+    kv_recovers_from_disk_after_full_restart,
+    kv_partitioned_backup_catches_up,
+    kv_never_acks_without_majority,
+    kv_exact_under_message_loss,
+    wordcount_exact_under_loss,
+    wordcount_exact_across_crash_and_partition,
+);
