@@ -221,7 +221,7 @@ fn ping_rtt_follows_link_latency(c: &mut dyn Cluster) -> Result<()> {
     let q = c.spawn_node(a, PINGPONG, pinger(vec![echo], 50, 20))?;
     c.run_until(secs(10), |c| Ok(stats(c, q)?.pongs == 20))?;
     let s = stats(c, q)?;
-    assert_eq!(s.rtts.len(), 20);
+    assert_eq!(s.rtts.len(), 20, "20 pings, 20 round trips: {s:?}");
     for &rtt in &s.rtts {
         assert!(
             rtt >= millis(20),
@@ -253,8 +253,10 @@ fn one_way_cut_blocks_one_direction(c: &mut dyn Cluster) -> Result<()> {
     let [ma, mb] = c.add_machines()?;
     let a = NodeId::new(ma, 0);
     let b = NodeId::new(mb, 0);
-    assert_eq!(c.spawn_node(ma, PINGPONG, pinger(vec![b], 50, 0))?, a);
-    assert_eq!(c.spawn_node(mb, PINGPONG, pinger(vec![a], 50, 0))?, b);
+    let got = c.spawn_node(ma, PINGPONG, pinger(vec![b], 50, 0))?;
+    assert_eq!(got, a, "the first node of a fresh machine is its node 0");
+    let got = c.spawn_node(mb, PINGPONG, pinger(vec![a], 50, 0))?;
+    assert_eq!(got, b, "the first node of a fresh machine is its node 0");
     c.run_until(secs(10), |c| {
         Ok(stats(c, a)?.pongs >= 3 && stats(c, b)?.pongs >= 3)
     })?;
@@ -374,7 +376,11 @@ fn kv_survives_backup_crash(c: &mut dyn Cluster) -> Result<()> {
     );
     c.restart(b)?;
     c.run_until(secs(10), |c| caught_up(c, kv[0], kv[1]))?;
-    assert_eq!(get(c, kv[1], "x")?, some("2"));
+    assert_eq!(
+        get(c, kv[1], "x")?,
+        some("2"),
+        "the restarted backup serves the latest write"
+    );
     assert_eq!(
         read_local(c, kv[1], "x")?,
         some("2"),
@@ -446,10 +452,17 @@ fn kv_partitioned_backup_catches_up(c: &mut dyn Cluster) -> Result<()> {
         some("old"),
         "the cut-off backup cannot have the new value"
     );
-    assert_eq!(get(c, kv[1], "x")?, some("new9"));
+    assert_eq!(
+        get(c, kv[1], "x")?,
+        some("new9"),
+        "the majority side serves the latest write"
+    );
     c.heal_all()?;
     c.run_until(secs(10), |c| Ok(read_local(c, kv[2], "x")? == some("new9")))?;
-    assert!(caught_up(c, kv[0], kv[2])?);
+    assert!(
+        caught_up(c, kv[0], kv[2])?,
+        "the healed backup holds all that is committed"
+    );
     Ok(())
 }
 
@@ -494,7 +507,11 @@ fn kv_never_acks_without_majority(c: &mut dyn Cluster) -> Result<()> {
         2,
         "the retried write keeps its place in the log"
     );
-    assert_eq!(get(c, kv[2], "x")?, some("2"));
+    assert_eq!(
+        get(c, kv[2], "x")?,
+        some("2"),
+        "the write acknowledged after healing is read back"
+    );
     for &r in &kv {
         c.run_until(secs(10), |c| Ok(status(c, r)?.commit == 2))?;
         assert_eq!(
