@@ -102,7 +102,12 @@ impl<'a> dyn Cluster + 'a {
     }
 
     /// Spawn a node of a registered kind with a serializable config.
-    pub fn spawn_node(&mut self, machine: MachineId, kind: &str, config: impl Serialize) -> Result<NodeId> {
+    pub fn spawn_node(
+        &mut self,
+        machine: MachineId,
+        kind: &str,
+        config: impl Serialize,
+    ) -> Result<NodeId> {
         let spec = NodeSpec::new(kind, config)?;
         self.spawn(machine, spec)
     }

@@ -70,7 +70,11 @@ pub struct Context<'a, M> {
 
 impl<'a, M: Message> Context<'a, M> {
     pub fn new(env: &'a mut dyn Env, me: NodeId) -> Self {
-        Context { env, me, _msg: PhantomData }
+        Context {
+            env,
+            me,
+            _msg: PhantomData,
+        }
     }
 
     /// This node's id.
@@ -124,7 +128,10 @@ impl<'a, M: Message> Context<'a, M> {
     /// This node's view of its machine's durable disk.
     pub fn disk(&mut self) -> Disk<'_> {
         let prefix = format!("n{}/", self.me.local);
-        Disk { store: self.env.disk(self.me.machine), prefix }
+        Disk {
+            store: self.env.disk(self.me.machine),
+            prefix,
+        }
     }
 }
 

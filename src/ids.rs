@@ -41,7 +41,10 @@ impl NodeId {
 
     /// A client address on the controller (the `n`-th call or send of a test).
     pub fn client(n: u32) -> Self {
-        NodeId { machine: MachineId::CONTROLLER, local: n }
+        NodeId {
+            machine: MachineId::CONTROLLER,
+            local: n,
+        }
     }
 
     pub fn is_client(self) -> bool {

@@ -8,9 +8,15 @@ use std::time::Duration;
 pub enum Latency {
     Fixed(Duration),
     /// Uniform in `[min, max]`.
-    Uniform { min: Duration, max: Duration },
+    Uniform {
+        min: Duration,
+        max: Duration,
+    },
     /// `min` plus an exponential tail of the given mean (long tails, as real networks).
-    Exponential { min: Duration, mean: Duration },
+    Exponential {
+        min: Duration,
+        mean: Duration,
+    },
 }
 
 impl Latency {
@@ -65,7 +71,10 @@ impl Default for Link {
 
 impl Link {
     pub fn fixed(latency: Duration) -> Self {
-        Link { latency: Latency::Fixed(latency), loss: 0.0 }
+        Link {
+            latency: Latency::Fixed(latency),
+            loss: 0.0,
+        }
     }
 
     pub fn with_loss(mut self, loss: f64) -> Self {

@@ -127,7 +127,10 @@ impl RunLog {
             (None, Some(m)) if !m.is_controller() => m.to_string(),
             _ => "controller".to_string(),
         };
-        let machine = scope.machine.map(|m| m.to_string()).unwrap_or_else(|| "controller".into());
+        let machine = scope
+            .machine
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "controller".into());
         let node = scope.node.map(|n| n.to_string());
         let secs = time.as_secs_f64();
 
@@ -147,7 +150,13 @@ impl RunLog {
         push_json_str(&mut json, &v.message);
         for (k, val) in &v.fields {
             json.push(',');
-            push_json_str(&mut json, k);
+            if BASE_FIELDS.contains(k) {
+                json.push_str("\"event_");
+                json.push_str(k);
+                json.push('"');
+            } else {
+                push_json_str(&mut json, k);
+            }
             json.push(':');
             json.push_str(val);
         }
@@ -166,14 +175,19 @@ impl RunLog {
         }
         human.push('\n');
 
-        let Ok(mut files) = self.files.lock() else { return };
+        let Ok(mut files) = self.files.lock() else {
+            return;
+        };
         if !files.contains_key(&name) {
             match open_pair(&self.dir, &name) {
                 Ok(f) => {
                     files.insert(name.clone(), f);
                 }
                 Err(e) => {
-                    eprintln!("distzero: cannot open log files in {}: {e}", self.dir.display());
+                    eprintln!(
+                        "distzero: cannot open log files in {}: {e}",
+                        self.dir.display()
+                    );
                     return;
                 }
             }
@@ -188,6 +202,82 @@ impl Drop for RunLog {
     fn drop(&mut self) {
         if Arc::strong_count(&self.files) == 1 {
             self.flush();
+        }
+    }
+}
+
+/// Fields every line has; an event field of the same name is written as
+/// `event_<name>` so no JSON object has a key twice.
+const BASE_FIELDS: &[&str] = &["time", "level", "machine", "node", "message"];
+
+thread_local! {
+    static SINK: std::cell::RefCell<Option<RunLog>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The one process-wide subscriber layer: it forwards each event to the
+/// [`RunLog`] installed on the current thread, if any.
+///
+/// Why not one scoped subscriber per thread: tracing caches callsite
+/// interest and the max level globally, and with scoped dispatchers created
+/// and dropped on many threads (parallel tests, sweeps) that cache races and
+/// events are silently lost, which broke byte-identical logs. One global
+/// dispatcher whose interest is always "sometimes" has no such race.
+struct ThreadSink;
+
+impl<S: Subscriber> Layer<S> for ThreadSink {
+    fn register_callsite(
+        &self,
+        _m: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: LayerContext<'_, S>) -> bool {
+        SINK.with(|s| {
+            s.borrow()
+                .as_ref()
+                .is_some_and(|l| l.enabled_level(metadata.level()))
+        })
+    }
+    fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+        SINK.with(|s| {
+            if let Some(l) = s.borrow().as_ref() {
+                <RunLog as Layer<S>>::on_event(l, event, ctx)
+            }
+        })
+    }
+}
+
+/// Restores the thread's previous log (and scoped dispatcher, if one was
+/// needed) when dropped.
+pub struct LogGuard {
+    previous: Option<RunLog>,
+    _scoped: Option<tracing::subscriber::DefaultGuard>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        SINK.with(|s| *s.borrow_mut() = previous);
+    }
+}
+
+impl RunLog {
+    /// Route this thread's events into this log until the guard drops. Uses
+    /// one process-wide subscriber (installed on first use); if the program
+    /// already set another global subscriber, falls back to a scoped one.
+    pub fn install(&self) -> LogGuard {
+        use std::sync::OnceLock;
+        use tracing_subscriber::prelude::*;
+        static GLOBAL: OnceLock<bool> = OnceLock::new();
+        let global = *GLOBAL.get_or_init(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(ThreadSink))
+                .is_ok()
+        });
+        let previous = SINK.with(|s| s.borrow_mut().replace(self.clone()));
+        let scoped = (!global).then(|| self.set_default());
+        LogGuard {
+            previous,
+            _scoped: scoped,
         }
     }
 }
@@ -242,7 +332,11 @@ impl Visit for JsonVisitor {
         self.fields.push((field.name(), value.to_string()));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let v = if value.is_finite() { value.to_string() } else { format!("\"{value}\"") };
+        let v = if value.is_finite() {
+            value.to_string()
+        } else {
+            format!("\"{value}\"")
+        };
         self.fields.push((field.name(), v));
     }
 }
@@ -302,7 +396,9 @@ mod tests {
         assert_eq!(m1.lines().count(), 1);
         let c = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
         assert!(c.contains("from the test"));
-        assert!(std::fs::read_to_string(dir.join("m1.log")).unwrap().contains("m1.n0"));
+        assert!(std::fs::read_to_string(dir.join("m1.log"))
+            .unwrap()
+            .contains("m1.n0"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

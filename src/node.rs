@@ -42,7 +42,9 @@ impl<N: Node> AnyNode for N {
     fn message(&mut self, env: &mut dyn Env, me: NodeId, from: NodeId, bytes: &[u8]) {
         match decode::<N::Msg>(bytes) {
             Ok(msg) => self.on_message(&mut Context::new(env, me), from, msg),
-            Err(e) => tracing::warn!(%from, len = bytes.len(), error = %e, "dropped a message that does not decode"),
+            Err(e) => {
+                tracing::warn!(%from, len = bytes.len(), error = %e, "dropped a message that does not decode")
+            }
         }
     }
 

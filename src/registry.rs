@@ -16,8 +16,10 @@ pub struct NodeSpec {
 impl NodeSpec {
     pub fn new(kind: impl Into<String>, config: impl Serialize) -> Result<Self> {
         let kind = kind.into();
-        let config = serde_json::to_value(config)
-            .map_err(|e| Error::BadConfig { kind: kind.clone(), reason: e.to_string() })?;
+        let config = serde_json::to_value(config).map_err(|e| Error::BadConfig {
+            kind: kind.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(NodeSpec { kind, config })
     }
 }
@@ -46,8 +48,11 @@ impl Registry {
         self.makers.insert(
             kind.to_string(),
             Arc::new(move |config| {
-                let c: C = serde_json::from_value(config.clone())
-                    .map_err(|e| Error::BadConfig { kind: name.clone(), reason: e.to_string() })?;
+                let c: C =
+                    serde_json::from_value(config.clone()).map_err(|e| Error::BadConfig {
+                        kind: name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 Ok(Box::new(make(c)) as Box<dyn AnyNode>)
             }),
         );

@@ -52,13 +52,16 @@ pub enum SeedChoice {
 }
 
 fn bad(var: &str, value: &str, accepts: &str) -> Error {
-    Error::Setting(format!("{var}={value:?} is not valid: {var} accepts {accepts}"))
+    Error::Setting(format!(
+        "{var}={value:?} is not valid: {var} accepts {accepts}"
+    ))
 }
 
 impl Settings {
     /// Read the environment and the nearest `.env` (this folder or a parent).
     pub fn load() -> Result<Settings> {
-        let env_file = find_env_file(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+        let env_file =
+            find_env_file(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
         let file_vals = match &env_file {
             Some(p) => parse_env_file(p)?,
             None => BTreeMap::new(),
@@ -77,7 +80,11 @@ impl Settings {
             if key.starts_with("DISTZERO_") && !VARS.iter().any(|v| v.name == key) {
                 return Err(Error::Setting(format!(
                     "{key} in {} is not a distzero setting; the known ones are in .env.template",
-                    env_file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+                    env_file
+                        .as_deref()
+                        .map(Path::display)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
                 )));
             }
         }
@@ -154,7 +161,11 @@ impl Settings {
             "info" => Ok(Some(Level::INFO)),
             "debug" => Ok(Some(Level::DEBUG)),
             "trace" => Ok(Some(Level::TRACE)),
-            v => Err(bad("DISTZERO_LOG_LEVEL", v, "off, error, warn, info, debug or trace")),
+            v => Err(bad(
+                "DISTZERO_LOG_LEVEL",
+                v,
+                "off, error, warn, info, debug or trace",
+            )),
         }
     }
 
@@ -178,7 +189,11 @@ impl Settings {
         let v = self.raw("DISTZERO_AGENT_ORPHAN_SECS");
         match v.parse::<u64>() {
             Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
-            _ => Err(bad("DISTZERO_AGENT_ORPHAN_SECS", v, "a whole number of seconds, at least 1")),
+            _ => Err(bad(
+                "DISTZERO_AGENT_ORPHAN_SECS",
+                v,
+                "a whole number of seconds, at least 1",
+            )),
         }
     }
 
@@ -188,11 +203,17 @@ impl Settings {
 
     /// The first three octets of a virtual run's /24, if pinned.
     pub fn docker_subnet(&self) -> Result<Option<[u8; 3]>> {
-        let Some(v) = self.opt("DISTZERO_DOCKER_SUBNET") else { return Ok(None) };
+        let Some(v) = self.opt("DISTZERO_DOCKER_SUBNET") else {
+            return Ok(None);
+        };
         let parts: Vec<_> = v.split('.').map(str::parse::<u8>).collect();
         match parts.as_slice() {
             [Ok(a), Ok(b), Ok(c)] => Ok(Some([*a, *b, *c])),
-            _ => Err(bad("DISTZERO_DOCKER_SUBNET", v, "three octets such as 172.29.7")),
+            _ => Err(bad(
+                "DISTZERO_DOCKER_SUBNET",
+                v,
+                "three octets such as 172.29.7",
+            )),
         }
     }
 
@@ -200,7 +221,12 @@ impl Settings {
     pub fn cloud_hosts(&self) -> Result<Vec<(String, String, u16)>> {
         let default_user = self.raw("DISTZERO_CLOUD_USER").to_string();
         let mut out = Vec::new();
-        for item in self.raw("DISTZERO_CLOUD_HOSTS").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in self
+            .raw("DISTZERO_CLOUD_HOSTS")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (user, rest) = match item.split_once('@') {
                 Some((u, r)) => (u.to_string(), r),
                 None => (default_user.clone(), item),
@@ -209,13 +235,21 @@ impl Settings {
                 Some((h, p)) => (
                     h.to_string(),
                     p.parse::<u16>().map_err(|_| {
-                        bad("DISTZERO_CLOUD_HOSTS", item, "comma-separated [user@]host[:port] with a port from 1 to 65535")
+                        bad(
+                            "DISTZERO_CLOUD_HOSTS",
+                            item,
+                            "comma-separated [user@]host[:port] with a port from 1 to 65535",
+                        )
                     })?,
                 ),
                 None => (rest.to_string(), 22),
             };
             if host.is_empty() || user.is_empty() {
-                return Err(bad("DISTZERO_CLOUD_HOSTS", item, "comma-separated [user@]host[:port]"));
+                return Err(bad(
+                    "DISTZERO_CLOUD_HOSTS",
+                    item,
+                    "comma-separated [user@]host[:port]",
+                ));
             }
             out.push((user, host, port));
         }
@@ -244,7 +278,13 @@ impl Settings {
 
     pub fn sweep_jobs(&self) -> Result<usize> {
         let v = self.raw("DISTZERO_SWEEP_JOBS");
-        v.parse::<usize>().map_err(|_| bad("DISTZERO_SWEEP_JOBS", v, "a whole number (0 = one per core)"))
+        v.parse::<usize>().map_err(|_| {
+            bad(
+                "DISTZERO_SWEEP_JOBS",
+                v,
+                "a whole number (0 = one per core)",
+            )
+        })
     }
 }
 
@@ -267,7 +307,8 @@ fn find_env_file(start: &Path) -> Option<PathBuf> {
 /// Parse `KEY=value` lines; `#` comments and blank lines are skipped; values
 /// may be quoted.
 pub fn parse_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     parse_env_text(&text, &path.display().to_string())
 }
 
@@ -301,7 +342,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -309,22 +353,39 @@ mod tests {
         let s = Settings::defaults();
         assert_eq!(s.seed().unwrap(), SeedChoice::FromTestName);
         assert_eq!(s.log_dir(), PathBuf::from(".tmp"));
-        let s = Settings::from_sources(&env(&[("DISTZERO_SEED", "9")]), &env(&[("DISTZERO_SEED", "3")]), None).unwrap();
+        let s = Settings::from_sources(
+            &env(&[("DISTZERO_SEED", "9")]),
+            &env(&[("DISTZERO_SEED", "3")]),
+            None,
+        )
+        .unwrap();
         assert_eq!(s.seed().unwrap(), SeedChoice::Fixed(9));
-        let s = Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEED", "random")]), None).unwrap();
+        let s =
+            Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEED", "random")]), None).unwrap();
         assert_eq!(s.seed().unwrap(), SeedChoice::Random);
     }
 
     #[test]
     fn bad_values_name_the_variable_and_what_it_accepts() {
-        let e = Settings::from_sources(&env(&[("DISTZERO_SEED", "abc")]), &env(&[]), None).unwrap_err();
+        let e =
+            Settings::from_sources(&env(&[("DISTZERO_SEED", "abc")]), &env(&[]), None).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("DISTZERO_SEED") && msg.contains("unsigned"), "{msg}");
-        let e = Settings::from_sources(&env(&[("DISTZERO_LOG_LEVEL", "loud")]), &env(&[]), None).unwrap_err();
+        assert!(
+            msg.contains("DISTZERO_SEED") && msg.contains("unsigned"),
+            "{msg}"
+        );
+        let e = Settings::from_sources(&env(&[("DISTZERO_LOG_LEVEL", "loud")]), &env(&[]), None)
+            .unwrap_err();
         assert!(e.to_string().contains("off, error, warn"), "{e}");
-        let e = Settings::from_sources(&env(&[("DISTZERO_CLOUD_HOSTS", "a:99999")]), &env(&[]), None).unwrap_err();
+        let e = Settings::from_sources(
+            &env(&[("DISTZERO_CLOUD_HOSTS", "a:99999")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("DISTZERO_CLOUD_HOSTS"), "{e}");
-        let e = Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEEED", "1")]), None).unwrap_err();
+        let e =
+            Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEEED", "1")]), None).unwrap_err();
         assert!(e.to_string().contains("DISTZERO_SEEED"), "{e}");
     }
 
@@ -340,10 +401,18 @@ mod tests {
 
     #[test]
     fn cloud_hosts_parse() {
-        let s = Settings::from_sources(&env(&[("DISTZERO_CLOUD_HOSTS", "a, bob@b:2222")]), &env(&[]), None).unwrap();
+        let s = Settings::from_sources(
+            &env(&[("DISTZERO_CLOUD_HOSTS", "a, bob@b:2222")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             s.cloud_hosts().unwrap(),
-            vec![("root".into(), "a".into(), 22), ("bob".into(), "b".into(), 2222)]
+            vec![
+                ("root".into(), "a".into(), 22),
+                ("bob".into(), "b".into(), 2222)
+            ]
         );
     }
 
@@ -352,8 +421,17 @@ mod tests {
         let text = include_str!("../.env.template");
         let vals = parse_env_text(text, ".env.template").unwrap();
         for v in VARS {
-            assert_eq!(vals.get(v.name).map(String::as_str), Some(v.default), "{} in .env.template", v.name);
+            assert_eq!(
+                vals.get(v.name).map(String::as_str),
+                Some(v.default),
+                "{} in .env.template",
+                v.name
+            );
         }
-        assert_eq!(vals.len(), VARS.len(), ".env.template lists a variable that VARS does not know");
+        assert_eq!(
+            vals.len(),
+            VARS.len(),
+            ".env.template lists a variable that VARS does not know"
+        );
     }
 }

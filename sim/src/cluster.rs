@@ -243,7 +243,7 @@ pub struct SimCluster {
     next_client: u32,
     log: Option<RunLog>,
     log_dir: PathBuf,
-    _log_guard: Option<tracing::subscriber::DefaultGuard>,
+    _log_guard: Option<log::LogGuard>,
 }
 
 impl SimCluster {
@@ -256,7 +256,7 @@ impl SimCluster {
                 }
                 let log = RunLog::new(dir, Clock::Scope, config.log_level)
                     .map_err(|e| Error::io(format!("creating log folder {}", dir.display()), e))?;
-                let guard = log.set_default();
+                let guard = log.install();
                 (Some(log), Some(guard), dir.clone())
             }
             None => (None, None, PathBuf::new()),

@@ -10,9 +10,13 @@
 //! - [`run_workflow`]: what `workflow_tests!` calls for `simulated::*` tests.
 
 mod cluster;
+pub mod nemesis;
 pub mod net;
 mod runner;
+pub mod sweep;
 pub mod workload;
 
 pub use cluster::{SimCluster, SimConfig, SimStats};
+pub use nemesis::{Fault, Schedule, Step};
 pub use runner::{log_dir_for, run_workflow, seed_for, try_workflow, Failure};
+pub use sweep::{sweep, Scenario, SweepOptions, SweepReport};

@@ -133,3 +133,25 @@ pub fn run_workflow(test: &str, registry: Registry, body: fn(&mut dyn Cluster) -
         panic!("\n{f}\n");
     }
 }
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with panic messages of this thread silenced (sweeps catch and
+/// report panics themselves; hundreds of backtraces help nobody).
+pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info)
+            }
+        }));
+    });
+    let before = QUIET.with(|q| q.replace(true));
+    let r = f();
+    QUIET.with(|q| q.set(before));
+    r
+}

@@ -1,0 +1,388 @@
+//! Seed sweeps: one scenario over many seeds on all cores, with a progress
+//! bar, shrinking of the failing fault schedule, and a determinism check.
+
+use crate::nemesis::Schedule;
+use crate::runner::{panic_message, quiet_panics};
+use crate::{SimCluster, SimConfig};
+use distzero::{Cluster, MachineId, Registry, Result};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A workload plus a nemesis: what a sweep runs once per seed.
+pub trait Scenario: Sync {
+    /// Short name: the log folder and the CLI use it.
+    fn name(&self) -> &str;
+    fn registry(&self) -> Registry;
+    /// Machines the nemesis may hit (the scenario adds them in `setup`).
+    fn machines(&self) -> u32;
+    /// Window in which faults happen.
+    fn fault_window(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+    /// Most faults in one schedule.
+    fn max_faults(&self) -> usize {
+        8
+    }
+    /// Build the cluster's machines and nodes; return the machines.
+    fn setup(&self, c: &mut dyn Cluster) -> Result<Vec<MachineId>>;
+    /// Start the workload (client nodes, …): runs before the faults.
+    fn start(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()>;
+    /// After the faults and the recovery: check what the system guarantees.
+    /// An `Err` or a panic is a failure.
+    fn check(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()>;
+}
+
+/// The schedule a seed generates (deterministic in the seed).
+pub fn schedule_for(scenario: &dyn Scenario, seed: u64) -> Schedule {
+    let strat = strategy(scenario);
+    let mut runner = runner_for(seed);
+    strat
+        .new_tree(&mut runner)
+        .map(|t| t.current())
+        .unwrap_or_default()
+}
+
+fn strategy(s: &dyn Scenario) -> impl Strategy<Value = Schedule> {
+    Schedule::strategy(
+        s.machines(),
+        s.fault_window().as_millis() as u64,
+        s.max_faults(),
+    )
+}
+
+fn runner_for(seed: u64) -> TestRunner {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&0x6469_7374_7a65_726f_u64.to_le_bytes());
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    )
+}
+
+/// Run one seed with one schedule. `log_dir` None = no logs (fast).
+pub fn run_once(
+    scenario: &dyn Scenario,
+    seed: u64,
+    schedule: &Schedule,
+    log_dir: Option<&Path>,
+) -> std::result::Result<(), String> {
+    let mut cfg = SimConfig::new(seed, scenario.registry());
+    cfg.log_dir = log_dir.map(Path::to_path_buf);
+    if log_dir.is_none() {
+        cfg.log_level = None;
+    }
+    let mut sim = SimCluster::new(cfg).map_err(|e| e.to_string())?;
+    let outcome = quiet_panics(|| {
+        catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+            let c: &mut dyn Cluster = &mut sim;
+            let machines = scenario.setup(c)?;
+            scenario.start(c, &machines)?;
+            schedule.run(c, &machines, scenario.fault_window())?;
+            scenario.check(c, &machines)
+        }))
+    });
+    let result = match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(panic_message(&p)),
+    };
+    if let Err(m) = &result {
+        distzero::log::set_scope(Default::default());
+        tracing::error!(error = %m, "scenario failed");
+    }
+    let _ = sim.shutdown();
+    result
+}
+
+/// Shrink a failing schedule: proptest's simplify/complicate walk, keeping
+/// the seed, at most `budget` runs. Returns the smallest failing schedule.
+pub fn shrink(scenario: &dyn Scenario, seed: u64, budget: usize) -> (Schedule, String) {
+    let strat = strategy(scenario);
+    let mut runner = runner_for(seed);
+    let Ok(mut tree) = strat.new_tree(&mut runner) else {
+        return (Schedule::default(), String::new());
+    };
+    let mut best = tree.current();
+    let mut best_msg = match run_once(scenario, seed, &best, None) {
+        Err(m) => m,
+        Ok(()) => return (best, String::new()),
+    };
+    let mut runs = 0;
+    if !tree.simplify() {
+        return (best, best_msg);
+    }
+    while runs < budget {
+        runs += 1;
+        let cur = tree.current();
+        match run_once(scenario, seed, &cur, None) {
+            Err(m) => {
+                best = cur;
+                best_msg = m;
+                if !tree.simplify() {
+                    break;
+                }
+            }
+            Ok(()) => {
+                if !tree.complicate() {
+                    break;
+                }
+            }
+        }
+    }
+    (best, best_msg)
+}
+
+/// How to sweep.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// Seeds to run (before sharding).
+    pub seeds: std::ops::Range<u64>,
+    /// Threads; 0 = one per core.
+    pub jobs: usize,
+    pub stop_at_first: bool,
+    /// `(i, n)`: run only seeds with `seed % n == i`.
+    pub shard: Option<(u64, u64)>,
+    /// Run each seed twice with full logs and compare them byte for byte.
+    pub check_determinism: bool,
+    pub progress: bool,
+    /// Shrink the first failure's schedule (runs of the scenario allowed).
+    pub shrink_budget: usize,
+    /// Root of the logs (`<root>/<scenario>/simulated-<seed>/`).
+    pub log_root: PathBuf,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            seeds: 0..200,
+            jobs: 0,
+            stop_at_first: true,
+            shard: None,
+            check_determinism: false,
+            progress: false,
+            shrink_budget: 300,
+            log_root: PathBuf::from(".tmp"),
+        }
+    }
+}
+
+/// One failing seed.
+#[derive(Clone, Debug)]
+pub struct SweepFailure {
+    pub seed: u64,
+    /// The first violated assertion (or error).
+    pub message: String,
+    /// Full logs of the failing run.
+    pub log_dir: PathBuf,
+    pub schedule: Schedule,
+    /// The smallest schedule that still fails with this seed, and its message.
+    pub shrunk: Option<(Schedule, String)>,
+    pub replay: String,
+}
+
+/// What a sweep found.
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    pub scenario: String,
+    pub ran: u64,
+    pub failures: Vec<SweepFailure>,
+    /// Seeds whose two runs gave different logs.
+    pub nondeterministic: Vec<u64>,
+    pub elapsed: Duration,
+}
+
+impl SweepReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.nondeterministic.is_empty()
+    }
+}
+
+impl std::fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.ran as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "scenario {}: {} seeds in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
+            self.scenario,
+            self.ran,
+            self.elapsed.as_secs_f64(),
+            self.failures.len(),
+            self.nondeterministic.len()
+        )?;
+        for s in &self.nondeterministic {
+            writeln!(f, "NONDETERMINISTIC seed {s}: two runs gave different logs")?;
+        }
+        for fl in &self.failures {
+            writeln!(f, "\nFAILED seed {}", fl.seed)?;
+            writeln!(f, "  violated: {}", fl.message)?;
+            writeln!(f, "  logs:     {}", fl.log_dir.display())?;
+            writeln!(f, "  schedule:\n{}", fl.schedule.describe().trim_end())?;
+            if let Some((s, m)) = &fl.shrunk {
+                writeln!(
+                    f,
+                    "  shrunk to {} fault(s) (still fails: {m}):",
+                    s.steps.len()
+                )?;
+                writeln!(f, "{}", s.describe().trim_end())?;
+                writeln!(f, "  as Rust:\n{}", s.to_rust())?;
+            }
+            writeln!(f, "  replay:   {}", fl.replay)?;
+        }
+        Ok(())
+    }
+}
+
+/// Run `scenario` over the seeds of `opts`, on all cores. `replay` makes the
+/// replay command for a seed (the CLI knows its own command line).
+pub fn sweep(
+    scenario: &dyn Scenario,
+    opts: &SweepOptions,
+    replay: &dyn Fn(u64) -> String,
+) -> SweepReport {
+    let start = Instant::now();
+    let seeds: Vec<u64> = opts
+        .seeds
+        .clone()
+        .filter(|s| opts.shard.is_none_or(|(i, n)| n == 0 || s % n == i))
+        .collect();
+    let jobs = if opts.jobs == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        opts.jobs
+    }
+    .min(seeds.len().max(1));
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new(seeds.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} seeds  {per_sec}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_message("0 failing");
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let failing = Mutex::new(Vec::<(u64, String)>::new());
+    let nondet = Mutex::new(Vec::<u64>::new());
+    let ran = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(&seed) = seeds.get(i) else { return };
+                let schedule = schedule_for(scenario, seed);
+                let result = if opts.check_determinism {
+                    let base = opts.log_root.join(scenario.name()).join("determinism");
+                    let (a, b) = (
+                        base.join(format!("{seed}-a")),
+                        base.join(format!("{seed}-b")),
+                    );
+                    let r1 = run_once(scenario, seed, &schedule, Some(&a));
+                    let r2 = run_once(scenario, seed, &schedule, Some(&b));
+                    if r1 != r2 || !same_tree(&a, &b) {
+                        nondet.lock().expect("poisoned").push(seed);
+                    } else {
+                        let _ = std::fs::remove_dir_all(&a);
+                        let _ = std::fs::remove_dir_all(&b);
+                    }
+                    r1
+                } else {
+                    run_once(scenario, seed, &schedule, None)
+                };
+                ran.fetch_add(1, Ordering::Relaxed);
+                if let Err(m) = result {
+                    let mut f = failing.lock().expect("poisoned");
+                    f.push((seed, m));
+                    bar.set_message(format!("{} failing", f.len()));
+                    if opts.stop_at_first {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut failing = failing.into_inner().expect("poisoned");
+    failing.sort();
+    if opts.stop_at_first {
+        failing.truncate(1);
+    }
+    let mut failures = Vec::new();
+    for (i, (seed, message)) in failing.into_iter().enumerate() {
+        let schedule = schedule_for(scenario, seed);
+        let log_dir = opts
+            .log_root
+            .join(scenario.name())
+            .join(format!("simulated-{seed}"));
+        // Full logs of the failing run (and a check that it fails again).
+        let again = run_once(scenario, seed, &schedule, Some(&log_dir));
+        let message = match again {
+            Err(m) => m,
+            Ok(()) => format!("{message} (but the replay with logs PASSED: nondeterminism?)"),
+        };
+        let shrunk = (i == 0 && opts.shrink_budget > 0 && !schedule.is_empty()).then(|| {
+            let (s, m) = shrink(scenario, seed, opts.shrink_budget);
+            let dir = opts
+                .log_root
+                .join(scenario.name())
+                .join(format!("simulated-{seed}-shrunk"));
+            let _ = run_once(scenario, seed, &s, Some(&dir));
+            (s, m)
+        });
+        failures.push(SweepFailure {
+            seed,
+            message,
+            log_dir,
+            schedule,
+            shrunk,
+            replay: replay(seed),
+        });
+    }
+    let mut nondeterministic = nondet.into_inner().expect("poisoned");
+    nondeterministic.sort();
+    SweepReport {
+        scenario: scenario.name().to_string(),
+        ran: ran.into_inner(),
+        failures,
+        nondeterministic,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Same files with the same bytes in two folders.
+pub fn same_tree(a: &Path, b: &Path) -> bool {
+    fn list(d: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().to_string(),
+                            std::fs::read(e.path()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+    let (la, lb) = (list(a), list(b));
+    !la.is_empty() && la == lb
+}
