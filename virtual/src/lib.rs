@@ -21,9 +21,20 @@ pub use engine::{Controller, Engine, SweepReport};
 pub use image::AgentImage;
 pub use provider::DockerProvider;
 
-/// Run one workflow test body against containers. Panics (failing the test)
-/// with a clear message if the body or the infrastructure fails.
+use distzero::provider::Provider;
+
+/// Run one workflow test body on a cluster of containers (a
+/// `distzero::remote::RemoteCluster` over a [`DockerProvider`]). Panics,
+/// failing the test, with a message naming the test, the cause and the log
+/// folder (`<DISTZERO_LOG_DIR>/<test>/virtual-<run id>/`).
 pub fn run_workflow(test_name: &str, body: fn(&mut dyn distzero::Cluster) -> distzero::Result<()>) {
-    let _ = body;
-    panic!("virtual mode of {test_name}: the remote cluster is not available yet");
+    distzero::remote::run_remote_workflow(
+        test_name,
+        distzero::Mode::Virtual,
+        |settings, run_id, _log_dir| {
+            let provider = DockerProvider::for_run(settings, run_id)?;
+            Ok(Box::new(provider) as Box<dyn Provider>)
+        },
+        body,
+    )
 }

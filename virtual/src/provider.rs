@@ -63,6 +63,8 @@ pub struct DockerProvider {
     /// Whether iptables via nsenter works here; None until tried.
     netfilter: Option<bool>,
     ready_timeout: Duration,
+    /// The run this provider serves, when fixed up front.
+    expected_run: Option<String>,
 }
 
 impl std::fmt::Debug for DockerProvider {
@@ -99,7 +101,15 @@ impl DockerProvider {
             cuts: BTreeSet::new(),
             netfilter: None,
             ready_timeout: READY_TIMEOUT,
+            expected_run: None,
         })
+    }
+
+    /// A provider for one run: launches of other runs are refused.
+    pub fn for_run(settings: &Settings, run_id: &str) -> Result<DockerProvider> {
+        let mut p = DockerProvider::new(settings)?;
+        p.expected_run = Some(run_id.to_string());
+        Ok(p)
     }
 
     /// Label the run's resources with another controller (tests of the sweep
@@ -146,6 +156,11 @@ impl DockerProvider {
     }
 
     fn ensure_network(&mut self, run_id: &str) -> Result<RunNet> {
+        if let Some(expected) = self.expected_run.as_deref().filter(|e| *e != run_id) {
+            return Err(Error::Unsupported(format!(
+                "this Docker provider serves run {expected}; a launch of run {run_id} needs its own provider"
+            )));
+        }
         if let Some(net) = &self.net {
             if net.run_id != run_id {
                 return Err(Error::Unsupported(format!(
@@ -642,6 +657,7 @@ impl Provider for DockerProvider {
         }
         self.machines.clear();
         self.cuts.clear();
+        self.net = None;
         Ok(())
     }
 }
