@@ -122,6 +122,12 @@ pub enum KvMsg {
     Get {
         key: String,
     },
+    /// `Get` with a request id, answered `ReadOk` with the same id: for
+    /// clients that must tell a late answer from the one they wait for.
+    Read {
+        id: u64,
+        key: String,
+    },
     /// Read this replica's own applied value, without the primary: to inspect
     /// a replica in tests. Answered `Value`.
     ReadLocal {
@@ -129,6 +135,8 @@ pub enum KvMsg {
     },
     /// Answered `StatusReply`.
     Status,
+    /// To a `kv-client`: answered `HistoryReply`.
+    History,
 
     // ---- replies ----
     PutOk {
@@ -139,7 +147,18 @@ pub enum KvMsg {
         key: String,
         value: Option<String>,
     },
+    ReadOk {
+        id: u64,
+        key: String,
+        value: Option<String>,
+    },
     StatusReply(KvStatus),
+    /// A `kv-client`'s history so far, each op as JSON
+    /// ([`distzero::history::Op::to_json`]); `done` once its workload ended.
+    HistoryReply {
+        done: bool,
+        ops: Vec<String>,
+    },
     /// The request cannot be served now (no primary reachable, bad config).
     Unavailable {
         reason: String,
@@ -406,10 +425,21 @@ impl Kv {
         self.advance_commit(ctx);
     }
 
-    fn primary_get(&mut self, ctx: &mut Context<'_, KvMsg>, origin: Origin, key: String) {
+    /// Answer a read from the committed state; with an id, as `ReadOk`.
+    fn primary_get(
+        &mut self,
+        ctx: &mut Context<'_, KvMsg>,
+        origin: Origin,
+        key: String,
+        id: Option<u64>,
+    ) {
         let value = self.data.get(&key).cloned();
         tracing::info!(key = %key, found = value.is_some(), "get");
-        self.reply(ctx, origin, KvMsg::Value { key, value });
+        let reply = match id {
+            Some(id) => KvMsg::ReadOk { id, key, value },
+            None => KvMsg::Value { key, value },
+        };
+        self.reply(ctx, origin, reply);
     }
 
     /// Commit what a majority holds and answer the writers waiting for it.
@@ -457,12 +487,14 @@ impl Kv {
             KvMsg::Put { id, key, value } => {
                 self.primary_put(ctx, Origin::Direct(from), id, key, value)
             }
-            KvMsg::Get { key } => self.primary_get(ctx, Origin::Direct(from), key),
+            KvMsg::Get { key } => self.primary_get(ctx, Origin::Direct(from), key, None),
+            KvMsg::Read { id, key } => self.primary_get(ctx, Origin::Direct(from), key, Some(id)),
             KvMsg::Forward { fwd, req } if is_backup => {
                 let origin = Origin::Relayed { via: from, fwd };
                 match *req {
                     KvMsg::Put { id, key, value } => self.primary_put(ctx, origin, id, key, value),
-                    KvMsg::Get { key } => self.primary_get(ctx, origin, key),
+                    KvMsg::Get { key } => self.primary_get(ctx, origin, key, None),
+                    KvMsg::Read { id, key } => self.primary_get(ctx, origin, key, Some(id)),
                     other => tracing::warn!(%from, msg = ?other, "cannot forward this; ignored"),
                 }
             }
@@ -529,15 +561,17 @@ impl Kv {
         let from_primary = from == self.primary();
         match msg {
             KvMsg::Put { .. } => self.forward(ctx, from, msg),
-            KvMsg::Get { key } => {
-                if self.bug == Some(KvBug::StaleRead) {
-                    let value = self.data.get(&key).cloned();
-                    tracing::info!(key = %key, "get served locally (planted bug)");
-                    ctx.send(from, KvMsg::Value { key, value });
-                } else {
-                    self.forward(ctx, from, KvMsg::Get { key });
-                }
+            KvMsg::Get { key } if self.bug == Some(KvBug::StaleRead) => {
+                let value = self.data.get(&key).cloned();
+                tracing::info!(key = %key, "read served locally (planted bug)");
+                ctx.send(from, KvMsg::Value { key, value });
             }
+            KvMsg::Read { id, key } if self.bug == Some(KvBug::StaleRead) => {
+                let value = self.data.get(&key).cloned();
+                tracing::info!(key = %key, "read served locally (planted bug)");
+                ctx.send(from, KvMsg::ReadOk { id, key, value });
+            }
+            KvMsg::Get { .. } | KvMsg::Read { .. } => self.forward(ctx, from, msg),
             KvMsg::Append {
                 prev,
                 entries,
