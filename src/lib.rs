@@ -6,17 +6,21 @@
 //! registry, the [`Cluster`] interface, settings, logging, and the agent that
 //! hosts nodes on real machines.
 
+pub mod agent;
 pub mod cluster;
 pub mod context;
 pub mod error;
 pub mod ids;
 pub mod link;
 pub mod log;
+pub mod loopback;
 pub mod message;
 pub mod node;
 pub mod provider;
 pub mod registry;
+pub mod remote;
 pub mod settings;
+pub mod wire;
 
 pub use cluster::{millis, secs, Cluster, Mode};
 pub use context::{Context, Disk, DiskStore, Env, MemDisk};

@@ -1,0 +1,580 @@
+//! The host loop: the one owner of an agent's nodes, timers, links and
+//! filters. Socket tasks feed it [`Event`]s; it calls node callbacks with the
+//! log scope set, then routes what the nodes sent.
+
+use super::conn::{self, Event, Ident};
+use super::disk::FileDisk;
+use super::{AgentClock, AgentConfig, Exit, StopHandle};
+use crate::context::{DiskStore, Env};
+use crate::error::{Error, Result};
+use crate::ids::{MachineId, NodeId, TimerId};
+use crate::link::Link;
+use crate::log::{self, RunLog, Scope};
+use crate::node::AnyNode;
+use crate::registry::{NodeSpec, Registry};
+use crate::wire::{Command, FromAgent, PeerFrame, ToAgent};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+/// How often the loop checks the orphan rule and flushes its logs.
+const TICK: Duration = Duration::from_millis(200);
+/// A controller connection silent this long (it pings every second) is dead.
+const CONTROLLER_SILENCE: Duration = Duration::from_secs(5);
+/// Events handled per loop turn before timers get a look.
+const EVENT_BATCH: usize = 1024;
+
+/// What the nodes see: the parts of the agent an [`Env`] needs.
+struct Core {
+    machine: MachineId,
+    clock: AgentClock,
+    rng: ChaCha8Rng,
+    disk: FileDisk,
+    timers: BTreeMap<(Instant, u64), (NodeId, u64)>,
+    timer_at: BTreeMap<u64, Instant>,
+    next_timer: u64,
+    outbox: Vec<(NodeId, NodeId, Vec<u8>)>,
+}
+
+impl Env for Core {
+    fn now(&self) -> Duration {
+        self.clock.now()
+    }
+    fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        self.outbox.push((from, to, bytes));
+    }
+    fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId {
+        self.next_timer += 1;
+        let id = self.next_timer;
+        let at = Instant::now() + after;
+        self.timers.insert((at, id), (node, tag));
+        self.timer_at.insert(id, at);
+        TimerId(id)
+    }
+    fn cancel_timer(&mut self, _node: NodeId, timer: TimerId) {
+        if let Some(at) = self.timer_at.remove(&timer.0) {
+            self.timers.remove(&(at, timer.0));
+        }
+    }
+    fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+    fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore {
+        if machine != self.machine {
+            tracing::error!(%machine, "a node asked for another machine's disk; it gets its own");
+        }
+        &mut self.disk
+    }
+    fn buggify(&mut self, _node: NodeId) -> bool {
+        false
+    }
+}
+
+/// A message waiting out its link latency.
+struct Delayed {
+    due: Instant,
+    frame: PeerFrame,
+}
+
+struct Host {
+    ident: Arc<Ident>,
+    registry: Registry,
+    core: Core,
+    nodes: BTreeMap<u32, Box<dyn AnyNode>>,
+    /// Randomness of the links (loss, latency), apart from the nodes' rng.
+    net_rng: ChaCha8Rng,
+    peers: BTreeMap<MachineId, SocketAddr>,
+    links: BTreeMap<MachineId, Link>,
+    cut: BTreeSet<MachineId>,
+    /// Presence = hold on; the messages held.
+    held: BTreeMap<MachineId, Vec<PeerFrame>>,
+    delayed: BTreeMap<MachineId, VecDeque<Delayed>>,
+    out: BTreeMap<MachineId, UnboundedSender<PeerFrame>>,
+    local: VecDeque<(NodeId, NodeId, Vec<u8>)>,
+    controller: Option<(u64, UnboundedSender<FromAgent>, tokio::task::JoinHandle<()>)>,
+    /// Last frame from a controller, or when the agent last had none.
+    last_heard: Instant,
+    orphan: Duration,
+}
+
+pub(super) async fn run(
+    cfg: AgentConfig,
+    registry: Registry,
+    stop: StopHandle,
+    clock: AgentClock,
+    boot: u64,
+    log: RunLog,
+) -> Result<Exit> {
+    let me = cfg.machine;
+    log::set_scope(Scope {
+        machine: Some(me),
+        node: None,
+        time: Duration::ZERO,
+    });
+    let listener = match cfg.listener {
+        Some(l) => {
+            l.set_nonblocking(true)
+                .map_err(|e| Error::io("making the agent's listener non-blocking", e))?;
+            tokio::net::TcpListener::from_std(l)
+                .map_err(|e| Error::io("adopting the agent's listener", e))?
+        }
+        None => tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "{me} cannot listen on {} (port taken? another agent still running?)",
+                        cfg.listen
+                    ),
+                    e,
+                )
+            })?,
+    };
+    let local_addr = listener.local_addr().ok();
+    let disk_dir = cfg.data_dir.join("disk");
+    let disk = FileDisk::open(&disk_dir)
+        .map_err(|e| Error::io(format!("opening the disk {}", disk_dir.display()), e))?;
+    let mix = (u64::from(me.0) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ boot.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let ident = Arc::new(Ident {
+        machine: me,
+        run_id: cfg.run_id.clone(),
+        cookie: cfg.cookie.clone(),
+    });
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(conn::accept_loop(listener, ident.clone(), ev_tx));
+
+    let mut host = Host {
+        ident,
+        registry,
+        core: Core {
+            machine: me,
+            clock,
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix),
+            disk,
+            timers: BTreeMap::new(),
+            timer_at: BTreeMap::new(),
+            next_timer: 0,
+            outbox: Vec::new(),
+        },
+        nodes: BTreeMap::new(),
+        net_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix ^ 0x5555_5555),
+        peers: BTreeMap::new(),
+        links: BTreeMap::new(),
+        cut: BTreeSet::new(),
+        held: BTreeMap::new(),
+        delayed: BTreeMap::new(),
+        out: BTreeMap::new(),
+        local: VecDeque::new(),
+        controller: None,
+        last_heard: Instant::now(),
+        orphan: cfg.orphan,
+    };
+    tracing::info!(
+        run = %cfg.run_id,
+        boot,
+        listen = %local_addr.map(|a| a.to_string()).unwrap_or_default(),
+        kinds = %host.registry.kinds().join(","),
+        "agent started"
+    );
+
+    let mut sigterm = if cfg.handle_signals { signals() } else { None };
+    let mut next_tick = Instant::now() + TICK;
+    let mut last_tick = Instant::now();
+    loop {
+        if stop.is_killed() {
+            tracing::info!("killed");
+            return Ok(Exit::Killed);
+        }
+        if stop.freeze_if_paused() {
+            // Frozen: whatever time passed is not the controller's fault.
+            host.last_heard = Instant::now();
+            last_tick = Instant::now();
+            continue;
+        }
+        host.run_local();
+        host.fire_timers();
+        host.release_delayed();
+        if !host.local.is_empty() {
+            // Let the socket tasks run between bursts of local messages.
+            tokio::task::yield_now().await;
+        }
+
+        let now = Instant::now();
+        if now >= next_tick {
+            if now.duration_since(last_tick) > TICK * 5 {
+                // The process was frozen (SIGSTOP) or stalled: restart the clock.
+                host.last_heard = now;
+            }
+            last_tick = now;
+            next_tick = now + TICK;
+            log.flush();
+            if let Some(exit) = host.check_orphan(now) {
+                return Ok(exit);
+            }
+        }
+
+        let mut deadline = next_tick;
+        if let Some(((at, _), _)) = host.core.timers.first_key_value() {
+            deadline = deadline.min(*at);
+        }
+        for q in host.delayed.values() {
+            if let Some(d) = q.front() {
+                deadline = deadline.min(d.due);
+            }
+        }
+        if !host.local.is_empty() {
+            deadline = Instant::now();
+        }
+        tokio::select! {
+            ev = ev_rx.recv() => {
+                let Some(ev) = ev else { return Ok(Exit::Killed) };
+                if let Some(exit) = host.handle(ev).await {
+                    return Ok(exit);
+                }
+                for _ in 0..EVENT_BATCH {
+                    match ev_rx.try_recv() {
+                        Ok(ev) => if let Some(exit) = host.handle(ev).await { return Ok(exit) },
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = stop.inner.wake.notified() => {}
+            _ = async {
+                match sigterm.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("SIGTERM or SIGINT: exiting");
+                host.goodbye().await;
+                return Ok(Exit::Signal);
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT as one stream (unix only).
+fn signals() -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok()?;
+        let mut int = signal(SignalKind::interrupt()).ok()?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let _ = tx.send(());
+        });
+        Some(rx)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+impl Host {
+    fn me(&self) -> MachineId {
+        self.core.machine
+    }
+
+    /// Call a node's callback with the log scope set, then route its sends.
+    fn with_node(
+        &mut self,
+        local: u32,
+        f: impl FnOnce(&mut dyn AnyNode, &mut Core, NodeId),
+    ) -> bool {
+        let Some(mut node) = self.nodes.remove(&local) else {
+            return false;
+        };
+        let id = NodeId::new(self.me(), local);
+        let prev = log::set_scope(Scope {
+            machine: Some(self.me()),
+            node: Some(id),
+            time: self.core.clock.now(),
+        });
+        f(node.as_mut(), &mut self.core, id);
+        log::set_scope(prev);
+        self.nodes.insert(local, node);
+        self.route_outbox();
+        true
+    }
+
+    fn route_outbox(&mut self) {
+        let out = std::mem::take(&mut self.core.outbox);
+        for (from, to, bytes) in out {
+            self.route(from, to, bytes);
+        }
+    }
+
+    fn route(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        if to.is_client() {
+            match &self.controller {
+                Some((_, tx, _)) => {
+                    let _ = tx.send(FromAgent::ToClient { from, to, bytes });
+                }
+                None => {
+                    tracing::debug!(%from, %to, "no controller connected; a reply to a client is lost")
+                }
+            }
+        } else if to.machine == self.me() {
+            self.local.push_back((from, to, bytes));
+        } else {
+            let frame = PeerFrame::Msg { from, to, bytes };
+            let dest = to.machine;
+            let Some(link) = self.links.get(&dest).copied() else {
+                self.send_out(dest, frame);
+                return;
+            };
+            if link.loss > 0.0 && self.net_rng.gen_bool(link.loss.clamp(0.0, 1.0)) {
+                tracing::trace!(%from, %to, "lost on the link");
+                return;
+            }
+            let now = Instant::now();
+            let q = self.delayed.entry(dest).or_default();
+            // FIFO per destination: never before the message ahead of it.
+            let mut due = now + link.latency.sample(&mut self.net_rng);
+            if let Some(last) = q.back() {
+                due = due.max(last.due);
+            }
+            if due <= now && q.is_empty() {
+                self.send_out(dest, frame);
+            } else {
+                q.push_back(Delayed { due, frame });
+            }
+        }
+    }
+
+    /// Through the agent-level filter onto the peer link.
+    fn send_out(&mut self, dest: MachineId, frame: PeerFrame) {
+        if self.cut.contains(&dest) {
+            tracing::trace!(to = %dest, "dropped: link cut");
+            return;
+        }
+        if let Some(q) = self.held.get_mut(&dest) {
+            q.push(frame);
+            return;
+        }
+        self.write_peer(dest, frame);
+    }
+
+    fn write_peer(&mut self, dest: MachineId, frame: PeerFrame) {
+        if let Some(tx) = self.out.get(&dest) {
+            if tx.send(frame.clone()).is_ok() {
+                return;
+            }
+        }
+        let Some(addr) = self.peers.get(&dest).copied() else {
+            tracing::warn!(to = %dest, "no address for this machine (SetPeers has not named it); message dropped");
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(conn::peer_link(self.ident.clone(), dest, addr, rx));
+        let _ = tx.send(frame);
+        self.out.insert(dest, tx);
+    }
+
+    fn release_delayed(&mut self) {
+        let now = Instant::now();
+        let dests: Vec<MachineId> = self.delayed.keys().copied().collect();
+        for dest in dests {
+            while let Some(q) = self.delayed.get_mut(&dest) {
+                if q.front().is_none_or(|d| d.due > now) {
+                    break;
+                }
+                let Some(d) = q.pop_front() else { break };
+                self.send_out(dest, d.frame);
+            }
+            if self.delayed.get(&dest).is_some_and(VecDeque::is_empty) {
+                self.delayed.remove(&dest);
+            }
+        }
+    }
+
+    fn run_local(&mut self) {
+        for _ in 0..EVENT_BATCH {
+            let Some((from, to, bytes)) = self.local.pop_front() else {
+                return;
+            };
+            self.deliver(from, to, bytes);
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        let delivered = self.with_node(to.local, |n, core, me| n.message(core, me, from, &bytes));
+        if !delivered {
+            tracing::debug!(%from, %to, "no such node here; message dropped");
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        for _ in 0..EVENT_BATCH {
+            let Some((&(at, id), _)) = self.core.timers.first_key_value() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            let Some((node, tag)) = self.core.timers.remove(&(at, id)) else {
+                return;
+            };
+            self.core.timer_at.remove(&id);
+            self.with_node(node.local, |n, core, me| {
+                n.timer(core, me, TimerId(id), tag)
+            });
+        }
+    }
+
+    fn check_orphan(&mut self, now: Instant) -> Option<Exit> {
+        if self.controller.is_some()
+            && now.duration_since(self.last_heard) > CONTROLLER_SILENCE.max(self.orphan)
+        {
+            tracing::warn!("the controller has been silent too long; dropping its connection");
+            self.controller = None;
+            self.last_heard = now;
+        }
+        if self.controller.is_none() && now.duration_since(self.last_heard) >= self.orphan {
+            tracing::warn!(
+                after_secs = self.orphan.as_secs(),
+                "no controller: exiting (orphan rule)"
+            );
+            return Some(Exit::Orphaned);
+        }
+        None
+    }
+
+    async fn handle(&mut self, ev: Event) -> Option<Exit> {
+        match ev {
+            Event::ControllerUp { conn, tx, writer } => {
+                if let Some((old, _, _)) = self.controller.replace((conn, tx, writer)) {
+                    // Dropping its sender ends its writer, which closes it.
+                    tracing::info!(
+                        old,
+                        new = conn,
+                        "a new controller connection replaces the old one"
+                    );
+                }
+                self.last_heard = Instant::now();
+            }
+            Event::ControllerDown { conn } => {
+                if matches!(&self.controller, Some((c, _, _)) if *c == conn) {
+                    tracing::warn!("lost the controller connection");
+                    self.controller = None;
+                    self.last_heard = Instant::now();
+                }
+            }
+            Event::Control { conn, frame } => {
+                if !matches!(&self.controller, Some((c, _, _)) if *c == conn) {
+                    return None; // an old connection's last frames
+                }
+                self.last_heard = Instant::now();
+                match frame {
+                    ToAgent::Ping => {}
+                    ToAgent::Deliver { from, to, bytes } => {
+                        if to.machine != self.me() {
+                            tracing::warn!(%to, "the controller sent a message for another machine; dropped");
+                        } else {
+                            self.deliver(from, to, bytes);
+                        }
+                    }
+                    ToAgent::Cmd { seq, cmd } => {
+                        let shutdown = matches!(cmd, Command::Shutdown);
+                        let error = self.command(cmd).err();
+                        if let Some((_, tx, _)) = &self.controller {
+                            let _ = tx.send(FromAgent::Ack { seq, error });
+                        }
+                        if shutdown {
+                            tracing::info!("shutdown by the controller");
+                            self.goodbye().await;
+                            return Some(Exit::Shutdown);
+                        }
+                    }
+                }
+            }
+            Event::Peer { from, to, bytes } => self.deliver(from, to, bytes),
+        }
+        None
+    }
+
+    /// Let the controller writer send what it holds (an ack) before exiting.
+    async fn goodbye(&mut self) {
+        if let Some((_, tx, writer)) = self.controller.take() {
+            drop(tx);
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        }
+    }
+
+    fn command(&mut self, cmd: Command) -> std::result::Result<(), String> {
+        match cmd {
+            Command::Spawn {
+                local,
+                kind,
+                config,
+            } => {
+                if self.nodes.contains_key(&local) {
+                    return Err(format!(
+                        "node {} is already running",
+                        NodeId::new(self.me(), local)
+                    ));
+                }
+                let config: serde_json::Value = serde_json::from_str(&config)
+                    .map_err(|e| format!("config of node kind `{kind}` is not JSON: {e}"))?;
+                let spec = NodeSpec { kind, config };
+                let node = self
+                    .registry
+                    .build(&spec)
+                    .map_err(|e| format!("{e} (in the agent's registry)"))?;
+                tracing::info!(kind = %spec.kind, local, "spawned");
+                self.nodes.insert(local, node);
+                self.with_node(local, |n, core, me| n.start(core, me));
+            }
+            Command::SetPeers { peers } => {
+                let new: BTreeMap<MachineId, SocketAddr> = peers.into_iter().collect();
+                for (m, addr) in &new {
+                    if self.peers.get(m) != Some(addr) {
+                        self.out.remove(m); // its link task ends; the next send dials anew
+                    }
+                }
+                self.peers = new;
+            }
+            Command::SetLink { to, link } => {
+                link.validate().map_err(|e| e.to_string())?;
+                self.links.insert(to, link);
+            }
+            Command::Cut { to } => {
+                self.cut.insert(to);
+            }
+            Command::Heal { to } => {
+                self.cut.remove(&to);
+                self.held.remove(&to);
+            }
+            Command::HealAll => {
+                self.cut.clear();
+                self.held.clear();
+            }
+            Command::Hold { to } => {
+                self.held.entry(to).or_default();
+            }
+            Command::Release { to } => {
+                if let Some(q) = self.held.remove(&to) {
+                    for frame in q {
+                        self.send_out(to, frame);
+                    }
+                }
+            }
+            Command::Shutdown => {}
+        }
+        Ok(())
+    }
+}

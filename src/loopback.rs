@@ -1,0 +1,255 @@
+//! The loopback provider: every agent is a thread of this process, listening
+//! on its own port of 127.0.0.1. It runs the real agent, wire protocol and
+//! remote cluster without Docker, so CI tests all of them.
+//!
+//! - kill: the agent's loop returns at once; its runtime, sockets and state
+//!   drop without a goodbye. restart: a new agent thread on the same port
+//!   and data dir.
+//! - pause: the agent's thread blocks (like SIGSTOP); its sockets stay open.
+//! - no packet filter: `cut` returns false and the agent-level filter acts.
+//! - data dirs under `<log dir>/data/m<id>`; agents log straight into the
+//!   run's log folder, so `collect_logs` has nothing to copy there.
+
+use crate::agent::{run_agent, AgentConfig, Exit, StopHandle};
+use crate::cluster::{Cluster, Mode};
+use crate::error::{Error, Result};
+use crate::ids::MachineId;
+use crate::provider::{AgentLaunch, MachineAddrs, Provider};
+use crate::registry::Registry;
+use crate::settings::Settings;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct LoopAgent {
+    port: u16,
+    stop: StopHandle,
+    thread: Option<JoinHandle<Result<Exit>>>,
+}
+
+/// Agents as threads on 127.0.0.1.
+pub struct LoopbackProvider {
+    registry: Registry,
+    dir: PathBuf,
+    log_level: Option<tracing::Level>,
+    agents: BTreeMap<MachineId, LoopAgent>,
+}
+
+/// Bind 127.0.0.1:`port` (0 = any free port) with SO_REUSEADDR.
+fn bind(port: u16) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).into())?;
+    s.listen(128)?;
+    Ok(s.into())
+}
+
+impl LoopbackProvider {
+    /// Agents built from `registry`, logging into `run_dir` (the run's log folder).
+    pub fn new(
+        registry: Registry,
+        run_dir: &Path,
+        settings: &Settings,
+    ) -> Result<LoopbackProvider> {
+        Ok(LoopbackProvider {
+            registry,
+            dir: run_dir.to_path_buf(),
+            log_level: settings.log_level()?,
+            agents: BTreeMap::new(),
+        })
+    }
+
+    fn launch(&mut self, launch: &AgentLaunch, port: u16) -> Result<MachineAddrs> {
+        let m = launch.machine;
+        // A restart binds the port its predecessor just released: retry briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match bind(port) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline && port != 0 => {
+                    tracing::debug!(machine = %m, port, error = %e, "port busy; retrying");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("binding 127.0.0.1:{port} for the agent of {m}"),
+                        e,
+                    ))
+                }
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the agent's port", e))?;
+        let cfg = AgentConfig {
+            machine: m,
+            run_id: launch.run_id.clone(),
+            cookie: launch.cookie.clone(),
+            seed: launch.seed,
+            listen: addr,
+            listener: Some(listener),
+            epoch_micros: launch.epoch_micros,
+            orphan: Duration::from_secs(launch.orphan_secs.max(1)),
+            log_dir: self.dir.clone(),
+            data_dir: self.dir.join("data").join(m.to_string()),
+            log_level: self.log_level,
+            handle_signals: false,
+        };
+        let stop = StopHandle::new();
+        let registry = self.registry.clone();
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("distzero-agent-{m}"))
+            .spawn(move || run_agent(cfg, registry, s))
+            .map_err(|e| Error::io(format!("starting the agent thread of {m}"), e))?;
+        self.agents.insert(
+            m,
+            LoopAgent {
+                port: addr.port(),
+                stop,
+                thread: Some(thread),
+            },
+        );
+        Ok(MachineAddrs {
+            control: addr,
+            peer: addr,
+        })
+    }
+
+    fn agent(&mut self, m: MachineId) -> Result<&mut LoopAgent> {
+        self.agents.get_mut(&m).ok_or(Error::NoSuchMachine(m))
+    }
+
+    /// How the agent of `m` ended, if its thread has ended (else None).
+    pub fn exit_of(&mut self, m: MachineId) -> Option<std::result::Result<Exit, String>> {
+        let a = self.agents.get_mut(&m)?;
+        if !a.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            return None;
+        }
+        let t = a.thread.take()?;
+        Some(match t.join() {
+            Ok(Ok(exit)) => Ok(exit),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("the agent thread of {m} panicked")),
+        })
+    }
+
+    fn stop_and_join(a: &mut LoopAgent, m: MachineId) {
+        a.stop.kill();
+        if let Some(t) = a.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if t.is_finished() {
+                match t.join() {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(machine = %m, error = %e, "agent ended with an error")
+                    }
+                    Err(_) => tracing::error!(machine = %m, "agent thread panicked"),
+                }
+            } else {
+                tracing::error!(machine = %m, "agent thread did not stop within 5 s (a node callback that never returns?); left behind");
+            }
+        }
+    }
+}
+
+impl Provider for LoopbackProvider {
+    fn mode(&self) -> Mode {
+        Mode::Loopback
+    }
+
+    fn start(&mut self, launch: &AgentLaunch) -> Result<MachineAddrs> {
+        if self.agents.contains_key(&launch.machine) {
+            return Err(Error::Unsupported(format!(
+                "{} was started already",
+                launch.machine
+            )));
+        }
+        self.launch(launch, 0)
+    }
+
+    fn kill(&mut self, machine: MachineId) -> Result<()> {
+        let a = self.agent(machine)?;
+        Self::stop_and_join(a, machine);
+        Ok(())
+    }
+
+    fn restart(&mut self, launch: &AgentLaunch) -> Result<MachineAddrs> {
+        let m = launch.machine;
+        let a = self.agent(m)?;
+        Self::stop_and_join(a, m);
+        let port = a.port;
+        self.launch(launch, port)
+    }
+
+    fn pause(&mut self, machine: MachineId) -> Result<()> {
+        let a = self.agent(machine)?;
+        if !a.stop.pause(Duration::from_secs(5)) {
+            return Err(Error::Infra(format!(
+                "the agent of {machine} did not pause within 5 s"
+            )));
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, machine: MachineId) -> Result<()> {
+        self.agent(machine)?.stop.resume();
+        Ok(())
+    }
+
+    fn collect_logs(&mut self, dir: &Path) -> Result<()> {
+        if dir == self.dir {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("reading {}", self.dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let n = name.to_string_lossy();
+            if n.starts_with('m') && (n.ends_with(".jsonl") || n.ends_with(".log")) {
+                std::fs::copy(entry.path(), dir.join(&name))
+                    .map_err(|e| Error::io(format!("copying {}", entry.path().display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let ids: Vec<MachineId> = self.agents.keys().copied().collect();
+        for m in ids {
+            if let Some(a) = self.agents.get_mut(&m) {
+                a.stop.resume();
+                Self::stop_and_join(a, m);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LoopbackProvider {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Run a workflow test on loopback agents built from `registry`.
+pub fn run_loopback_workflow(
+    test_name: &str,
+    registry: Registry,
+    body: fn(&mut dyn Cluster) -> Result<()>,
+) {
+    crate::remote::run_remote_workflow(
+        test_name,
+        Mode::Loopback,
+        move |settings, _run_id, dir| Ok(Box::new(LoopbackProvider::new(registry, dir, settings)?)),
+        body,
+    )
+}

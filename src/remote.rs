@@ -1,0 +1,1025 @@
+//! The controller side of real modes: a [`Cluster`] that drives agents over
+//! the wire, with a [`Provider`] starting and stopping them.
+//!
+//! Public face (what the Docker, cloud and loopback modes call):
+//!
+//! ```text
+//! RemoteCluster::new(provider: Box<dyn Provider>, test_name: &str, settings: &Settings) -> Result<RemoteCluster>
+//! RemoteCluster::with_run(provider, test_name: &str, run_id: &str, log_dir: &Path, settings: &Settings) -> Result<RemoteCluster>
+//! RemoteCluster::run_id(&self) -> &str            (also Cluster::run_id)
+//! RemoteCluster::cookie(&self) -> &str            (what the provider gave agents in DISTZERO_COOKIE)
+//! RemoteCluster::addrs(&self, MachineId) -> Option<MachineAddrs>
+//! new_run_id() -> String                          (short, unique: time + random, lowercase hex)
+//! run_log_dir(settings, test_name, mode, run_id) -> PathBuf   (`<log dir>/<test>/<mode>-<run id>`)
+//! run_remote_workflow(test_name: &str, mode: Mode,
+//!     make_provider: impl FnOnce(&Settings, &str /*run id*/, &Path /*log dir*/) -> Result<Box<dyn Provider>>,
+//!     body: fn(&mut dyn Cluster) -> Result<()>)
+//! ```
+//!
+//! `run_remote_workflow` picks the run id and the log folder first (the
+//! provider needs both), builds the cluster, runs the body catching panics,
+//! always shuts down, and on failure panics naming the test, the mode, the
+//! error and the log folder.
+//!
+//! How it works: a small tokio runtime in the background holds one control
+//! connection per machine (handshake first; a ping every second keeps the
+//! agent from its orphan rule). Frames from agents come back through one
+//! channel that the synchronous methods drain (`pump`). Commands are acked by
+//! the agent, so `cut` returns once the cut is in force; a paused machine
+//! cannot ack, so commands to it are sent without waiting and apply when it
+//! resumes. A crashed machine's specs, links and filters are kept and sent
+//! again on restart. Controller events go to `controller.jsonl` in the log
+//! folder.
+
+use crate::cluster::{Cluster, Mode};
+use crate::error::{Error, Result};
+use crate::ids::{MachineId, NodeId};
+use crate::link::Link;
+use crate::log::{Clock, RunLog};
+use crate::provider::{AgentLaunch, MachineAddrs, Provider};
+use crate::registry::NodeSpec;
+use crate::settings::{SeedChoice, Settings};
+use crate::wire::{self, Command, FromAgent, Role, ToAgent, WireError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+
+/// The port agents listen on, unless their provider picks another.
+pub const DEFAULT_AGENT_PORT: u16 = 7410;
+/// How long `add_machine` and `restart` keep dialing a new agent.
+pub const DIAL_PATIENCE: Duration = Duration::from_secs(20);
+/// How long a command re-dials a machine whose control link broke.
+pub const REDIAL_PATIENCE: Duration = Duration::from_secs(3);
+/// How long a command waits for its ack.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The controller pings every agent this often when it has nothing to say.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Up,
+    Paused,
+    Down,
+}
+
+struct Conn {
+    gen: u64,
+    tx: tokio::sync::mpsc::UnboundedSender<ToAgent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Machine {
+    launch: AgentLaunch,
+    addrs: MachineAddrs,
+    conn: Option<Conn>,
+    specs: Vec<NodeSpec>,
+    state: State,
+    links: BTreeMap<MachineId, Link>,
+    cut: BTreeSet<MachineId>,
+    held: BTreeSet<MachineId>,
+}
+
+enum CtlEvent {
+    Frame {
+        machine: MachineId,
+        gen: u64,
+        frame: FromAgent,
+    },
+    Down {
+        machine: MachineId,
+        gen: u64,
+        why: String,
+    },
+}
+
+/// A cluster of real agents (loopback threads, containers or hosts).
+pub struct RemoteCluster {
+    provider: Box<dyn Provider>,
+    mode: Mode,
+    rt: tokio::runtime::Runtime,
+    test_name: String,
+    run_id: String,
+    log_dir: PathBuf,
+    cookie: String,
+    seed: u64,
+    epoch_micros: u64,
+    orphan_secs: u64,
+    start: Instant,
+    machines: BTreeMap<MachineId, Machine>,
+    events_tx: std_mpsc::Sender<CtlEvent>,
+    events: std_mpsc::Receiver<CtlEvent>,
+    next_gen: u64,
+    next_client: u32,
+    next_seq: u64,
+    acks: BTreeMap<u64, Option<String>>,
+    awaiting: Option<u32>,
+    reply: Option<Vec<u8>>,
+    /// Pairs with a real packet filter in place (provider.cut said true).
+    real_cuts: BTreeSet<(MachineId, MachineId)>,
+    log: RunLog,
+    shut_down: bool,
+}
+
+/// A short unique run id: seconds since 2024 and 16 random bits, in hex.
+pub fn new_run_id() -> String {
+    use rand::Rng;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let since = secs.saturating_sub(1_704_067_200) as u32;
+    format!("{since:x}{:04x}", rand::thread_rng().gen::<u16>())
+}
+
+/// `<settings log dir>/<test>/<mode>-<run id>`.
+pub fn run_log_dir(settings: &Settings, test_name: &str, mode: Mode, run_id: &str) -> PathBuf {
+    settings
+        .log_dir()
+        .join(test_name)
+        .join(format!("{}-{run_id}", mode.name()))
+}
+
+fn seed_of(test_name: &str, settings: &Settings) -> Result<u64> {
+    Ok(match settings.seed()? {
+        SeedChoice::Fixed(s) => s,
+        SeedChoice::Random => rand::random(),
+        SeedChoice::FromTestName => {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in test_name.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+            h
+        }
+    })
+}
+
+fn fresh_cookie() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl RemoteCluster {
+    /// A cluster whose run id and log folder are picked here.
+    pub fn new(
+        provider: Box<dyn Provider>,
+        test_name: &str,
+        settings: &Settings,
+    ) -> Result<RemoteCluster> {
+        let run_id = new_run_id();
+        let dir = run_log_dir(settings, test_name, provider.mode(), &run_id);
+        Self::with_run(provider, test_name, &run_id, &dir, settings)
+    }
+
+    /// A cluster with a run id and log folder chosen by the caller (who
+    /// needed them to build the provider). On error the provider is shut down.
+    pub fn with_run(
+        mut provider: Box<dyn Provider>,
+        test_name: &str,
+        run_id: &str,
+        log_dir: &Path,
+        settings: &Settings,
+    ) -> Result<RemoteCluster> {
+        match Self::build(test_name, run_id, log_dir, settings, provider.mode()) {
+            Ok(parts) => Ok(parts.finish(provider)),
+            Err(e) => {
+                let _ = provider.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    fn build(
+        test_name: &str,
+        run_id: &str,
+        log_dir: &Path,
+        settings: &Settings,
+        mode: Mode,
+    ) -> Result<Parts> {
+        let seed = seed_of(test_name, settings)?;
+        let cookie = settings
+            .cookie()
+            .map(str::to_string)
+            .unwrap_or_else(fresh_cookie);
+        let orphan_secs = settings.agent_orphan()?.as_secs();
+        let start = Instant::now();
+        let epoch_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        let log = RunLog::new(
+            log_dir,
+            Clock::Real(Arc::new(move || start.elapsed())),
+            settings.log_level()?,
+        )
+        .map_err(|e| Error::io(format!("creating the log folder {}", log_dir.display()), e))?;
+        // The runtime's thread logs into the controller's files too.
+        let thread_log = log.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("distzero-controller")
+            .on_thread_start(move || std::mem::forget(thread_log.install()))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the controller's tokio runtime", e))?;
+        Ok(Parts {
+            mode,
+            rt,
+            test_name: test_name.to_string(),
+            run_id: run_id.to_string(),
+            log_dir: log_dir.to_path_buf(),
+            cookie,
+            seed,
+            epoch_micros,
+            orphan_secs,
+            start,
+            log,
+        })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The cluster cookie (agents get it in `DISTZERO_COOKIE`).
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
+    /// Where a machine's agent can be reached, if the machine exists.
+    pub fn addrs(&self, machine: MachineId) -> Option<MachineAddrs> {
+        self.machines.get(&machine).map(|m| m.addrs)
+    }
+
+    pub fn test_name(&self) -> &str {
+        &self.test_name
+    }
+
+    fn machine(&self, id: MachineId) -> Result<&Machine> {
+        self.machines.get(&id).ok_or(Error::NoSuchMachine(id))
+    }
+
+    fn machine_mut(&mut self, id: MachineId) -> Result<&mut Machine> {
+        self.machines.get_mut(&id).ok_or(Error::NoSuchMachine(id))
+    }
+
+    /// No machine `id`, or no control link to it.
+    fn link_gone(&self, id: MachineId) -> bool {
+        self.machines.get(&id).is_none_or(|m| m.conn.is_none())
+    }
+
+    fn check_node(&self, to: NodeId) -> Result<()> {
+        let m = self.machine(to.machine)?;
+        if (to.local as usize) < m.specs.len() {
+            Ok(())
+        } else {
+            Err(Error::NoSuchNode(to))
+        }
+    }
+
+    fn check_pair(&self, from: MachineId, to: MachineId) -> Result<()> {
+        self.machine(from)?;
+        self.machine(to)?;
+        if from == to {
+            return Err(Error::Unsupported(format!(
+                "{from} -> {to}: a link needs two different machines"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Dial a machine's agent until the handshake passes (or [`DIAL_PATIENCE`]).
+    fn connect(&mut self, id: MachineId, patience: Duration) -> Result<()> {
+        let addr = self.machine(id)?.addrs.control;
+        let cookie = self.cookie.clone();
+        let run_id = self.run_id.clone();
+        let dialed = self.rt.block_on(async move {
+            let deadline = tokio::time::Instant::now() + patience;
+            let mut wait = Duration::from_millis(20);
+            loop {
+                let err = match crate::agent::conn::dial(
+                    addr,
+                    &cookie,
+                    &run_id,
+                    Role::Controller,
+                    Duration::from_secs(2),
+                )
+                .await
+                {
+                    Ok((s, who)) if who == id => return Ok(s),
+                    Ok((_, who)) => {
+                        format!("{who} answered instead (a stale agent on that address?)")
+                    }
+                    Err(e @ WireError::Auth(_)) => return Err(e.to_string()),
+                    Err(e) => e.to_string(),
+                };
+                if tokio::time::Instant::now() + wait > deadline {
+                    return Err(err);
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+        });
+        let stream = dialed.map_err(|cause| {
+            Error::Infra(format!(
+                "could not reach the agent of {id} at {addr} within {patience:?}: {cause}; its log is in {}",
+                self.log_dir.display()
+            ))
+        })?;
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = self
+            .rt
+            .spawn(control_link(id, gen, stream, rx, self.events_tx.clone()));
+        tracing::info!(machine = %id, %addr, "control link up");
+        self.machine_mut(id)?.conn = Some(Conn { gen, tx, task });
+        Ok(())
+    }
+
+    /// Handle one event from the agents.
+    fn on_event(&mut self, ev: CtlEvent) {
+        match ev {
+            CtlEvent::Frame {
+                machine,
+                gen,
+                frame,
+            } => {
+                let current = self
+                    .machines
+                    .get(&machine)
+                    .and_then(|m| m.conn.as_ref())
+                    .map(|c| c.gen);
+                if current != Some(gen) {
+                    return;
+                }
+                match frame {
+                    FromAgent::Ack { seq, error } => {
+                        self.acks.insert(seq, error);
+                    }
+                    FromAgent::ToClient { from, to, bytes } => {
+                        if self.awaiting == Some(to.local) && self.reply.is_none() {
+                            self.reply = Some(bytes);
+                        } else {
+                            tracing::debug!(%from, %to, "a message to a client no one waits for");
+                        }
+                    }
+                }
+            }
+            CtlEvent::Down { machine, gen, why } => {
+                let Some(m) = self.machines.get_mut(&machine) else {
+                    return;
+                };
+                if m.conn.as_ref().map(|c| c.gen) == Some(gen) {
+                    m.conn = None;
+                    if m.state != State::Down {
+                        tracing::warn!(%machine, %why, "lost the control link");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle events until `deadline` or until `done` holds.
+    fn pump(&mut self, deadline: Instant, mut done: impl FnMut(&Self) -> bool) {
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.events.recv_timeout(left) {
+                Ok(ev) => {
+                    self.on_event(ev);
+                    while let Ok(ev) = self.events.try_recv() {
+                        self.on_event(ev);
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => return,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left.min(Duration::from_millis(10)));
+                }
+            }
+        }
+    }
+
+    fn send_frame(&mut self, id: MachineId, frame: ToAgent) -> Result<()> {
+        let m = self.machine(id)?;
+        if m.conn.is_none() && m.state == State::Up {
+            // The link broke (or another controller took over): dial again.
+            tracing::info!(machine = %id, "re-dialing the control link");
+            self.connect(id, REDIAL_PATIENCE)?;
+        }
+        let m = self.machine(id)?;
+        let Some(conn) = &m.conn else {
+            return Err(Error::Infra(format!(
+                "{id} has no control link (its agent exited or was killed?); see its log in {}",
+                self.log_dir.display()
+            )));
+        };
+        conn.tx.send(frame).map_err(|_| {
+            Error::Infra(format!(
+                "the control link of {id} is closed; see its log in {}",
+                self.log_dir.display()
+            ))
+        })
+    }
+
+    /// Send a command; wait for its ack unless the machine cannot answer
+    /// (paused: it applies on resume; down: it is kept for the restart).
+    fn command(&mut self, id: MachineId, cmd: Command) -> Result<()> {
+        let state = self.machine(id)?.state;
+        if state == State::Down {
+            return Ok(());
+        }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let what = command_name(&cmd);
+        self.send_frame(id, ToAgent::Cmd { seq, cmd })?;
+        if state == State::Paused {
+            return Ok(());
+        }
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        self.pump(deadline, |c| c.acks.contains_key(&seq) || c.link_gone(id));
+        match self.acks.remove(&seq) {
+            Some(None) => Ok(()),
+            Some(Some(err)) => Err(Error::Infra(format!("{id} refused `{what}`: {err}"))),
+            None => Err(Error::Infra(format!(
+                "{id} did not acknowledge `{what}` within {ACK_TIMEOUT:?} (agent stuck or gone); see its log in {}",
+                self.log_dir.display()
+            ))),
+        }
+    }
+
+    fn peer_table(&self) -> Vec<(MachineId, std::net::SocketAddr)> {
+        self.machines
+            .iter()
+            .map(|(id, m)| (*id, m.addrs.peer))
+            .collect()
+    }
+
+    /// Tell every running agent where its peers are.
+    fn broadcast_peers(&mut self) -> Result<()> {
+        let table = self.peer_table();
+        let ids: Vec<MachineId> = self.machines.keys().copied().collect();
+        for id in ids {
+            self.command(
+                id,
+                Command::SetPeers {
+                    peers: table.clone(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// After a (re)start: links, filters, then the nodes from their specs.
+    fn replay_machine(&mut self, id: MachineId) -> Result<()> {
+        let m = self.machine(id)?;
+        let links: Vec<(MachineId, Link)> = m.links.iter().map(|(k, v)| (*k, *v)).collect();
+        let cut: Vec<MachineId> = m.cut.iter().copied().collect();
+        let held: Vec<MachineId> = m.held.iter().copied().collect();
+        let specs = m.specs.clone();
+        for (to, link) in links {
+            self.command(id, Command::SetLink { to, link })?;
+        }
+        for to in cut {
+            self.command(id, Command::Cut { to })?;
+        }
+        for to in held {
+            self.command(id, Command::Hold { to })?;
+        }
+        for (local, spec) in specs.into_iter().enumerate() {
+            self.command(id, spawn_cmd(local as u32, &spec)?)?;
+        }
+        Ok(())
+    }
+
+    fn start_machine(&mut self, id: MachineId, restart: bool) -> Result<()> {
+        let launch = self.machine(id)?.launch.clone();
+        let addrs = if restart {
+            self.provider.restart(&launch)
+        } else {
+            self.provider.start(&launch)
+        }
+        .map_err(|e| Error::Infra(format!("starting the agent of {id} failed: {e}")))?;
+        let m = self.machine_mut(id)?;
+        m.addrs = addrs;
+        m.conn = None;
+        m.state = State::Up;
+        self.connect(id, DIAL_PATIENCE)?;
+        self.broadcast_peers()?;
+        self.replay_machine(id)
+    }
+
+    fn shutdown_inner(&mut self) -> Result<()> {
+        let mut first_err: Option<Error> = None;
+        let ids: Vec<MachineId> = self.machines.keys().copied().collect();
+        for id in &ids {
+            let up = self
+                .machines
+                .get(id)
+                .is_some_and(|m| m.state == State::Up && m.conn.is_some());
+            if up {
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                if self
+                    .send_frame(
+                        *id,
+                        ToAgent::Cmd {
+                            seq,
+                            cmd: Command::Shutdown,
+                        },
+                    )
+                    .is_ok()
+                {
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    let id = *id;
+                    self.pump(deadline, |c| c.acks.contains_key(&seq) || c.link_gone(id));
+                }
+            }
+        }
+        for m in self.machines.values_mut() {
+            m.conn = None;
+        }
+        if let Err(e) = self.provider.collect_logs(&self.log_dir) {
+            tracing::error!(error = %e, "collecting the agents' logs failed");
+            first_err.get_or_insert(Error::Infra(format!(
+                "collecting logs into {}: {e}",
+                self.log_dir.display()
+            )));
+        }
+        if let Err(e) = self.provider.shutdown() {
+            tracing::error!(error = %e, "shutting the provider down failed");
+            first_err.get_or_insert(e);
+        }
+        tracing::info!("shut down");
+        self.log.flush();
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Everything but the provider, built before it is taken.
+struct Parts {
+    mode: Mode,
+    rt: tokio::runtime::Runtime,
+    test_name: String,
+    run_id: String,
+    log_dir: PathBuf,
+    cookie: String,
+    seed: u64,
+    epoch_micros: u64,
+    orphan_secs: u64,
+    start: Instant,
+    log: RunLog,
+}
+
+impl Parts {
+    fn finish(self, provider: Box<dyn Provider>) -> RemoteCluster {
+        let (events_tx, events) = std_mpsc::channel();
+        let c = RemoteCluster {
+            provider,
+            mode: self.mode,
+            rt: self.rt,
+            test_name: self.test_name,
+            run_id: self.run_id,
+            log_dir: self.log_dir,
+            cookie: self.cookie,
+            seed: self.seed,
+            epoch_micros: self.epoch_micros,
+            orphan_secs: self.orphan_secs,
+            start: self.start,
+            machines: BTreeMap::new(),
+            events_tx,
+            events,
+            next_gen: 0,
+            next_client: 0,
+            next_seq: 0,
+            acks: BTreeMap::new(),
+            awaiting: None,
+            reply: None,
+            real_cuts: BTreeSet::new(),
+            log: self.log,
+            shut_down: false,
+        };
+        {
+            let _g = c.log.install();
+            tracing::info!(test = %c.test_name, mode = c.mode.name(), run = %c.run_id, seed = c.seed, "cluster started");
+        }
+        c
+    }
+}
+
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Spawn { .. } => "spawn",
+        Command::SetPeers { .. } => "set peers",
+        Command::SetLink { .. } => "set link",
+        Command::Cut { .. } => "cut",
+        Command::Heal { .. } => "heal",
+        Command::HealAll => "heal all",
+        Command::Hold { .. } => "hold",
+        Command::Release { .. } => "release",
+        Command::Shutdown => "shutdown",
+    }
+}
+
+fn spawn_cmd(local: u32, spec: &NodeSpec) -> Result<Command> {
+    let config = serde_json::to_string(&spec.config).map_err(|e| Error::BadConfig {
+        kind: spec.kind.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Command::Spawn {
+        local,
+        kind: spec.kind.clone(),
+        config,
+    })
+}
+
+/// One machine's control connection: write (batched, with pings when idle),
+/// read frames into the controller's channel; tell it when the link ends.
+async fn control_link(
+    machine: MachineId,
+    gen: u64,
+    stream: tokio::net::TcpStream,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ToAgent>,
+    events: std_mpsc::Sender<CtlEvent>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let ev = events.clone();
+    let reader = async move {
+        loop {
+            match wire::read_frame::<FromAgent, _>(&mut rd).await {
+                Ok(Some(frame)) => {
+                    if ev
+                        .send(CtlEvent::Frame {
+                            machine,
+                            gen,
+                            frame,
+                        })
+                        .is_err()
+                    {
+                        return "controller gone".to_string();
+                    }
+                }
+                Ok(None) => return "the agent closed the connection".to_string(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    let writer = async move {
+        let mut buf = Vec::new();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            buf.clear();
+            tokio::select! {
+                f = rx.recv() => match f {
+                    Some(f) => { let _ = wire::encode_frame(&f, &mut buf); }
+                    None => { let _ = wr.shutdown().await; return "closed by the controller".to_string(); }
+                },
+                _ = ping.tick() => { let _ = wire::encode_frame(&ToAgent::Ping, &mut buf); }
+            }
+            while buf.len() < 256 * 1024 {
+                match rx.try_recv() {
+                    Ok(f) => {
+                        if let Err(e) = wire::encode_frame(&f, &mut buf) {
+                            tracing::error!(%machine, error = %e, "a frame to the agent was not sent");
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = wr.write_all(&buf).await {
+                return format!("write failed: {e}");
+            }
+        }
+    };
+    let why = tokio::select! {
+        w = reader => w,
+        w = writer => w,
+    };
+    let _ = events.send(CtlEvent::Down { machine, gen, why });
+}
+
+impl Cluster for RemoteCluster {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn add_machine(&mut self) -> Result<MachineId> {
+        let _g = self.log.install();
+        if self.shut_down {
+            return Err(Error::Unsupported("the cluster is shut down".into()));
+        }
+        let id = MachineId(self.machines.len() as u32);
+        let launch = AgentLaunch {
+            machine: id,
+            run_id: self.run_id.clone(),
+            cookie: self.cookie.clone(),
+            seed: self.seed,
+            port: DEFAULT_AGENT_PORT,
+            epoch_micros: self.epoch_micros,
+            orphan_secs: self.orphan_secs,
+        };
+        tracing::info!(machine = %id, "add machine");
+        let placeholder = "0.0.0.0:0"
+            .parse()
+            .map_err(|_| Error::Unsupported("address".into()))?;
+        self.machines.insert(
+            id,
+            Machine {
+                launch,
+                addrs: MachineAddrs {
+                    control: placeholder,
+                    peer: placeholder,
+                },
+                conn: None,
+                specs: Vec::new(),
+                state: State::Down,
+                links: BTreeMap::new(),
+                cut: BTreeSet::new(),
+                held: BTreeSet::new(),
+            },
+        );
+        if let Err(e) = self.start_machine(id, false) {
+            self.machines.remove(&id);
+            let _ = self.provider.kill(id);
+            tracing::error!(machine = %id, error = %e, "add machine failed");
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn machines(&self) -> Vec<MachineId> {
+        self.machines.keys().copied().collect()
+    }
+
+    fn spawn(&mut self, machine: MachineId, spec: NodeSpec) -> Result<NodeId> {
+        let _g = self.log.install();
+        let local = self.machine(machine)?.specs.len() as u32;
+        let id = NodeId::new(machine, local);
+        let cmd = spawn_cmd(local, &spec)?;
+        tracing::info!(node = %id, kind = %spec.kind, "spawn");
+        self.command(machine, cmd)?;
+        self.machine_mut(machine)?.specs.push(spec);
+        Ok(id)
+    }
+
+    fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
+        let _g = self.log.install();
+        self.check_node(to)?;
+        let from = NodeId::client(self.next_client);
+        self.next_client += 1;
+        if self.machine(to.machine)?.state == State::Down {
+            tracing::debug!(%to, "send to a crashed machine: lost");
+            return Ok(());
+        }
+        if let Err(e) = self.send_frame(to.machine, ToAgent::Deliver { from, to, bytes }) {
+            tracing::warn!(%to, error = %e, "send lost");
+        }
+        Ok(())
+    }
+
+    fn call_bytes(&mut self, to: NodeId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        let _g = self.log.install();
+        self.check_node(to)?;
+        let client = self.next_client;
+        self.next_client += 1;
+        let from = NodeId::client(client);
+        let deadline = Instant::now() + timeout;
+        self.awaiting = Some(client);
+        self.reply = None;
+        if self.machine(to.machine)?.state != State::Down {
+            if let Err(e) = self.send_frame(to.machine, ToAgent::Deliver { from, to, bytes }) {
+                tracing::warn!(%to, error = %e, "call request lost");
+            }
+        }
+        self.pump(deadline, |c| c.reply.is_some());
+        self.awaiting = None;
+        match self.reply.take() {
+            Some(b) => Ok(b),
+            None => {
+                tracing::info!(%to, %from, after_ms = timeout.as_millis() as u64, "call timed out");
+                Err(Error::Timeout { to, after: timeout })
+            }
+        }
+    }
+
+    fn run_for(&mut self, duration: Duration) -> Result<()> {
+        let _g = self.log.install();
+        let deadline = Instant::now() + duration;
+        self.pump(deadline, |_| false);
+        Ok(())
+    }
+
+    fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        self.check_pair(from, to)?;
+        tracing::info!(%from, %to, "cut");
+        self.machine_mut(from)?.cut.insert(to);
+        self.command(from, Command::Cut { to })?;
+        if self.provider.cut(from, to)? {
+            self.real_cuts.insert((from, to));
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        self.check_pair(from, to)?;
+        tracing::info!(%from, %to, "heal");
+        let m = self.machine_mut(from)?;
+        m.cut.remove(&to);
+        m.held.remove(&to);
+        self.command(from, Command::Heal { to })?;
+        if self.real_cuts.remove(&(from, to)) {
+            self.provider.heal(from, to)?;
+        }
+        Ok(())
+    }
+
+    fn heal_all(&mut self) -> Result<()> {
+        let _g = self.log.install();
+        tracing::info!("heal all");
+        let ids: Vec<MachineId> = self.machines.keys().copied().collect();
+        for id in ids {
+            let m = self.machine_mut(id)?;
+            m.cut.clear();
+            m.held.clear();
+            self.command(id, Command::HealAll)?;
+        }
+        for (from, to) in std::mem::take(&mut self.real_cuts) {
+            self.provider.heal(from, to)?;
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        self.check_pair(from, to)?;
+        tracing::info!(%from, %to, "hold");
+        self.machine_mut(from)?.held.insert(to);
+        self.command(from, Command::Hold { to })
+    }
+
+    fn release(&mut self, from: MachineId, to: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        self.check_pair(from, to)?;
+        tracing::info!(%from, %to, "release");
+        self.machine_mut(from)?.held.remove(&to);
+        self.command(from, Command::Release { to })
+    }
+
+    fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()> {
+        let _g = self.log.install();
+        self.check_pair(from, to)?;
+        link.validate()?;
+        tracing::info!(%from, %to, ?link, "set link");
+        self.machine_mut(from)?.links.insert(to, link);
+        self.command(from, Command::SetLink { to, link })
+    }
+
+    fn crash(&mut self, machine: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        if self.machine(machine)?.state == State::Down {
+            return Ok(());
+        }
+        tracing::info!(%machine, "crash");
+        self.provider.kill(machine)?;
+        let m = self.machine_mut(machine)?;
+        m.state = State::Down;
+        m.conn = None;
+        Ok(())
+    }
+
+    fn restart(&mut self, machine: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        if self.machine(machine)?.state != State::Down {
+            tracing::info!(%machine, "restart ignored: machine is running");
+            return Ok(());
+        }
+        tracing::info!(%machine, "restart");
+        self.start_machine(machine, true)
+    }
+
+    fn pause(&mut self, machine: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        if self.machine(machine)?.state != State::Up {
+            tracing::info!(%machine, "pause ignored: machine is not running");
+            return Ok(());
+        }
+        tracing::info!(%machine, "pause");
+        self.provider.pause(machine)?;
+        self.machine_mut(machine)?.state = State::Paused;
+        Ok(())
+    }
+
+    fn resume(&mut self, machine: MachineId) -> Result<()> {
+        let _g = self.log.install();
+        if self.machine(machine)?.state != State::Paused {
+            return Ok(());
+        }
+        tracing::info!(%machine, "resume");
+        self.provider.resume(machine)?;
+        self.machine_mut(machine)?.state = State::Up;
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.shut_down {
+            return Ok(());
+        }
+        self.shut_down = true;
+        let _g = self.log.install();
+        self.shutdown_inner()
+    }
+}
+
+impl Drop for RemoteCluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("distzero: shutting down run {} failed: {e}", self.run_id);
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// Run one workflow test on a real cluster: see the module docs.
+pub fn run_remote_workflow(
+    test_name: &str,
+    mode: Mode,
+    make_provider: impl FnOnce(&Settings, &str, &Path) -> Result<Box<dyn Provider>>,
+    body: fn(&mut dyn Cluster) -> Result<()>,
+) {
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => panic!(
+            "workflow test `{test_name}` ({} mode) cannot start: {e}",
+            mode.name()
+        ),
+    };
+    let run_id = new_run_id();
+    let log_dir = run_log_dir(&settings, test_name, mode, &run_id);
+    let outcome = (|| -> std::result::Result<(), String> {
+        let provider = make_provider(&settings, &run_id, &log_dir)
+            .map_err(|e| format!("setting up failed: {e}"))?;
+        let mut cluster =
+            RemoteCluster::with_run(provider, test_name, &run_id, &log_dir, &settings)
+                .map_err(|e| format!("starting the cluster failed: {e}"))?;
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut cluster)));
+        let shut = cluster.shutdown();
+        match res {
+            Ok(Ok(())) => {
+                shut.map_err(|e| format!("the test passed but shutting down failed: {e}"))
+            }
+            Ok(Err(e)) => Err(format!("the test returned an error: {e}")),
+            Err(p) => Err(format!("the test panicked: {}", panic_message(p.as_ref()))),
+        }
+    })();
+    if let Err(msg) = outcome {
+        panic!(
+            "workflow test `{test_name}` failed in {} mode (run {run_id}): {msg}\n  logs: {}",
+            mode.name(),
+            log_dir.display()
+        );
+    }
+}

@@ -1,0 +1,683 @@
+//! The wire protocol between the controller and its agents, and between agents.
+//!
+//! - Framing: a `u32` big-endian length, then a postcard body of at most
+//!   [`MAX_FRAME`] bytes. A longer length, a body that does not decode, or a
+//!   connection closed inside a frame is an error: the connection is closed
+//!   (and logged); the process serving it goes on serving the others.
+//! - Handshake, on every connection, before any other frame: the dialer
+//!   says [`Handshake::Hello`] with a fresh nonce; the acceptor answers with
+//!   its own nonce and an HMAC-SHA256 proof of the cluster cookie over both
+//!   nonces; the dialer checks it and answers with its own proof (a different
+//!   label, so one side's proof cannot be replayed as the other's); the
+//!   acceptor checks it and says [`Handshake::Accepted`]. The cookie itself
+//!   never crosses; the run id, the protocol version and both roles are bound
+//!   into the proofs.
+//! - After the handshake: the controller sends [`ToAgent`] and receives
+//!   [`FromAgent`]; a peer agent (the dialer) sends [`PeerFrame`] one way: each
+//!   agent dials its own connection to each peer it sends to, so the order of
+//!   one TCP stream is the order per (sender, receiver) pair.
+
+use crate::ids::{MachineId, NodeId};
+use crate::link::Link;
+use hmac::{Hmac, Mac};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::Sha256;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame body accepted or sent: 16 MiB.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Bumped on any incompatible change of the frames below.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// A handshake that takes longer than this fails.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a connection failed. Every variant closes the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes")]
+    TooLarge { len: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("connection closed by the other side")]
+    Closed,
+    #[error("handshake failed: {0}")]
+    Auth(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+impl WireError {
+    /// True when the other side failed (or refused) the cookie proof.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, WireError::Auth(_))
+    }
+}
+
+/// Who dials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Controller,
+    /// The agent of this machine, dialing to send its nodes' messages.
+    Peer(MachineId),
+}
+
+pub type Nonce = [u8; 32];
+pub type Proof = [u8; 32];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handshake {
+    Hello {
+        version: u32,
+        role: Role,
+        run_id: String,
+        nonce: Nonce,
+    },
+    Challenge {
+        machine: MachineId,
+        nonce: Nonce,
+        proof: Proof,
+    },
+    Proof {
+        proof: Proof,
+    },
+    Accepted,
+    /// Sent instead of the next step, then the connection closes.
+    Refused {
+        reason: String,
+    },
+}
+
+/// Orders from the controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToAgent {
+    /// Keeps the connection (and the agent) alive; no answer.
+    Ping,
+    /// A message from a client of the controller to a node of this machine.
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    /// A command, answered by [`FromAgent::Ack`] with the same `seq`.
+    Cmd { seq: u64, cmd: Command },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Start the `local`-th node of this machine. `config` is JSON text
+    /// (postcard cannot carry a `serde_json::Value`).
+    Spawn {
+        local: u32,
+        kind: String,
+        config: String,
+    },
+    /// Where peer agents listen (replaces the whole table).
+    SetPeers {
+        peers: Vec<(MachineId, SocketAddr)>,
+    },
+    /// Latency and loss of messages from this machine to `to`.
+    SetLink {
+        to: MachineId,
+        link: Link,
+    },
+    /// Drop messages from this machine to `to`.
+    Cut {
+        to: MachineId,
+    },
+    /// Undo `Cut` and `Hold` towards `to` (held messages are dropped).
+    Heal {
+        to: MachineId,
+    },
+    HealAll,
+    /// Queue messages to `to` until `Release`.
+    Hold {
+        to: MachineId,
+    },
+    Release {
+        to: MachineId,
+    },
+    /// Flush logs and exit.
+    Shutdown,
+}
+
+/// What an agent tells its controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromAgent {
+    /// `error` says what failed, for the controller to report.
+    Ack { seq: u64, error: Option<String> },
+    /// A node sent a message to a client of the controller.
+    ToClient {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Agent to agent, one way (from the dialer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerFrame {
+    Msg {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Append one frame (length prefix and body) to `out`.
+pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let res = postcard::to_extend(msg, std::mem::take(out));
+    let mut buf = match res {
+        Ok(b) => b,
+        Err(e) => return Err(WireError::Malformed(format!("cannot encode: {e}"))),
+    };
+    let len = buf.len() - start - 4;
+    if len > MAX_FRAME {
+        buf.truncate(start);
+        *out = buf;
+        return Err(WireError::TooLarge { len });
+    }
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    *out = buf;
+    Ok(())
+}
+
+/// Decode one frame from the front of `buf`: `Ok(None)` when more bytes are
+/// needed, else the message and the number of bytes it used. Never panics.
+pub fn decode_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, WireError> {
+    let Some(head) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge { len });
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    decode_body(body).map(|m| Some((m, 4 + len)))
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((m, [])) => Ok(m),
+        Ok((_, rest)) => Err(WireError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(WireError::Malformed(e.to_string())),
+    }
+}
+
+/// Read one frame. `Ok(None)`: the stream ended cleanly between frames.
+pub async fn read_frame<T, R>(r: &mut R) -> Result<Option<T>, WireError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut head[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(WireError::Malformed("stream ended inside a length".into()))
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(head) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge { len });
+    }
+    // Grow as bytes arrive rather than trusting the length with an allocation.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let n = r.take(len as u64).read_to_end(&mut body).await?;
+    if n < len {
+        return Err(WireError::Malformed(format!(
+            "stream ended inside a frame ({n} of {len} bytes)"
+        )));
+    }
+    decode_body(&body).map(Some)
+}
+
+/// Write one frame (no buffering beyond the one `write_all`).
+pub async fn write_frame<T, W>(w: &mut W, msg: &T) -> Result<(), WireError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    encode_frame(msg, &mut buf)?;
+    w.write_all(&buf).await?;
+    Ok(())
+}
+
+async fn read_handshake<S: AsyncRead + Unpin>(s: &mut S) -> Result<Handshake, WireError> {
+    match read_frame::<Handshake, _>(s).await? {
+        Some(Handshake::Refused { reason }) => Err(WireError::Auth(format!(
+            "refused by the other side: {reason}"
+        ))),
+        Some(h) => Ok(h),
+        None => Err(WireError::Closed),
+    }
+}
+
+fn fresh_nonce() -> Nonce {
+    use rand::RngCore;
+    let mut n = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+fn role_bytes(role: Role) -> [u8; 5] {
+    match role {
+        Role::Controller => [0, 0, 0, 0, 0],
+        Role::Peer(m) => {
+            let b = m.0.to_be_bytes();
+            [1, b[0], b[1], b[2], b[3]]
+        }
+    }
+}
+
+/// HMAC-SHA256 keyed by the cookie over a label and length-prefixed parts.
+fn mac(cookie: &[u8], label: &str, parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(cookie).expect("HMAC takes keys of any length");
+    m.update(b"distzero/");
+    m.update(label.as_bytes());
+    for p in parts {
+        m.update(&(p.len() as u64).to_be_bytes());
+        m.update(p);
+    }
+    m
+}
+
+struct Transcript<'a> {
+    run_id: &'a str,
+    role: Role,
+    acceptor: MachineId,
+    dialer_nonce: Nonce,
+    acceptor_nonce: Nonce,
+}
+
+impl Transcript<'_> {
+    fn mac(&self, cookie: &[u8], label: &str) -> Hmac<Sha256> {
+        mac(
+            cookie,
+            label,
+            &[
+                &PROTOCOL_VERSION.to_be_bytes(),
+                self.run_id.as_bytes(),
+                &role_bytes(self.role),
+                &self.acceptor.0.to_be_bytes(),
+                &self.dialer_nonce,
+                &self.acceptor_nonce,
+            ],
+        )
+    }
+    fn proof(&self, cookie: &[u8], label: &str) -> Proof {
+        self.mac(cookie, label).finalize().into_bytes().into()
+    }
+    fn check(&self, cookie: &[u8], label: &str, proof: &Proof) -> bool {
+        self.mac(cookie, label).verify_slice(proof).is_ok()
+    }
+}
+
+const ACCEPTOR: &str = "acceptor";
+const DIALER: &str = "dialer";
+
+/// Dialer's side. Returns the machine of the acceptor (the controller checks
+/// that it dialed the machine it meant).
+pub async fn dial_handshake<S>(
+    s: &mut S,
+    cookie: &[u8],
+    run_id: &str,
+    role: Role,
+) -> Result<MachineId, WireError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial_inner(s, cookie, run_id, role)).await {
+        Ok(r) => r,
+        Err(_) => Err(WireError::Timeout("handshake")),
+    }
+}
+
+async fn dial_inner<S>(
+    s: &mut S,
+    cookie: &[u8],
+    run_id: &str,
+    role: Role,
+) -> Result<MachineId, WireError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let nonce = fresh_nonce();
+    write_frame(
+        s,
+        &Handshake::Hello {
+            version: PROTOCOL_VERSION,
+            role,
+            run_id: run_id.to_string(),
+            nonce,
+        },
+    )
+    .await?;
+    let (machine, their_nonce, proof) = match read_handshake(s).await? {
+        Handshake::Challenge {
+            machine,
+            nonce,
+            proof,
+        } => (machine, nonce, proof),
+        other => {
+            return Err(WireError::Auth(format!(
+                "expected a challenge, got {}",
+                step_name(&other)
+            )))
+        }
+    };
+    let t = Transcript {
+        run_id,
+        role,
+        acceptor: machine,
+        dialer_nonce: nonce,
+        acceptor_nonce: their_nonce,
+    };
+    if !t.check(cookie, ACCEPTOR, &proof) {
+        let reason = "your cookie proof is wrong".to_string();
+        let _ = write_frame(s, &Handshake::Refused { reason }).await;
+        return Err(WireError::Auth(format!(
+            "{machine} could not prove the cluster cookie (an agent of another run, or a different DISTZERO_COOKIE)"
+        )));
+    }
+    write_frame(
+        s,
+        &Handshake::Proof {
+            proof: t.proof(cookie, DIALER),
+        },
+    )
+    .await?;
+    match read_handshake(s).await? {
+        Handshake::Accepted => Ok(machine),
+        other => Err(WireError::Auth(format!(
+            "expected acceptance, got {}",
+            step_name(&other)
+        ))),
+    }
+}
+
+/// Acceptor's side (`me` is this agent's machine). Returns the dialer's role.
+pub async fn accept_handshake<S>(
+    s: &mut S,
+    cookie: &[u8],
+    run_id: &str,
+    me: MachineId,
+) -> Result<Role, WireError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_inner(s, cookie, run_id, me)).await {
+        Ok(r) => r,
+        Err(_) => Err(WireError::Timeout("handshake")),
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: String) -> WireError {
+    let _ = write_frame(
+        s,
+        &Handshake::Refused {
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    WireError::Auth(reason)
+}
+
+async fn accept_inner<S>(
+    s: &mut S,
+    cookie: &[u8],
+    run_id: &str,
+    me: MachineId,
+) -> Result<Role, WireError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (role, their_nonce) = match read_handshake(s).await? {
+        Handshake::Hello {
+            version,
+            role,
+            run_id: theirs,
+            nonce,
+        } => {
+            if version != PROTOCOL_VERSION {
+                return Err(refuse(
+                    s,
+                    format!("protocol version {version}, this agent speaks {PROTOCOL_VERSION}"),
+                )
+                .await);
+            }
+            if theirs != run_id {
+                return Err(refuse(
+                    s,
+                    format!("run `{theirs}` dialed an agent of run `{run_id}`"),
+                )
+                .await);
+            }
+            (role, nonce)
+        }
+        other => {
+            return Err(WireError::Auth(format!(
+                "expected hello, got {}",
+                step_name(&other)
+            )))
+        }
+    };
+    let nonce = fresh_nonce();
+    let t = Transcript {
+        run_id,
+        role,
+        acceptor: me,
+        dialer_nonce: their_nonce,
+        acceptor_nonce: nonce,
+    };
+    write_frame(
+        s,
+        &Handshake::Challenge {
+            machine: me,
+            nonce,
+            proof: t.proof(cookie, ACCEPTOR),
+        },
+    )
+    .await?;
+    let proof = match read_handshake(s).await? {
+        Handshake::Proof { proof } => proof,
+        other => {
+            return Err(WireError::Auth(format!(
+                "expected a proof, got {}",
+                step_name(&other)
+            )))
+        }
+    };
+    if !t.check(cookie, DIALER, &proof) {
+        return Err(refuse(s, "cookie proof is wrong".into()).await);
+    }
+    write_frame(s, &Handshake::Accepted).await?;
+    Ok(role)
+}
+
+fn step_name(h: &Handshake) -> &'static str {
+    match h {
+        Handshake::Hello { .. } => "hello",
+        Handshake::Challenge { .. } => "challenge",
+        Handshake::Proof { .. } => "proof",
+        Handshake::Accepted => "accepted",
+        Handshake::Refused { .. } => "refused",
+    }
+}
+
+/// Socket options of every distzero connection: no Nagle delay, and
+/// keepalive plus `TCP_USER_TIMEOUT` so that a link whose packets are dropped
+/// (a real cut) breaks within a few seconds and the reconnect path runs.
+pub fn tune_socket(s: &tokio::net::TcpStream) {
+    let _ = s.set_nodelay(true);
+    let sock = socket2::SockRef::from(s);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(2))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&ka);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(5)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame<T: Serialize>(m: &T) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_frame(m, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let a = ToAgent::Deliver {
+            from: NodeId::client(1),
+            to: NodeId::new(MachineId(2), 0),
+            bytes: vec![1, 2, 3],
+        };
+        let b = ToAgent::Cmd {
+            seq: 7,
+            cmd: Command::Cut { to: MachineId(1) },
+        };
+        let mut buf = frame(&a);
+        buf.extend(frame(&b));
+        let (x, n) = decode_frame::<ToAgent>(&buf).unwrap().unwrap();
+        assert_eq!(x, a);
+        let (y, m) = decode_frame::<ToAgent>(&buf[n..]).unwrap().unwrap();
+        assert_eq!(y, b);
+        assert_eq!(n + m, buf.len());
+        // Every strict prefix asks for more bytes.
+        for i in 0..n {
+            assert!(decode_frame::<ToAgent>(&buf[..i]).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn oversized_and_garbage_are_errors() {
+        let mut buf = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        assert!(matches!(
+            decode_frame::<ToAgent>(&buf),
+            Err(WireError::TooLarge { .. })
+        ));
+        buf = vec![0, 0, 0, 3, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode_frame::<ToAgent>(&buf),
+            Err(WireError::Malformed(_))
+        ));
+        let mut out = Vec::new();
+        let big = PeerFrame::Msg {
+            from: NodeId::client(0),
+            to: NodeId::client(0),
+            bytes: vec![0; MAX_FRAME + 1],
+        };
+        assert!(matches!(
+            encode_frame(&big, &mut out),
+            Err(WireError::TooLarge { .. })
+        ));
+        assert!(out.is_empty(), "a refused frame leaves nothing behind");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_reader_rejects_oversized_and_truncated() {
+        let mut big: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame::<ToAgent, _>(&mut big).await,
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut short: &[u8] = &[0, 0, 0, 9, 1];
+        assert!(matches!(
+            read_frame::<ToAgent, _>(&mut short).await,
+            Err(WireError::Malformed(_))
+        ));
+        let mut empty: &[u8] = &[];
+        assert!(read_frame::<ToAgent, _>(&mut empty)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    async fn pair(
+        dial_cookie: &'static [u8],
+        accept_cookie: &'static [u8],
+    ) -> (Result<MachineId, WireError>, Result<Role, WireError>) {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let d = async move {
+            dial_handshake(&mut a, dial_cookie, "run1", Role::Peer(MachineId(4))).await
+        };
+        let acc =
+            async move { accept_handshake(&mut b, accept_cookie, "run1", MachineId(9)).await };
+        tokio::join!(d, acc)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn handshake_accepts_the_same_cookie_and_refuses_another() {
+        let (d, a) = pair(b"secret", b"secret").await;
+        assert_eq!(d.unwrap(), MachineId(9));
+        assert_eq!(a.unwrap(), Role::Peer(MachineId(4)));
+        let (d, a) = pair(b"secret", b"other").await;
+        assert!(d.unwrap_err().is_auth());
+        assert!(a.unwrap_err().is_auth());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn handshake_refuses_another_run() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let d = async move { dial_handshake(&mut a, b"k", "run-a", Role::Controller).await };
+        let acc = async move { accept_handshake(&mut b, b"k", "run-b", MachineId(0)).await };
+        let (d, a) = tokio::join!(d, acc);
+        assert!(d.unwrap_err().to_string().contains("run `run-a`"));
+        assert!(a.is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame::<ToAgent>(&bytes);
+            let _ = decode_frame::<FromAgent>(&bytes);
+            let _ = decode_frame::<PeerFrame>(&bytes);
+            let _ = decode_frame::<Handshake>(&bytes);
+        }
+
+        #[test]
+        fn decoder_rejects_any_oversized_length(len in (MAX_FRAME as u32 + 1)..=u32::MAX, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut bytes = len.to_be_bytes().to_vec();
+            bytes.extend(tail);
+            prop_assert!(
+                matches!(decode_frame::<ToAgent>(&bytes), Err(WireError::TooLarge { .. })),
+                "oversized frame accepted"
+            );
+        }
+
+        #[test]
+        fn arbitrary_bodies_in_a_valid_frame_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+            bytes.extend(&body);
+            match decode_frame::<ToAgent>(&bytes) {
+                Ok(Some((_, n))) => prop_assert_eq!(n, bytes.len()),
+                Ok(None) => prop_assert!(false, "a whole frame must decode or fail"),
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! The real path without Docker: agents as threads on 127.0.0.1, driven by
+//! the RemoteCluster over the real wire protocol. Quick enough for CI.
+
+use distzero::agent::{run_agent, AgentConfig, Exit, StopHandle};
+use distzero::loopback::{run_loopback_workflow, LoopbackProvider};
+use distzero::remote::{new_run_id, run_log_dir, RemoteCluster};
+use distzero::wire::{self, PeerFrame, Role};
+use distzero::{
+    millis, secs, Cluster, Context, Error, Link, MachineId, Mode, Node, NodeId, Registry, Result,
+    Settings,
+};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+enum Msg {
+    Ping(u64),
+    Pong(u64),
+    /// Send `Seq(first..first + count)` to `to`.
+    Burst {
+        to: NodeId,
+        first: u64,
+        count: u64,
+    },
+    Seq(u64),
+    Seen,
+    SeenList(Vec<u64>),
+    Boots,
+    BootCount(u64),
+}
+
+/// Answers pings, sends bursts, remembers what it received (in memory) and
+/// counts its starts (on disk).
+struct Probe {
+    seen: Vec<u64>,
+}
+
+impl Node for Probe {
+    type Msg = Msg;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
+        let boots: u64 = ctx.disk().get("boots").ok().flatten().unwrap_or(0);
+        ctx.disk().put("boots", &(boots + 1)).expect("disk write");
+        tracing::info!(boots = boots + 1, "probe started");
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Msg>, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::Ping(n) => ctx.send(from, Msg::Pong(n)),
+            Msg::Burst { to, first, count } => {
+                for i in first..first + count {
+                    ctx.send(to, Msg::Seq(i));
+                }
+            }
+            Msg::Seq(i) => self.seen.push(i),
+            Msg::Seen => ctx.send(from, Msg::SeenList(self.seen.clone())),
+            Msg::Boots => {
+                let b: u64 = ctx.disk().get("boots").ok().flatten().unwrap_or(0);
+                ctx.send(from, Msg::BootCount(b))
+            }
+            Msg::Pong(_) | Msg::SeenList(_) | Msg::BootCount(_) => {}
+        }
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("probe", |_: ()| Probe { seen: Vec::new() });
+    r
+}
+
+const COOKIE: &str = "loopback-test-cookie";
+
+fn settings() -> Settings {
+    let mut s = Settings::load().expect("settings");
+    s.set("DISTZERO_COOKIE", COOKIE).unwrap();
+    s.set("DISTZERO_AGENT_ORPHAN_SECS", "5").unwrap();
+    s
+}
+
+fn cluster(test: &str) -> RemoteCluster {
+    let s = settings();
+    let run_id = new_run_id();
+    let dir = run_log_dir(&s, test, Mode::Loopback, &run_id);
+    let p = LoopbackProvider::new(registry(), &dir, &s).unwrap();
+    RemoteCluster::with_run(Box::new(p), test, &run_id, &dir, &s).unwrap()
+}
+
+fn seen(c: &mut dyn Cluster, n: NodeId) -> Result<Vec<u64>> {
+    match c.call(n, &Msg::Seen, secs(2))? {
+        Msg::SeenList(v) => Ok(v),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn two_probes(c: &mut dyn Cluster) -> Result<(NodeId, NodeId)> {
+    let [m0, m1] = c.add_machines()?;
+    let a = c.spawn_node(m0, "probe", ())?;
+    let b = c.spawn_node(m1, "probe", ())?;
+    Ok((a, b))
+}
+
+fn ping_body(c: &mut dyn Cluster) -> Result<()> {
+    let (a, b) = two_probes(c)?;
+    assert_eq!(c.call::<_, Msg>(a, &Msg::Ping(7), secs(2))?, Msg::Pong(7));
+    assert_eq!(c.call::<_, Msg>(b, &Msg::Ping(8), secs(2))?, Msg::Pong(8));
+    assert_eq!(c.mode(), Mode::Loopback);
+    Ok(())
+}
+
+#[test]
+fn loopback_ping_through_the_cluster() {
+    run_loopback_workflow("loopback_ping_through_the_cluster", registry(), ping_body);
+}
+
+fn failing_body(c: &mut dyn Cluster) -> Result<()> {
+    let (a, _) = two_probes(c)?;
+    c.crash(a.machine)?;
+    c.call::<_, Msg>(a, &Msg::Ping(1), millis(100))?;
+    Ok(())
+}
+
+#[test]
+fn loopback_failing_workflow_names_test_mode_error_and_logs() {
+    let err = std::panic::catch_unwind(|| {
+        run_loopback_workflow("loopback_failing_workflow", registry(), failing_body);
+    })
+    .expect_err("the workflow must fail");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("loopback_failing_workflow"), "{msg}");
+    assert!(msg.contains("loopback mode"), "{msg}");
+    assert!(msg.contains("no reply within"), "{msg}");
+    assert!(msg.contains("logs: "), "{msg}");
+}
+
+#[test]
+fn loopback_order_per_pair_with_jittery_latency() {
+    let mut c = cluster("loopback_order_per_pair");
+    let c: &mut dyn Cluster = &mut c;
+    let (a, b) = two_probes(c).unwrap();
+    c.set_link(
+        a.machine,
+        b.machine,
+        Link {
+            latency: distzero::Latency::Uniform {
+                min: millis(0),
+                max: millis(5),
+            },
+            loss: 0.0,
+        },
+    )
+    .unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 0,
+            count: 300,
+        },
+    )
+    .unwrap();
+    c.run_until(secs(5), |c| Ok(seen(c, b)?.len() >= 300))
+        .unwrap();
+    assert_eq!(seen(c, b).unwrap(), (0..300).collect::<Vec<_>>());
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn loopback_call_to_a_crashed_machine_times_out() {
+    let mut c = cluster("loopback_crashed_call");
+    let c: &mut dyn Cluster = &mut c;
+    let (_, b) = two_probes(c).unwrap();
+    c.crash(b.machine).unwrap();
+    let t = Instant::now();
+    let e = c.call::<_, Msg>(b, &Msg::Ping(1), millis(300)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(t.elapsed() >= millis(300));
+    // Unknown nodes and machines are errors, not timeouts.
+    assert!(matches!(
+        c.call::<_, Msg>(NodeId::new(b.machine, 5), &Msg::Ping(1), millis(10)),
+        Err(Error::NoSuchNode(_))
+    ));
+    assert!(matches!(
+        c.crash(MachineId(9)),
+        Err(Error::NoSuchMachine(_))
+    ));
+}
+
+#[test]
+fn loopback_restart_respawns_from_specs_and_the_disk_survives() {
+    let mut c = cluster("loopback_restart");
+    let c: &mut dyn Cluster = &mut c;
+    let (a, b) = two_probes(c).unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 0,
+            count: 3,
+        },
+    )
+    .unwrap();
+    c.run_until(secs(2), |c| Ok(seen(c, b)?.len() == 3))
+        .unwrap();
+    assert_eq!(
+        c.call::<_, Msg>(b, &Msg::Boots, secs(2)).unwrap(),
+        Msg::BootCount(1)
+    );
+
+    c.crash(b.machine).unwrap();
+    c.restart(b.machine).unwrap();
+    // Started again from its spec: memory gone, disk kept.
+    assert_eq!(
+        c.call::<_, Msg>(b, &Msg::Boots, secs(2)).unwrap(),
+        Msg::BootCount(2)
+    );
+    assert_eq!(seen(c, b).unwrap(), Vec::<u64>::new());
+    // Its peer reaches it again (the old link broke; a new one is dialed).
+    c.run_until(secs(5), |c| {
+        c.send(
+            a,
+            &Msg::Burst {
+                to: b,
+                first: 10,
+                count: 1,
+            },
+        )?;
+        c.run_for(millis(50))?;
+        Ok(!seen(c, b)?.is_empty())
+    })
+    .unwrap();
+    assert!(seen(c, b).unwrap().iter().all(|&x| x == 10));
+    // The previous boot's log is kept.
+    assert!(c.log_dir().join("m1.boot1.jsonl").exists());
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn loopback_cut_drops_heal_restores_hold_queues() {
+    let mut c = cluster("loopback_cut_heal");
+    let c: &mut dyn Cluster = &mut c;
+    let (a, b) = two_probes(c).unwrap();
+    c.cut(a.machine, b.machine).unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 0,
+            count: 10,
+        },
+    )
+    .unwrap();
+    c.run_for(millis(300)).unwrap();
+    assert_eq!(seen(c, b).unwrap(), Vec::<u64>::new(), "a cut link drops");
+    // The other direction is not cut.
+    c.send(
+        b,
+        &Msg::Burst {
+            to: a,
+            first: 0,
+            count: 2,
+        },
+    )
+    .unwrap();
+    c.run_until(secs(2), |c| Ok(seen(c, a)?.len() == 2))
+        .unwrap();
+
+    c.heal(a.machine, b.machine).unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 10,
+            count: 10,
+        },
+    )
+    .unwrap();
+    c.run_until(secs(2), |c| Ok(seen(c, b)?.len() == 10))
+        .unwrap();
+    assert_eq!(seen(c, b).unwrap(), (10..20).collect::<Vec<_>>());
+
+    c.hold(a.machine, b.machine).unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 20,
+            count: 5,
+        },
+    )
+    .unwrap();
+    c.run_for(millis(300)).unwrap();
+    assert_eq!(seen(c, b).unwrap().len(), 10, "held messages wait");
+    c.release(a.machine, b.machine).unwrap();
+    c.run_until(secs(2), |c| Ok(seen(c, b)?.len() == 15))
+        .unwrap();
+    assert_eq!(seen(c, b).unwrap(), (10..25).collect::<Vec<_>>());
+
+    c.set_link(a.machine, b.machine, Link::fixed(millis(0)).with_loss(1.0))
+        .unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 100,
+            count: 5,
+        },
+    )
+    .unwrap();
+    c.run_for(millis(200)).unwrap();
+    assert_eq!(seen(c, b).unwrap().len(), 15, "loss 1.0 loses everything");
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn loopback_pause_delays_and_resume_delivers() {
+    let mut c = cluster("loopback_pause");
+    let c: &mut dyn Cluster = &mut c;
+    let (a, b) = two_probes(c).unwrap();
+    c.pause(b.machine).unwrap();
+    c.send(
+        a,
+        &Msg::Burst {
+            to: b,
+            first: 0,
+            count: 5,
+        },
+    )
+    .unwrap();
+    let e = c.call::<_, Msg>(b, &Msg::Ping(1), millis(300)).unwrap_err();
+    assert!(e.is_timeout(), "a paused machine does not answer: {e}");
+    // Commands to a paused machine apply when it resumes.
+    c.cut(b.machine, a.machine).unwrap();
+    c.resume(b.machine).unwrap();
+    c.run_until(secs(3), |c| Ok(seen(c, b)?.len() == 5))
+        .unwrap();
+    assert_eq!(seen(c, b).unwrap(), (0..5).collect::<Vec<_>>());
+    c.send(
+        b,
+        &Msg::Burst {
+            to: a,
+            first: 0,
+            count: 3,
+        },
+    )
+    .unwrap();
+    c.run_for(millis(200)).unwrap();
+    assert!(
+        seen(c, a).unwrap().is_empty(),
+        "the cut sent while paused is in force"
+    );
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn loopback_unknown_kind_is_reported_clearly() {
+    let mut c = cluster("loopback_unknown_kind");
+    let c: &mut dyn Cluster = &mut c;
+    let [m] = c.add_machines().unwrap();
+    let e = c.spawn_node(m, "no-such-kind", ()).unwrap_err().to_string();
+    assert!(
+        e.contains("no-such-kind") && e.contains("probe") && e.contains("m0"),
+        "{e}"
+    );
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Whether the agent closes a raw connection within `within`.
+fn closed_by_agent(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // e.g. a Refused frame before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn loopback_wrong_cookie_is_refused_and_the_agent_keeps_serving() {
+    let mut rc = cluster("loopback_wrong_cookie");
+    let (a, _) = two_probes(&mut rc).unwrap();
+    let addr = rc.addrs(a.machine).unwrap().control;
+    let run = rc.run_id().to_string();
+    let rt = rt();
+    for role in [Role::Controller, Role::Peer(MachineId(1))] {
+        let e = rt
+            .block_on(async {
+                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                wire::dial_handshake(&mut s, b"not-the-cookie", &run, role)
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("cookie"), "{e}");
+    }
+    // The right cookie passes.
+    let ok = rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        wire::dial_handshake(&mut s, COOKIE.as_bytes(), &run, Role::Peer(MachineId(1))).await
+    });
+    assert_eq!(ok.unwrap(), a.machine);
+    let c: &mut dyn Cluster = &mut rc;
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(3), secs(2)).unwrap(),
+        Msg::Pong(3)
+    );
+    c.run_for(millis(300)).unwrap(); // the agent flushes its log
+    let log = std::fs::read_to_string(c.log_dir().join("m0.jsonl")).unwrap();
+    assert!(
+        log.contains("refused a connection"),
+        "the refusal is logged"
+    );
+}
+
+#[test]
+fn loopback_malformed_frames_close_only_that_connection() {
+    let mut rc = cluster("loopback_malformed");
+    let (a, b) = two_probes(&mut rc).unwrap();
+    let addr = rc.addrs(a.machine).unwrap().control;
+    let run = rc.run_id().to_string();
+
+    // Garbage instead of a hello.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&[0x00, 0x00, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    assert!(closed_by_agent(&mut s, secs(3)), "garbage hello closes");
+    // An oversized length.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert!(closed_by_agent(&mut s, secs(3)), "oversized frame closes");
+
+    // After a good handshake, as a peer: a malformed frame, an oversized one,
+    // and a message it may not send (spoofing another machine).
+    let rt = rt();
+    for bad in [
+        vec![0, 0, 0, 3, 0xff, 0xff, 0xff],
+        (MAX_PLUS_ONE).to_be_bytes().to_vec(),
+        spoofed(a),
+    ] {
+        let mut s = rt
+            .block_on(async {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                wire::dial_handshake(&mut s, COOKIE.as_bytes(), &run, Role::Peer(MachineId(1)))
+                    .await
+                    .unwrap();
+                s.into_std()
+            })
+            .unwrap();
+        s.set_nonblocking(false).unwrap();
+        s.write_all(&bad).unwrap();
+        assert!(
+            closed_by_agent(&mut s, secs(3)),
+            "bad frame after the handshake closes"
+        );
+    }
+
+    let c: &mut dyn Cluster = &mut rc;
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(4), secs(2)).unwrap(),
+        Msg::Pong(4)
+    );
+    c.send(
+        b,
+        &Msg::Burst {
+            to: a,
+            first: 0,
+            count: 4,
+        },
+    )
+    .unwrap();
+    c.run_until(secs(2), |c| Ok(seen(c, a)?.len() == 4))
+        .unwrap();
+}
+
+const MAX_PLUS_ONE: u32 = wire::MAX_FRAME as u32 + 1;
+
+/// A peer frame claiming to come from a machine other than the dialer's.
+fn spoofed(to: NodeId) -> Vec<u8> {
+    let mut out = Vec::new();
+    let f = PeerFrame::Msg {
+        from: NodeId::new(MachineId(7), 0),
+        to,
+        bytes: vec![],
+    };
+    wire::encode_frame(&f, &mut out).unwrap();
+    out
+}
+
+fn lone_agent(
+    test: &str,
+    orphan_secs: u64,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<distzero::Result<Exit>>,
+) {
+    let s = settings();
+    let dir = run_log_dir(&s, test, Mode::Loopback, &new_run_id());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = AgentConfig {
+        machine: MachineId(0),
+        run_id: "lone".into(),
+        cookie: COOKIE.into(),
+        seed: 1,
+        listen: addr,
+        listener: Some(listener),
+        epoch_micros: 0,
+        orphan: Duration::from_secs(orphan_secs),
+        log_dir: dir.clone(),
+        data_dir: dir.join("data"),
+        log_level: Some(tracing::Level::INFO),
+        handle_signals: false,
+    };
+    let t = std::thread::spawn(move || run_agent(cfg, registry(), StopHandle::new()));
+    (addr, t)
+}
+
+fn wait_end<T>(t: &std::thread::JoinHandle<T>, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if t.is_finished() {
+            return true;
+        }
+        std::thread::sleep(millis(10));
+    }
+    false
+}
+
+#[test]
+fn loopback_agent_without_controller_exits_after_orphan_secs() {
+    let start = Instant::now();
+    let (_, t) = lone_agent("loopback_orphan_at_start", 1);
+    assert!(
+        wait_end(&t, secs(3)),
+        "an agent that never had a controller exits"
+    );
+    assert!(start.elapsed() >= millis(900), "not before the orphan time");
+    assert_eq!(t.join().unwrap().unwrap(), Exit::Orphaned);
+}
+
+#[test]
+fn loopback_agent_exits_when_its_controller_goes() {
+    let (addr, t) = lone_agent("loopback_orphan_later", 1);
+    let rt = rt();
+    rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        wire::dial_handshake(&mut s, COOKIE.as_bytes(), "lone", Role::Controller)
+            .await
+            .unwrap();
+        // A live controller keeps it alive past the orphan time.
+        for _ in 0..6 {
+            wire::write_frame(&mut s, &wire::ToAgent::Ping)
+                .await
+                .unwrap();
+            tokio::time::sleep(millis(250)).await;
+        }
+        assert!(!t.is_finished(), "alive while its controller is");
+        drop(s);
+    });
+    let gone = Instant::now();
+    assert!(wait_end(&t, secs(3)), "exits once the controller is gone");
+    assert!(gone.elapsed() >= millis(800));
+    assert_eq!(t.join().unwrap().unwrap(), Exit::Orphaned);
+}
+
+#[test]
+fn loopback_shutdown_leaves_nothing_listening() {
+    let mut rc = cluster("loopback_shutdown");
+    let (a, _) = two_probes(&mut rc).unwrap();
+    let addr = rc.addrs(a.machine).unwrap().control;
+    let dir = rc.log_dir().to_path_buf();
+    rc.shutdown().unwrap();
+    rc.shutdown().unwrap(); // idempotent
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, millis(500)).is_err(),
+        "agent still listening"
+    );
+    let ctl = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
+    assert!(ctl.contains("shut down"), "controller log written");
+    assert!(dir.join("m0.jsonl").exists() && dir.join("m1.log").exists());
+}
