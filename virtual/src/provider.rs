@@ -65,6 +65,8 @@ pub struct DockerProvider {
     ready_timeout: Duration,
     /// The run this provider serves, when fixed up front.
     expected_run: Option<String>,
+    /// `DISTZERO_LOG_LEVEL`, passed on to the agents.
+    log_level: String,
 }
 
 impl std::fmt::Debug for DockerProvider {
@@ -102,6 +104,7 @@ impl DockerProvider {
             netfilter: None,
             ready_timeout: READY_TIMEOUT,
             expected_run: None,
+            log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
         })
     }
 
@@ -287,6 +290,7 @@ impl DockerProvider {
             cmd: None,
             env: Some(vec![
                 format!("DISTZERO_COOKIE={}", launch.cookie),
+                format!("DISTZERO_LOG_LEVEL={}", self.log_level),
                 "RUST_BACKTRACE=1".into(),
             ]),
             labels: Some(labels),
