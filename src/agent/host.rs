@@ -368,10 +368,11 @@ impl Host {
         self.write_peer(dest, frame);
     }
 
-    fn write_peer(&mut self, dest: MachineId, frame: PeerFrame) {
+    fn write_peer(&mut self, dest: MachineId, mut frame: PeerFrame) {
         if let Some(tx) = self.out.get(&dest) {
-            if tx.send(frame.clone()).is_ok() {
-                return;
+            match tx.send(frame) {
+                Ok(()) => return,
+                Err(back) => frame = back.0,
             }
         }
         let Some(addr) = self.peers.get(&dest).copied() else {

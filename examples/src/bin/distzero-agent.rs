@@ -3,5 +3,5 @@
 //! cookie comes in `DISTZERO_COOKIE`.
 
 fn main() {
-    distzero::agent::main_with(distzero::Registry::new())
+    distzero::agent::main_with(distzero_examples::registry())
 }
