@@ -204,22 +204,7 @@ impl Provider for LoopbackProvider {
     }
 
     fn collect_logs(&mut self, dir: &Path) -> Result<()> {
-        if dir == self.dir {
-            return Ok(());
-        }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(format!("reading {}", self.dir.display()), e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let n = name.to_string_lossy();
-            if n.starts_with('m') && (n.ends_with(".jsonl") || n.ends_with(".log")) {
-                std::fs::copy(entry.path(), dir.join(&name))
-                    .map_err(|e| Error::io(format!("copying {}", entry.path().display()), e))?;
-            }
-        }
-        Ok(())
+        copy_machine_logs(&self.dir, dir)
     }
 
     fn shutdown(&mut self) -> Result<()> {
@@ -240,6 +225,27 @@ impl Drop for LoopbackProvider {
     }
 }
 
+/// Copy the machines' log files from `from` into `to` (nothing when the same).
+fn copy_machine_logs(from: &Path, to: &Path) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to).map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
+    let entries =
+        std::fs::read_dir(from).map_err(|e| Error::io(format!("reading {}", from.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        if n.starts_with('m')
+            && (n.ends_with(".jsonl") || n.ends_with(".log") || n.ends_with(".stderr"))
+        {
+            std::fs::copy(entry.path(), to.join(&name))
+                .map_err(|e| Error::io(format!("copying {}", entry.path().display()), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Run a workflow test on loopback agents built from `registry`.
 pub fn run_loopback_workflow(
     test_name: &str,
@@ -252,4 +258,205 @@ pub fn run_loopback_workflow(
         move |settings, _run_id, dir| Ok(Box::new(LoopbackProvider::new(registry, dir, settings)?)),
         body,
     )
+}
+
+/// Builds the command of one agent process from its arguments.
+pub type AgentCommand = Box<dyn FnMut(&[String]) -> std::process::Command + Send>;
+
+struct Proc {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+/// Agents as child processes on 127.0.0.1: the agent binary itself, so the
+/// real process path runs (its `main`, SIGKILL crashes, SIGSTOP pauses, the
+/// orphan rule when this process dies). Mode: loopback.
+pub struct ProcessProvider {
+    make: AgentCommand,
+    dir: PathBuf,
+    log_level: String,
+    procs: BTreeMap<MachineId, Proc>,
+}
+
+/// A port of 127.0.0.1 free right now.
+fn free_port() -> Result<u16> {
+    let l = bind(0).map_err(|e| Error::io("finding a free port on 127.0.0.1", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free port on 127.0.0.1", e))
+}
+
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map_err(|e| Error::io(format!("running `kill {sig} {pid}`"), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Infra(format!(
+            "`kill {sig} {pid}` failed ({status})"
+        )))
+    }
+}
+
+impl ProcessProvider {
+    /// Agents run `program` (a `distzero-agent` binary) with the launch arguments.
+    pub fn new(program: &Path, run_dir: &Path, settings: &Settings) -> ProcessProvider {
+        let program = program.to_path_buf();
+        Self::with_command(
+            Box::new(move |args| {
+                let mut c = std::process::Command::new(&program);
+                c.args(args);
+                c
+            }),
+            run_dir,
+            settings,
+        )
+    }
+
+    /// Agents run whatever `make` builds from the launch arguments.
+    pub fn with_command(
+        make: AgentCommand,
+        run_dir: &Path,
+        settings: &Settings,
+    ) -> ProcessProvider {
+        ProcessProvider {
+            make,
+            dir: run_dir.to_path_buf(),
+            log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
+            procs: BTreeMap::new(),
+        }
+    }
+
+    fn spawn(&mut self, launch: &AgentLaunch, port: u16) -> Result<MachineAddrs> {
+        let m = launch.machine;
+        let launch = AgentLaunch {
+            port,
+            ..launch.clone()
+        };
+        let data = self.dir.join("data").join(m.to_string());
+        let args = launch.args(&self.dir.to_string_lossy(), &data.to_string_lossy());
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{m}.stderr")))
+            .map_err(|e| Error::io(format!("opening the stderr file of {m}"), e))?;
+        let mut cmd = (self.make)(&args);
+        cmd.env("DISTZERO_COOKIE", &launch.cookie)
+            .env("DISTZERO_LOG_LEVEL", &self.log_level)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting the agent process of {m}"), e))?;
+        self.procs.insert(
+            m,
+            Proc {
+                port,
+                child: Some(child),
+            },
+        );
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        Ok(MachineAddrs {
+            control: addr,
+            peer: addr,
+        })
+    }
+
+    fn proc(&mut self, m: MachineId) -> Result<&mut Proc> {
+        self.procs.get_mut(&m).ok_or(Error::NoSuchMachine(m))
+    }
+
+    fn pid(&mut self, m: MachineId) -> Result<u32> {
+        match &self.proc(m)?.child {
+            Some(c) => Ok(c.id()),
+            None => Err(Error::Unsupported(format!(
+                "the agent process of {m} is not running"
+            ))),
+        }
+    }
+
+    /// SIGKILL and reap.
+    fn kill_now(p: &mut Proc) {
+        if let Some(mut c) = p.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Provider for ProcessProvider {
+    fn mode(&self) -> Mode {
+        Mode::Loopback
+    }
+
+    fn start(&mut self, launch: &AgentLaunch) -> Result<MachineAddrs> {
+        if self.procs.contains_key(&launch.machine) {
+            return Err(Error::Unsupported(format!(
+                "{} was started already",
+                launch.machine
+            )));
+        }
+        let port = free_port()?;
+        self.spawn(launch, port)
+    }
+
+    fn kill(&mut self, machine: MachineId) -> Result<()> {
+        Self::kill_now(self.proc(machine)?);
+        Ok(())
+    }
+
+    fn restart(&mut self, launch: &AgentLaunch) -> Result<MachineAddrs> {
+        let p = self.proc(launch.machine)?;
+        Self::kill_now(p);
+        let port = p.port;
+        self.spawn(launch, port)
+    }
+
+    fn pause(&mut self, machine: MachineId) -> Result<()> {
+        let pid = self.pid(machine)?;
+        signal(pid, "-STOP")
+    }
+
+    fn resume(&mut self, machine: MachineId) -> Result<()> {
+        let pid = self.pid(machine)?;
+        signal(pid, "-CONT")
+    }
+
+    fn collect_logs(&mut self, dir: &Path) -> Result<()> {
+        copy_machine_logs(&self.dir, dir)
+    }
+
+    /// Agents told to shut down have 2 s to exit; then SIGKILL.
+    fn shutdown(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for (m, p) in self.procs.iter_mut() {
+            let Some(c) = p.child.as_mut() else { continue };
+            let _ = signal(c.id(), "-CONT");
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        tracing::warn!(machine = %m, "agent process still running at shutdown; killing it");
+                        break;
+                    }
+                }
+            }
+            Self::kill_now(p);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessProvider {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
 }

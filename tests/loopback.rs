@@ -2,7 +2,7 @@
 //! the RemoteCluster over the real wire protocol. Quick enough for CI.
 
 use distzero::agent::{run_agent, AgentConfig, Exit, StopHandle};
-use distzero::loopback::{run_loopback_workflow, LoopbackProvider};
+use distzero::loopback::{run_loopback_workflow, AgentCommand, LoopbackProvider, ProcessProvider};
 use distzero::remote::{new_run_id, run_log_dir, RemoteCluster};
 use distzero::wire::{self, PeerFrame, Role};
 use distzero::{
@@ -589,4 +589,142 @@ fn loopback_shutdown_leaves_nothing_listening() {
     let ctl = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
     assert!(ctl.contains("shut down"), "controller log written");
     assert!(dir.join("m0.jsonl").exists() && dir.join("m1.log").exists());
+}
+
+/// Set when this test binary is started as an agent process.
+const AGENT_ARGS_VAR: &str = "DISTZERO_TEST_AGENT_ARGS";
+
+#[test]
+fn loopback_process_agent_entry() {
+    // A no-op in a normal run; the agent's `main` when a process test starts
+    // this binary as an agent (so the real process path runs in CI).
+    let Ok(args) = std::env::var(AGENT_ARGS_VAR) else {
+        return;
+    };
+    distzero::agent::main_with_args(registry(), args.split('\u{1f}').map(String::from).collect())
+}
+
+fn agent_command() -> AgentCommand {
+    let exe = std::env::current_exe().unwrap();
+    Box::new(move |args: &[String]| {
+        let mut c = std::process::Command::new(&exe);
+        c.args([
+            "--exact",
+            "loopback_process_agent_entry",
+            "--nocapture",
+            "--test-threads",
+            "1",
+            "-q",
+        ]);
+        c.env(AGENT_ARGS_VAR, args.join("\u{1f}"));
+        c
+    })
+}
+
+#[test]
+fn loopback_process_agents_crash_restart_pause() {
+    let s = settings();
+    let run_id = new_run_id();
+    let dir = run_log_dir(&s, "loopback_process", Mode::Loopback, &run_id);
+    let p = ProcessProvider::with_command(agent_command(), &dir, &s);
+    let mut rc =
+        RemoteCluster::with_run(Box::new(p), "loopback_process", &run_id, &dir, &s).unwrap();
+    let addr = {
+        let c: &mut dyn Cluster = &mut rc;
+        let (a, b) = two_probes(c).unwrap();
+        assert_eq!(
+            c.call::<_, Msg>(a, &Msg::Ping(1), secs(5)).unwrap(),
+            Msg::Pong(1)
+        );
+        c.send(
+            a,
+            &Msg::Burst {
+                to: b,
+                first: 0,
+                count: 50,
+            },
+        )
+        .unwrap();
+        c.run_until(secs(5), |c| Ok(seen(c, b)?.len() >= 50))
+            .unwrap();
+        assert_eq!(seen(c, b).unwrap(), (0..50).collect::<Vec<_>>());
+
+        // SIGKILL: no reply; restart: from the spec, with the disk.
+        c.crash(b.machine).unwrap();
+        assert!(c
+            .call::<_, Msg>(b, &Msg::Ping(2), millis(300))
+            .unwrap_err()
+            .is_timeout());
+        c.restart(b.machine).unwrap();
+        assert_eq!(
+            c.call::<_, Msg>(b, &Msg::Boots, secs(5)).unwrap(),
+            Msg::BootCount(2)
+        );
+        c.run_until(secs(5), |c| {
+            c.send(
+                a,
+                &Msg::Burst {
+                    to: b,
+                    first: 100,
+                    count: 1,
+                },
+            )?;
+            c.run_for(millis(50))?;
+            Ok(!seen(c, b)?.is_empty())
+        })
+        .unwrap();
+
+        // SIGSTOP / SIGCONT.
+        c.pause(a.machine).unwrap();
+        assert!(c
+            .call::<_, Msg>(a, &Msg::Ping(3), millis(300))
+            .unwrap_err()
+            .is_timeout());
+        c.resume(a.machine).unwrap();
+        assert_eq!(
+            c.call::<_, Msg>(a, &Msg::Ping(4), secs(5)).unwrap(),
+            Msg::Pong(4)
+        );
+        rc.addrs(a.machine).unwrap().control
+    };
+    rc.shutdown().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, millis(500)).is_err(),
+        "agent process still listening"
+    );
+}
+
+#[test]
+fn loopback_process_agent_exits_3_when_orphaned() {
+    let s = settings();
+    let dir = run_log_dir(&s, "loopback_process_orphan", Mode::Loopback, &new_run_id());
+    let launch = distzero::provider::AgentLaunch {
+        machine: MachineId(0),
+        run_id: "lone".into(),
+        cookie: COOKIE.into(),
+        seed: 1,
+        port: 0,
+        epoch_micros: 0,
+        orphan_secs: 1,
+    };
+    let args = launch.args(&dir.to_string_lossy(), &dir.join("data").to_string_lossy());
+    let mut cmd = agent_command()(&args);
+    let mut child = cmd
+        .env("DISTZERO_COOKIE", COOKIE)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the orphaned agent process did not exit");
+        }
+        std::thread::sleep(millis(20));
+    };
+    assert_eq!(status.code(), Some(3), "exit code of an orphan");
 }

@@ -97,6 +97,7 @@ impl AgentConfig {
             v.parse()
                 .map_err(|_| Error::Setting(format!("{name} {v:?} is not valid: it takes {what}")))
         }
+        let machine = MachineId(num("--machine", get("--machine")?, "a machine number")?);
         if cookie.is_empty() {
             return Err(Error::Setting(
                 "DISTZERO_COOKIE is empty: the controller passes the cluster cookie in it".into(),
@@ -113,7 +114,7 @@ impl AgentConfig {
             ));
         }
         Ok(AgentConfig {
-            machine: MachineId(num("--machine", get("--machine")?, "a machine number")?),
+            machine,
             run_id: get("--run-id")?.to_string(),
             cookie: cookie.to_string(),
             seed: num("--seed", get("--seed")?, "an unsigned 64-bit integer")?,
@@ -294,7 +295,12 @@ pub fn run_agent(cfg: AgentConfig, registry: Registry, stop: StopHandle) -> Resu
 /// [`crate::provider::AgentLaunch::args`], read the cookie through the
 /// settings, run, exit with [`Exit::code`] (2 on a start-up error).
 pub fn main_with(registry: Registry) -> ! {
-    let code = match main_inner(registry) {
+    main_with_args(registry, std::env::args().skip(1).collect())
+}
+
+/// [`main_with`] with the arguments given (without the program name).
+pub fn main_with_args(registry: Registry, args: Vec<String>) -> ! {
+    let code = match main_inner(registry, args) {
         Ok(exit) => exit.code(),
         Err(e) => {
             eprintln!("distzero-agent: {e}");
@@ -304,8 +310,7 @@ pub fn main_with(registry: Registry) -> ! {
     std::process::exit(code)
 }
 
-fn main_inner(registry: Registry) -> Result<Exit> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+fn main_inner(registry: Registry, args: Vec<String>) -> Result<Exit> {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return Ok(Exit::Shutdown);
