@@ -540,6 +540,11 @@ impl Kv {
             tracing::debug!(prev, have = self.last(), "gap; asking for what I miss");
         }
         self.commit_to(ctx, commit);
+        if ctx.buggify() {
+            // Fault point (simulation only): as if the ack were lost.
+            tracing::debug!(index = self.last(), "buggify: ack not sent");
+            return;
+        }
         ctx.send(self.primary(), KvMsg::Ack { index: self.last() });
     }
 

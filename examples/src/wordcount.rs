@@ -330,6 +330,11 @@ impl Splitter {
         if self.done.entry(source).or_default().insert(line) {
             self.done_count += 1;
         }
+        if ctx.buggify() {
+            // Fault point (simulation only): as if the ack were lost.
+            tracing::debug!(%source, line, "buggify: ack not sent");
+            return;
+        }
         ctx.send(source, WcMsg::LineAck { seq: line });
     }
 
@@ -529,6 +534,11 @@ impl Node for Counter {
                     tracing::debug!(%source, line, words = self.state.words, "counted");
                 } else {
                     tracing::debug!(%source, line, "duplicate batch; not counted again");
+                }
+                if ctx.buggify() {
+                    // Fault point (simulation only): as if the ack were lost.
+                    tracing::debug!(%source, line, "buggify: ack not sent");
+                    return;
                 }
                 ctx.send(from, WcMsg::WordsAck { source, line });
             }
