@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::{MachineId, NodeId, TimerId};
-use crate::message::{encode, Message};
+use crate::message::{encode, encode_with, Message};
 use rand_chacha::ChaCha8Rng;
 use serde::{de::DeserializeOwned, Serialize};
 use std::marker::PhantomData;
@@ -15,6 +15,12 @@ pub trait Env {
     fn now(&self) -> Duration;
     /// Hand bytes to the network. Delivery: at most once, in order per pair.
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>);
+    /// [`Env::send`] for bytes the caller keeps (a message encoded on the
+    /// stack). A runtime that copies small messages, as the simulator does,
+    /// overrides it to send without allocating; by default it allocates.
+    fn send_slice(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
+        self.send(from, to, bytes.to_vec())
+    }
     fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId;
     fn cancel_timer(&mut self, node: NodeId, timer: TimerId);
     /// Seeded randomness. In simulation, the cluster's one rng.
@@ -99,9 +105,9 @@ impl<'a, M: Message> Context<'a, M> {
 
     /// Send a message of any type, for nodes that talk to other kinds.
     pub fn send_any<T: Serialize>(&mut self, to: NodeId, msg: &T) {
-        match encode(msg) {
-            Ok(bytes) => self.env.send(self.me, to, bytes),
-            Err(e) => tracing::error!(%to, error = %e, "message does not encode; not sent"),
+        let (env, me) = (&mut *self.env, self.me);
+        if let Err(e) = encode_with(msg, |bytes| env.send_slice(me, to, bytes)) {
+            tracing::error!(%to, error = %e, "message does not encode; not sent");
         }
     }
 

@@ -1,6 +1,8 @@
 //! The simulated cluster: a deterministic event loop on virtual time.
 
 use crate::net::{Net, Verdict};
+use crate::payload::Payload;
+use crate::queue::Queue;
 use distzero::context::{DiskStore, Env, MemDisk};
 use distzero::log::{self, Clock, RunLog, Scope};
 use distzero::{
@@ -8,8 +10,7 @@ use distzero::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -70,7 +71,7 @@ enum Event {
     Deliver {
         from: NodeId,
         to: NodeId,
-        bytes: Vec<u8>,
+        bytes: Payload,
     },
     Timer {
         node: NodeId,
@@ -89,28 +90,13 @@ impl Event {
     }
 }
 
+// Events are what the queue holds per message in flight: keep them small.
+const _: () = assert!(std::mem::size_of::<Event>() <= 48);
+
+/// An event and its virtual time (ns), as parked at a paused machine.
 struct Entry {
     time: u64,
-    seq: u64,
     event: Event,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.seq) == (o.time, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    // Reversed: BinaryHeap is a max-heap, we pop the earliest (time, seq).
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.time, o.seq).cmp(&(self.time, self.seq))
-    }
 }
 
 struct Slot {
@@ -129,12 +115,13 @@ struct Machine {
 /// Everything but the nodes: what a node's context reaches.
 struct Core {
     now: u64,
-    seq: u64,
-    queue: BinaryHeap<Entry>,
+    /// Events in (time, insertion) order: the order of a heap keyed by
+    /// (virtual time, sequence number).
+    queue: Queue<Event>,
     rng: ChaCha8Rng,
     net: Net,
     disks: Vec<MemDisk>,
-    held: BTreeMap<u64, Vec<(NodeId, NodeId, Vec<u8>)>>,
+    held: BTreeMap<u64, Vec<(NodeId, NodeId, Payload)>>,
     next_timer: u64,
     cancelled: HashSet<u64, crate::net::FxBuild>,
     incarnations: Vec<u32>,
@@ -148,19 +135,26 @@ struct Core {
 impl Core {
     #[inline]
     fn push(&mut self, time: u64, event: Event) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            time,
-            seq: self.seq,
-            event,
-        });
+        self.queue.push(time, event);
     }
 
-    fn route(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
-        match self
+    #[inline]
+    fn route(&mut self, from: NodeId, to: NodeId, bytes: Payload) {
+        let verdict = self
             .net
-            .route(&mut self.rng, self.now, from.machine, to.machine)
-        {
+            .route(&mut self.rng, self.now, from.machine, to.machine);
+        match verdict {
+            Verdict::At(at) if self.net.duplicate <= 0.0 => {
+                self.push(at, Event::Deliver { from, to, bytes })
+            }
+            _ => self.route_rare(verdict, from, to, bytes),
+        }
+    }
+
+    /// Duplicates, losses and holds: off the hot path.
+    #[inline(never)]
+    fn route_rare(&mut self, verdict: Verdict, from: NodeId, to: NodeId, bytes: Payload) {
+        match verdict {
             Verdict::At(at) => {
                 if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
                     let extra = self.rng.gen_range(0..=2_000_000u64);
@@ -193,7 +187,11 @@ impl Env for Core {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
-        self.route(from, to, bytes);
+        self.route(from, to, Payload::from_vec(bytes));
+    }
+
+    fn send_slice(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
+        self.route(from, to, Payload::from_slice(bytes));
     }
 
     fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId {
@@ -243,7 +241,22 @@ pub struct SimCluster {
     next_client: u32,
     log: Option<RunLog>,
     log_dir: PathBuf,
+    /// Whether this run writes logs: only then does every event set the
+    /// thread's log [`Scope`] (logging off costs nothing per event).
+    scoped: bool,
     _log_guard: Option<log::LogGuard>,
+}
+
+/// Set the log scope of a node's callback (when the run writes logs).
+#[inline]
+fn enter(scoped: bool, machine: MachineId, node: NodeId, now: u64) {
+    if scoped {
+        log::set_scope(Scope {
+            machine: Some(machine),
+            node: Some(node),
+            time: Duration::from_nanos(now),
+        });
+    }
 }
 
 impl SimCluster {
@@ -262,6 +275,7 @@ impl SimCluster {
             None => (None, None, PathBuf::new()),
         };
         log::set_scope(Scope::default());
+        let scoped = log.is_some() && config.log_level.is_some();
         let mut net = Net::new(config.default_link);
         net.reorder = config.reorder;
         net.duplicate = config.duplicate;
@@ -271,8 +285,7 @@ impl SimCluster {
             registry: config.registry,
             core: Core {
                 now: 0,
-                seq: 0,
-                queue: BinaryHeap::new(),
+                queue: Queue::default(),
                 rng: ChaCha8Rng::seed_from_u64(config.seed),
                 net,
                 disks: Vec::new(),
@@ -289,6 +302,7 @@ impl SimCluster {
             next_client: 0,
             log,
             log_dir,
+            scoped,
             _log_guard: guard,
         };
         tracing::info!(seed = config.seed, "simulated cluster started");
@@ -327,33 +341,38 @@ impl SimCluster {
     /// Run every event up to and including virtual time `until` (ns), or
     /// until the reply for `client` arrives.
     fn run_to(&mut self, until: u64, client: Option<u32>) {
-        while let Some(top) = self.core.queue.peek() {
-            if top.time > until {
-                break;
-            }
-            if let Some(c) = client {
-                if self.core.inbox.contains_key(&c) {
-                    return;
+        match client {
+            None => {
+                while let Some((time, event)) = self.core.queue.pop_until(until) {
+                    self.core.now = time;
+                    self.step(Entry { time, event });
                 }
             }
-            let entry = self.core.queue.pop().expect("peeked");
-            self.core.now = entry.time;
-            self.step(entry);
+            Some(c) => {
+                while !self.core.inbox.contains_key(&c) {
+                    let Some((time, event)) = self.core.queue.pop_until(until) else {
+                        break;
+                    };
+                    self.core.now = time;
+                    self.step(Entry { time, event });
+                }
+            }
         }
-        if client.is_some_and(|c| self.core.inbox.contains_key(&c)) {
-            return;
+        if !client.is_some_and(|c| self.core.inbox.contains_key(&c)) {
+            self.core.now = self.core.now.max(until);
         }
-        self.core.now = self.core.now.max(until);
-        log::set_time(Duration::from_nanos(self.core.now));
+        // Back to the controller's scope, at the time reached.
+        self.controller_log();
     }
 
+    #[inline]
     fn step(&mut self, entry: Entry) {
         self.core.stats.events += 1;
         let target = entry.event.target();
         if target.is_controller() {
             if let Event::Deliver { to, bytes, .. } = entry.event {
                 if self.core.waiting.remove(&to.local) {
-                    self.core.inbox.insert(to.local, bytes);
+                    self.core.inbox.insert(to.local, bytes.into_vec());
                 }
             }
             return;
@@ -387,11 +406,7 @@ impl SimCluster {
                     return;
                 };
                 let Some(n) = slot.node.as_mut() else { return };
-                log::set_scope(Scope {
-                    machine: Some(target),
-                    node: Some(node),
-                    time: Duration::from_nanos(self.core.now),
-                });
+                enter(self.scoped, target, node, self.core.now);
                 tracing::info!(kind = %slot.spec.kind, "node started");
                 n.start(&mut self.core, node);
             }
@@ -405,12 +420,8 @@ impl SimCluster {
                     return;
                 };
                 self.core.stats.delivered += 1;
-                log::set_scope(Scope {
-                    machine: Some(target),
-                    node: Some(to),
-                    time: Duration::from_nanos(self.core.now),
-                });
-                n.message(&mut self.core, to, from, &bytes);
+                enter(self.scoped, target, to, self.core.now);
+                n.message(&mut self.core, to, from, bytes.as_slice());
             }
             Event::Timer {
                 node,
@@ -431,19 +442,10 @@ impl SimCluster {
                     return;
                 };
                 self.core.stats.timers += 1;
-                log::set_scope(Scope {
-                    machine: Some(target),
-                    node: Some(node),
-                    time: Duration::from_nanos(self.core.now),
-                });
+                enter(self.scoped, target, node, self.core.now);
                 n.timer(&mut self.core, node, TimerId(id), tag);
             }
         }
-        log::set_scope(Scope {
-            machine: None,
-            node: None,
-            time: Duration::from_nanos(self.core.now),
-        });
     }
 
     fn new_client(&mut self) -> NodeId {
@@ -544,7 +546,7 @@ impl Cluster for SimCluster {
     fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
         self.check_node(to)?;
         let from = self.new_client();
-        self.core.route(from, to, bytes);
+        self.core.route(from, to, Payload::from_vec(bytes));
         Ok(())
     }
 
@@ -552,7 +554,7 @@ impl Cluster for SimCluster {
         self.check_node(to)?;
         let from = self.new_client();
         self.core.waiting.insert(from.local);
-        self.core.route(from, to, bytes);
+        self.core.route(from, to, Payload::from_vec(bytes));
         let deadline = self.core.now + timeout.as_nanos() as u64;
         self.run_to(deadline, Some(from.local));
         self.core.waiting.remove(&from.local);

@@ -12,6 +12,8 @@
 mod cluster;
 pub mod nemesis;
 pub mod net;
+mod payload;
+mod queue;
 mod runner;
 pub mod sweep;
 pub mod workload;

@@ -1,7 +1,7 @@
 //! The network model: per-link latency and loss, one-way cuts, holds, and
 //! in-order delivery per (sender machine, receiver machine) pair.
 
-use distzero::{Link, MachineId};
+use distzero::{Latency, Link, MachineId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +51,8 @@ pub struct Net {
     held: BTreeMap<u64, ()>,
     /// Last scheduled delivery per pair, for FIFO order with random latency.
     last: HashMap<u64, u64, FxBuild>,
+    /// No per-link settings, cuts or holds: every pair uses `default`.
+    plain: bool,
     /// Opt-in hostility: deliver out of order per pair.
     pub reorder: bool,
     /// Opt-in hostility: probability of delivering a second copy.
@@ -65,6 +67,7 @@ impl Net {
             cuts: HashSet::default(),
             held: BTreeMap::new(),
             last: HashMap::default(),
+            plain: true,
             reorder: false,
             duplicate: 0.0,
         }
@@ -72,6 +75,11 @@ impl Net {
 
     pub fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) {
         self.links.insert(pair(from, to), link);
+        self.replan();
+    }
+
+    fn replan(&mut self) {
+        self.plain = self.links.is_empty() && self.cuts.is_empty() && self.held.is_empty();
     }
 
     pub fn link(&self, from: MachineId, to: MachineId) -> &Link {
@@ -83,16 +91,19 @@ impl Net {
 
     pub fn cut(&mut self, from: MachineId, to: MachineId) {
         self.cuts.insert(pair(from, to));
+        self.replan();
     }
 
     pub fn heal(&mut self, from: MachineId, to: MachineId) {
         self.cuts.remove(&pair(from, to));
         self.held.remove(&pair(from, to));
+        self.replan();
     }
 
     pub fn heal_all(&mut self) {
         self.cuts.clear();
         self.held.clear();
+        self.replan();
     }
 
     #[inline]
@@ -102,10 +113,12 @@ impl Net {
 
     pub fn hold(&mut self, from: MachineId, to: MachineId) {
         self.held.insert(pair(from, to), ());
+        self.replan();
     }
 
     pub fn release(&mut self, from: MachineId, to: MachineId) {
         self.held.remove(&pair(from, to));
+        self.replan();
     }
 
     #[inline]
@@ -115,7 +128,25 @@ impl Net {
 
     /// Decide the fate of one message sent at `now` (ns). Controller links
     /// are never cut, held or lossy: the test stands outside the network.
+    #[inline]
     pub fn route(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: u64,
+        from: MachineId,
+        to: MachineId,
+    ) -> Verdict {
+        // The common case first: one fixed, lossless link for every pair.
+        if self.plain && self.default.loss == 0.0 {
+            if let Latency::Fixed(d) = self.default.latency {
+                return Verdict::At(now + d.as_nanos() as u64);
+            }
+        }
+        self.route_link(rng, now, from, to)
+    }
+
+    #[inline(never)]
+    fn route_link(
         &mut self,
         rng: &mut ChaCha8Rng,
         now: u64,
@@ -136,7 +167,7 @@ impl Net {
             return Verdict::Lost;
         }
         let mut at = now + link.latency.sample(rng).as_nanos() as u64;
-        if !self.reorder && !matches!(link.latency, distzero::Latency::Fixed(_)) {
+        if !self.reorder && !matches!(link.latency, Latency::Fixed(_)) {
             // FIFO per pair, as TCP: never overtake an earlier message.
             let last = self.last.entry(pair(from, to)).or_insert(0);
             if at < *last {
@@ -151,7 +182,6 @@ impl Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distzero::Latency;
     use rand::SeedableRng;
     use std::time::Duration;
 
