@@ -52,7 +52,7 @@ pub const DEFAULT_AGENT_PORT: u16 = 7410;
 /// How long `add_machine` and `restart` keep dialing a new agent.
 pub const DIAL_PATIENCE: Duration = Duration::from_secs(20);
 /// How long a command re-dials a machine whose control link broke.
-pub const REDIAL_PATIENCE: Duration = Duration::from_secs(3);
+pub const REDIAL_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a command waits for its ack.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The controller pings every agent this often when it has nothing to say.
@@ -86,6 +86,8 @@ struct Machine {
     links: BTreeMap<MachineId, Link>,
     cut: BTreeSet<MachineId>,
     held: BTreeSet<MachineId>,
+    /// When a re-dial last failed: no new attempt for [`REDIAL_PATIENCE`].
+    redial_failed: Option<Instant>,
 }
 
 enum CtlEvent {
@@ -415,10 +417,17 @@ impl RemoteCluster {
 
     fn send_frame(&mut self, id: MachineId, frame: ToAgent) -> Result<()> {
         let m = self.machine(id)?;
-        if m.conn.is_none() && m.state == State::Up {
+        let recently_failed = m
+            .redial_failed
+            .is_some_and(|t| t.elapsed() < REDIAL_PATIENCE);
+        if m.conn.is_none() && m.state == State::Up && !recently_failed {
             // The link broke (or another controller took over): dial again.
             tracing::info!(machine = %id, "re-dialing the control link");
-            self.connect(id, REDIAL_PATIENCE)?;
+            if let Err(e) = self.connect(id, REDIAL_PATIENCE) {
+                self.machine_mut(id)?.redial_failed = Some(Instant::now());
+                return Err(e);
+            }
+            self.machine_mut(id)?.redial_failed = None;
         }
         let m = self.machine(id)?;
         let Some(conn) = &m.conn else {
@@ -769,6 +778,7 @@ impl Cluster for RemoteCluster {
                 links: BTreeMap::new(),
                 cut: BTreeSet::new(),
                 held: BTreeSet::new(),
+                redial_failed: None,
             },
         );
         if let Err(e) = self.start_machine(id, false) {
@@ -924,9 +934,17 @@ impl Cluster for RemoteCluster {
 
     fn restart(&mut self, machine: MachineId) -> Result<()> {
         let _g = self.log.install();
-        if self.machine(machine)?.state != State::Down {
-            tracing::info!(%machine, "restart ignored: machine is running");
-            return Ok(());
+        let m = self.machine(machine)?;
+        if m.state != State::Down {
+            // Running, unless its agent died on its own (e.g. a node panicked).
+            let lost = m.conn.is_none() && self.connect(machine, Duration::from_secs(1)).is_err();
+            if !lost {
+                tracing::info!(%machine, "restart ignored: machine is running");
+                return Ok(());
+            }
+            tracing::warn!(%machine, "its agent is gone without a crash; restarting it");
+            self.provider.kill(machine)?;
+            self.machine_mut(machine)?.state = State::Down;
         }
         tracing::info!(%machine, "restart");
         self.start_machine(machine, true)

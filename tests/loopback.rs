@@ -28,6 +28,8 @@ enum Msg {
     SeenList(Vec<u64>),
     Boots,
     BootCount(u64),
+    /// The node panics: its agent dies without a crash from the test.
+    Die,
 }
 
 /// Answers pings, sends bursts, remembers what it received (in memory) and
@@ -59,6 +61,7 @@ impl Node for Probe {
                 let b: u64 = ctx.disk().get("boots").ok().flatten().unwrap_or(0);
                 ctx.send(from, Msg::BootCount(b))
             }
+            Msg::Die => panic!("told to die (expected in loopback_agent_that_dies_on_its_own)"),
             Msg::Pong(_) | Msg::SeenList(_) | Msg::BootCount(_) => {}
         }
     }
@@ -727,4 +730,22 @@ fn loopback_process_agent_exits_3_when_orphaned() {
         std::thread::sleep(millis(20));
     };
     assert_eq!(status.code(), Some(3), "exit code of an orphan");
+}
+
+#[test]
+fn loopback_agent_that_dies_on_its_own_times_out_and_restarts() {
+    let mut c = cluster("loopback_dies_on_its_own");
+    let c: &mut dyn Cluster = &mut c;
+    let (_, b) = two_probes(c).unwrap();
+    c.send(b, &Msg::Die).unwrap();
+    c.run_for(millis(100)).unwrap();
+    let e = c.call::<_, Msg>(b, &Msg::Ping(1), millis(300)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    // Not crashed by the test, yet restart brings it back from its spec.
+    c.restart(b.machine).unwrap();
+    assert_eq!(
+        c.call::<_, Msg>(b, &Msg::Boots, secs(5)).unwrap(),
+        Msg::BootCount(2)
+    );
+    c.shutdown().unwrap();
 }
