@@ -224,12 +224,9 @@ impl std::fmt::Display for SweepReport {
             writeln!(f, "  logs:     {}", fl.log_dir.display())?;
             writeln!(f, "  schedule:\n{}", fl.schedule.describe().trim_end())?;
             if let Some((s, m)) = &fl.shrunk {
-                writeln!(
-                    f,
-                    "  shrunk to {} fault(s) (still fails: {m}):",
-                    s.steps.len()
-                )?;
+                writeln!(f, "  shrunk to {} fault(s):", s.steps.len())?;
                 writeln!(f, "{}", s.describe().trim_end())?;
+                writeln!(f, "  which still fails: {m}")?;
                 writeln!(f, "  as Rust:\n{}", s.to_rust())?;
             }
             writeln!(f, "  replay:   {}", fl.replay)?;

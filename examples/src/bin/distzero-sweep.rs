@@ -1,0 +1,184 @@
+//! `distzero-sweep`: run a scenario over many seeds in simulation, find
+//! failing seeds, shrink their fault schedule, print how to replay them.
+//!
+//!     cargo run --release -p distzero-examples --bin distzero-sweep -- kv-ack-before-replicate
+//!     cargo run --release -p distzero-examples --bin distzero-sweep -- kv-ack-before-replicate --replay 17
+
+use clap::Parser;
+use distzero::Settings;
+use distzero_examples::scenarios;
+use distzero_sim::nemesis::Schedule;
+use distzero_sim::sweep::{run_once, schedule_for, sweep, SweepOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "distzero-sweep",
+    about = "Sweep a scenario over many seeds in simulation"
+)]
+struct Args {
+    /// Scenario to run (see --list).
+    scenario: Option<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Number of seeds, starting at --first (default: DISTZERO_SWEEP_SEEDS, 200).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// First seed of the sweep.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// Keep going after the first failure.
+    #[arg(long)]
+    keep_going: bool,
+    /// Run only shard i of n (`i/n`, seeds with seed % n == i).
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u64, u64)>,
+    /// Run every seed twice with full logs and compare them byte for byte.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Threads (default: DISTZERO_SWEEP_JOBS, 0 = one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Do not shrink the failing schedule.
+    #[arg(long)]
+    no_shrink: bool,
+    /// Re-run one seed with full logs (byte for byte the same run).
+    #[arg(long)]
+    replay: Option<u64>,
+    /// With --replay: run this schedule (JSON, as printed) instead of the seed's own.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let err = || format!("--shard takes i/n with 0 <= i < n, such as 0/4; got `{s}`");
+    let (i, n) = s.split_once('/').ok_or_else(err)?;
+    let (i, n) = (
+        i.parse::<u64>().map_err(|_| err())?,
+        n.parse::<u64>().map_err(|_| err())?,
+    );
+    if n == 0 || i >= n {
+        return Err(err());
+    }
+    Ok((i, n))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.list || args.scenario.is_none() {
+        println!("scenarios:");
+        for s in scenarios::all() {
+            println!("  {}", s.name());
+        }
+        return if args.list {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
+    }
+    let name = args.scenario.clone().unwrap_or_default();
+    let scenario = match scenarios::by_name(&name) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log_root = settings.log_dir();
+    let command = |seed: u64| {
+        format!("cargo run --release -p distzero-examples --bin distzero-sweep -- {name} --replay {seed}")
+    };
+
+    if let Some(seed) = args.replay {
+        let schedule = match &args.schedule {
+            Some(json) => match serde_json::from_str::<Schedule>(json) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --schedule is not a schedule as printed by a sweep: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => schedule_for(scenario.as_ref(), seed),
+        };
+        let suffix = if args.schedule.is_some() {
+            "-schedule"
+        } else {
+            ""
+        };
+        let dir: PathBuf = log_root
+            .join(scenario.name())
+            .join(format!("simulated-{seed}{suffix}"));
+        println!(
+            "replaying {name} with seed {seed}; schedule:\n{}",
+            schedule.describe().trim_end()
+        );
+        let result = run_once(scenario.as_ref(), seed, &schedule, Some(&dir));
+        println!("logs: {}", dir.display());
+        return match result {
+            Ok(()) => {
+                println!("PASSED");
+                ExitCode::SUCCESS
+            }
+            Err(m) => {
+                println!("FAILED: {m}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let seeds = match args.seeds.map(Ok).unwrap_or_else(|| settings.sweep_seeds()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let jobs = match args.jobs.map(Ok).unwrap_or_else(|| settings.sweep_jobs()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = SweepOptions {
+        seeds: args.first..args.first.saturating_add(seeds),
+        jobs,
+        stop_at_first: !args.keep_going,
+        shard: args.shard,
+        check_determinism: args.check_determinism,
+        progress: !args.quiet,
+        shrink_budget: if args.no_shrink { 0 } else { 300 },
+        log_root,
+    };
+    let report = sweep(scenario.as_ref(), &opts, &command);
+    print!("{report}");
+    if let Some((shrunk, _)) = report
+        .failures
+        .first()
+        .and_then(|f| f.shrunk.as_ref().map(|s| (s, f.seed)))
+    {
+        let seed = report.failures[0].seed;
+        let json = serde_json::to_string(shrunk).unwrap_or_default();
+        println!(
+            "  replay the shrunk schedule:\n    {} --schedule '{json}'",
+            command(seed)
+        );
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
