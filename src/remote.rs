@@ -533,33 +533,37 @@ impl RemoteCluster {
 
     fn shutdown_inner(&mut self) -> Result<()> {
         let mut first_err: Option<Error> = None;
+        // Tell every agent at once (a paused one acts on it when thawed),
+        // then wait for the running ones to acknowledge.
         let ids: Vec<MachineId> = self.machines.keys().copied().collect();
-        for id in &ids {
-            let up = self
-                .machines
-                .get(id)
-                .is_some_and(|m| m.state == State::Up && m.conn.is_some());
-            if up {
-                self.next_seq += 1;
-                let seq = self.next_seq;
-                if self
-                    .send_frame(
-                        *id,
-                        ToAgent::Cmd {
-                            seq,
-                            cmd: Command::Shutdown,
-                        },
-                    )
-                    .is_ok()
-                {
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    let id = *id;
-                    self.pump(deadline, |c| c.acks.contains_key(&seq) || c.link_gone(id));
-                }
+        let mut waiting = Vec::new();
+        for id in ids {
+            let Some(m) = self.machines.get(&id) else {
+                continue;
+            };
+            if m.state == State::Down || m.conn.is_none() {
+                continue;
+            }
+            let running = m.state == State::Up;
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            let cmd = ToAgent::Cmd {
+                seq,
+                cmd: Command::Shutdown,
+            };
+            if self.send_frame(id, cmd).is_ok() && running {
+                waiting.push((id, seq));
             }
         }
+        let deadline = later(Duration::from_secs(2));
+        self.pump(deadline, |c| {
+            waiting
+                .iter()
+                .all(|(id, seq)| c.acks.contains_key(seq) || c.link_gone(*id))
+        });
         for m in self.machines.values_mut() {
             m.conn = None;
+            m.state = State::Down;
         }
         if let Err(e) = self.provider.collect_logs(&self.log_dir) {
             tracing::error!(error = %e, "collecting the agents' logs failed");
@@ -630,6 +634,14 @@ impl Parts {
         }
         c
     }
+}
+
+/// `now + d`, saturating at about a century.
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 fn command_name(cmd: &Command) -> &'static str {
@@ -826,7 +838,7 @@ impl Cluster for RemoteCluster {
         let client = self.next_client;
         self.next_client += 1;
         let from = NodeId::client(client);
-        let deadline = Instant::now() + timeout;
+        let deadline = later(timeout);
         self.awaiting = Some(client);
         self.reply = None;
         if self.machine(to.machine)?.state != State::Down {
@@ -847,7 +859,7 @@ impl Cluster for RemoteCluster {
 
     fn run_for(&mut self, duration: Duration) -> Result<()> {
         let _g = self.log.install();
-        let deadline = Instant::now() + duration;
+        let deadline = later(duration);
         self.pump(deadline, |_| false);
         Ok(())
     }

@@ -29,6 +29,13 @@ const CONTROLLER_SILENCE: Duration = Duration::from_secs(5);
 /// Events handled per loop turn before timers get a look.
 const EVENT_BATCH: usize = 1024;
 
+/// `now + d`, or about a century on when that overflows (a timer set for "never").
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// What the nodes see: the parts of the agent an [`Env`] needs.
 struct Core {
     machine: MachineId,
@@ -51,7 +58,7 @@ impl Env for Core {
     fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
-        let at = Instant::now() + after;
+        let at = later(Instant::now(), after);
         self.timers.insert((at, id), (node, tag));
         self.timer_at.insert(id, at);
         TimerId(id)
@@ -343,7 +350,7 @@ impl Host {
             let now = Instant::now();
             let q = self.delayed.entry(dest).or_default();
             // FIFO per destination: never before the message ahead of it.
-            let mut due = now + link.latency.sample(&mut self.net_rng);
+            let mut due = later(now, link.latency.sample(&mut self.net_rng));
             if let Some(last) = q.back() {
                 due = due.max(last.due);
             }
