@@ -5,6 +5,8 @@
 //! - [`kv`]: a replicated key-value store: a fixed primary replicates every
 //!   write to a majority before acknowledging it, replicas persist to disk and
 //!   catch up after a crash, a partition or lost messages.
+//! - [`kv_client`]: a workload for the store that records a history for the
+//!   linearizability checker.
 //! - [`wordcount`]: a stream (source -> splitters -> counters) whose totals
 //!   stay exact under message loss: acknowledgements, retries on timers and
 //!   deduplication by (source, line).
@@ -15,17 +17,20 @@
 
 pub mod hash;
 pub mod kv;
+pub mod kv_client;
 pub mod pingpong;
+pub mod scenarios;
 pub mod wordcount;
 
 use distzero::Registry;
 
-/// Every example kind: `pingpong`, `kv`, `wordcount-source`,
+/// Every example kind: `pingpong`, `kv`, `kv-client`, `wordcount-source`,
 /// `wordcount-splitter`, `wordcount-counter`.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(pingpong::KIND, pingpong::PingPong::new);
     r.register(kv::KIND, kv::Kv::new);
+    r.register(kv_client::KIND, kv_client::KvClient::new);
     r.register(wordcount::SOURCE, wordcount::Source::new);
     r.register(wordcount::SPLITTER, wordcount::Splitter::new);
     r.register(wordcount::COUNTER, wordcount::Counter::new);

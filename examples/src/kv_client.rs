@@ -1,0 +1,252 @@
+//! `kv-client`: a workload generator for the [`crate::kv`] store that records
+//! a history for the linearizability checker ([`distzero::check::check_kv`]).
+//!
+//! One client is one process of the history: one operation in flight at a
+//! time, a random read or write of a random key through a random replica,
+//! all drawn from `ctx.rng()`. A write's value is unique (`process * 1_000_000
+//! + n`) and its request id too. An answer completes the operation `ok`; no
+//! answer within `timeout_ms` completes it `info` (it may have happened, or
+//! may still happen). Every record is logged as a `history` event
+//! ([`distzero::history::log_op`]) and kept in memory, so a test can ask for
+//! it with [`KvMsg::History`] in every mode. Memory is lost on a crash: put
+//! clients on machines the test does not crash.
+
+use crate::kv::KvMsg;
+use distzero::history::{log_op, Op, OpKind, Value, F};
+use distzero::{Context, Node, NodeId, TimerId};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub const KIND: &str = "kv-client";
+
+fn default_keys() -> u64 {
+    3
+}
+fn default_ops() -> u64 {
+    50
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_think_ms() -> u64 {
+    20
+}
+
+/// Config of a `kv-client`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KvClientConfig {
+    /// The store's replicas; each operation goes to one of them at random.
+    pub replicas: Vec<NodeId>,
+    /// This client's process number in the history (unique per client).
+    pub process: u64,
+    /// Keys `k0 .. k{keys-1}`.
+    #[serde(default = "default_keys")]
+    pub keys: u64,
+    /// Operations to perform, then stop.
+    #[serde(default = "default_ops")]
+    pub ops: u64,
+    /// An operation without an answer after this long completes `info`.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Up to this long (uniform) between two operations.
+    #[serde(default = "default_think_ms")]
+    pub think_ms: u64,
+}
+
+impl KvClientConfig {
+    pub fn new(replicas: Vec<NodeId>, process: u64) -> Self {
+        KvClientConfig {
+            replicas,
+            process,
+            keys: default_keys(),
+            ops: default_ops(),
+            timeout_ms: default_timeout_ms(),
+            think_ms: default_think_ms(),
+        }
+    }
+}
+
+const NEXT: u64 = 1;
+const TIMEOUT: u64 = 2;
+
+struct InFlight {
+    /// The request id the answer must carry.
+    id: u64,
+    invoke: Op,
+    timer: TimerId,
+}
+
+pub struct KvClient {
+    cfg: KvClientConfig,
+    started: u64,
+    current: Option<InFlight>,
+    history: Vec<Op>,
+}
+
+/// A stored value as a history value: the integer it holds, or the string.
+fn history_value(v: Option<String>) -> Value {
+    match v {
+        None => Value::Nil,
+        Some(s) => match s.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Str(s),
+        },
+    }
+}
+
+impl KvClient {
+    pub fn new(cfg: KvClientConfig) -> Self {
+        KvClient {
+            cfg,
+            started: 0,
+            current: None,
+            history: Vec::new(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.started >= self.cfg.ops && self.current.is_none()
+    }
+
+    fn record(&mut self, op: Op) {
+        log_op(&op);
+        self.history.push(op);
+    }
+
+    fn schedule_next(&mut self, ctx: &mut Context<'_, KvMsg>) {
+        if self.started >= self.cfg.ops {
+            tracing::info!(
+                process = self.cfg.process,
+                ops = self.started,
+                "workload done"
+            );
+            return;
+        }
+        let think = ctx.rng().gen_range(0..=self.cfg.think_ms);
+        ctx.set_timer(Duration::from_millis(think), NEXT);
+    }
+
+    fn start_op(&mut self, ctx: &mut Context<'_, KvMsg>) {
+        if self.current.is_some() || self.started >= self.cfg.ops || self.cfg.replicas.is_empty() {
+            return;
+        }
+        self.started += 1;
+        let n = self.started;
+        let p = self.cfg.process;
+        let id = (p << 32) | n;
+        let key = format!("k{}", ctx.rng().gen_range(0..self.cfg.keys.max(1)));
+        let to = self.cfg.replicas[ctx.rng().gen_range(0..self.cfg.replicas.len())];
+        let write = ctx.rng().gen_bool(0.5);
+        let now = ctx.now();
+        let (invoke, req) = if write {
+            let value = (p as i64) * 1_000_000 + n as i64;
+            let req = KvMsg::Put {
+                id,
+                key: key.clone(),
+                value: value.to_string(),
+            };
+            (Op::invoke(p, F::Write, Some(&key), value, now), req)
+        } else {
+            (
+                Op::invoke(p, F::Read, Some(&key), Value::Nil, now),
+                KvMsg::Read { id, key },
+            )
+        };
+        self.record(invoke.clone());
+        ctx.send(to, req);
+        let timer = ctx.set_timer(Duration::from_millis(self.cfg.timeout_ms.max(1)), TIMEOUT);
+        self.current = Some(InFlight { id, invoke, timer });
+    }
+
+    /// Complete the operation in flight.
+    fn complete(&mut self, ctx: &mut Context<'_, KvMsg>, kind: OpKind, value: Value) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        if kind != OpKind::Info {
+            ctx.cancel_timer(cur.timer);
+        }
+        let op = cur.invoke.completion(kind, value, ctx.now());
+        self.record(op);
+        self.schedule_next(ctx);
+    }
+}
+
+impl Node for KvClient {
+    type Msg = KvMsg;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, KvMsg>) {
+        if self.cfg.replicas.is_empty() {
+            tracing::error!("kv-client without replicas; it does nothing");
+            return;
+        }
+        tracing::info!(
+            process = self.cfg.process,
+            ops = self.cfg.ops,
+            "kv-client started"
+        );
+        self.schedule_next(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, KvMsg>, from: NodeId, msg: KvMsg) {
+        let current = self.current.as_ref().map(|c| (c.id, c.invoke.f));
+        match msg {
+            KvMsg::PutOk { id, .. } if current == Some((id, F::Write)) => {
+                let value = self
+                    .current
+                    .as_ref()
+                    .map(|c| c.invoke.value.clone())
+                    .unwrap_or_default();
+                self.complete(ctx, OpKind::Ok, value);
+            }
+            KvMsg::ReadOk { id, value, .. } if current == Some((id, F::Read)) => {
+                self.complete(ctx, OpKind::Ok, history_value(value));
+            }
+            KvMsg::PutOk { .. } | KvMsg::ReadOk { .. } | KvMsg::Unavailable { .. } => {
+                tracing::debug!(%from, "late or unrelated answer; ignored");
+            }
+            KvMsg::History => {
+                let ops = self.history.iter().map(Op::to_json).collect();
+                ctx.send(
+                    from,
+                    KvMsg::HistoryReply {
+                        done: self.done(),
+                        ops,
+                    },
+                );
+            }
+            other => {
+                tracing::warn!(%from, msg = ?other, "unexpected message at a kv-client; ignored")
+            }
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, KvMsg>, timer: TimerId, tag: u64) {
+        match tag {
+            NEXT => self.start_op(ctx),
+            TIMEOUT if self.current.as_ref().is_some_and(|c| c.timer == timer) => {
+                self.complete(ctx, OpKind::Info, Value::Nil);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_map_to_history_values() {
+        assert_eq!(history_value(None), Value::Nil);
+        assert_eq!(history_value(Some("42".into())), Value::Int(42));
+        assert_eq!(history_value(Some("x".into())), Value::Str("x".into()));
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c: KvClientConfig = serde_json::from_str(r#"{"replicas":[],"process":1}"#).unwrap();
+        assert_eq!((c.keys, c.ops, c.timeout_ms, c.think_ms), (3, 50, 500, 20));
+    }
+}
