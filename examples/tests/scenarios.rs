@@ -2,7 +2,7 @@
 //! system survives the same sweep; sweeps are deterministic.
 
 use distzero_examples::scenarios::by_name;
-use distzero_sim::sweep::{sweep, SweepOptions};
+use distzero_sim::sweep::{run_once, same_tree, schedule_for, sweep, SweepOptions};
 
 fn opts(name: &str) -> SweepOptions {
     SweepOptions {
@@ -26,6 +26,19 @@ fn finds(name: &str, expect: &str) {
     );
     let f = &report.failures[0];
     assert!(f.message.contains(expect), "{name}: {}", f.message);
+    // The replay (seed alone, full logs) is byte for byte the run the sweep logged.
+    let replay_dir = o.log_root.join("replay");
+    let again = run_once(
+        s.as_ref(),
+        f.seed,
+        &schedule_for(s.as_ref(), f.seed),
+        Some(&replay_dir),
+    );
+    assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
+    assert!(
+        same_tree(&f.log_dir, &replay_dir),
+        "replay logs differ from the sweep's"
+    );
     assert!(
         !f.message.contains("PASSED"),
         "the failing seed must fail again: {}",

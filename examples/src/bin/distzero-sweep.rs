@@ -164,17 +164,14 @@ fn main() -> ExitCode {
     };
     let report = sweep(scenario.as_ref(), &opts, &command);
     print!("{report}");
-    if let Some((shrunk, _)) = report
-        .failures
-        .first()
-        .and_then(|f| f.shrunk.as_ref().map(|s| (s, f.seed)))
-    {
-        let seed = report.failures[0].seed;
-        let json = serde_json::to_string(shrunk).unwrap_or_default();
-        println!(
-            "  replay the shrunk schedule:\n    {} --schedule '{json}'",
-            command(seed)
-        );
+    if let Some(f) = report.failures.first() {
+        if let Some((shrunk, _)) = &f.shrunk {
+            let json = serde_json::to_string(shrunk).unwrap_or_default();
+            println!(
+                "  replay the shrunk schedule:\n    {} --schedule '{json}'",
+                command(f.seed)
+            );
+        }
     }
     if report.passed() {
         ExitCode::SUCCESS
