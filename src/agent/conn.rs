@@ -28,7 +28,11 @@ pub(crate) enum Event {
     ControllerDown {
         conn: u64,
     },
+    /// From the inbound link `conn` of a peer; a newer link from the same
+    /// peer makes older ones stale (their leftovers are dropped, never
+    /// delivered after newer messages).
     Peer {
+        conn: u64,
         from: NodeId,
         to: NodeId,
         bytes: Vec<u8>,
@@ -131,7 +135,15 @@ async fn serve(
                             tracing::warn!(%peer, %from, %to, "peer sent a message it may not send; closing its link");
                             return;
                         }
-                        if events.send(Event::Peer { from, to, bytes }).is_err() {
+                        if events
+                            .send(Event::Peer {
+                                conn,
+                                from,
+                                to,
+                                bytes,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }

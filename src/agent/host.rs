@@ -102,6 +102,8 @@ struct Host {
     held: BTreeMap<MachineId, Vec<PeerFrame>>,
     delayed: BTreeMap<MachineId, VecDeque<Delayed>>,
     out: BTreeMap<MachineId, UnboundedSender<PeerFrame>>,
+    /// The newest inbound link of each peer (connection ids grow).
+    peer_in: BTreeMap<MachineId, u64>,
     local: VecDeque<(NodeId, NodeId, Vec<u8>)>,
     controller: Option<(u64, UnboundedSender<FromAgent>, tokio::task::JoinHandle<()>)>,
     /// Last frame from a controller, or when the agent last had none.
@@ -177,6 +179,7 @@ pub(super) async fn run(
         held: BTreeMap::new(),
         delayed: BTreeMap::new(),
         out: BTreeMap::new(),
+        peer_in: BTreeMap::new(),
         local: VecDeque::new(),
         controller: None,
         last_heard: Instant::now(),
@@ -510,7 +513,20 @@ impl Host {
                     }
                 }
             }
-            Event::Peer { from, to, bytes } => self.deliver(from, to, bytes),
+            Event::Peer {
+                conn,
+                from,
+                to,
+                bytes,
+            } => {
+                let latest = self.peer_in.entry(from.machine).or_insert(conn);
+                if conn >= *latest {
+                    *latest = conn;
+                    self.deliver(from, to, bytes);
+                } else {
+                    tracing::debug!(%from, %to, "dropped: arrived on a replaced link");
+                }
+            }
         }
         None
     }

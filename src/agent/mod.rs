@@ -1,10 +1,10 @@
 //! The agent: the real process that hosts the nodes of one machine.
 //!
-//! One current-thread tokio runtime. One loop ([`host`]) owns the nodes and
+//! One current-thread tokio runtime. One loop (`host.rs`) owns the nodes and
 //! is their [`crate::Env`]: real time since the cluster's epoch, timers on
 //! tokio time, a ChaCha rng seeded from the seed, the machine and its boot
 //! count, a file-backed disk in the data dir, buggify always false. Socket
-//! tasks ([`conn`]) only move frames between TCP and that loop.
+//! tasks (`conn.rs`) only move frames between TCP and that loop.
 //!
 //! - Control connection (from the controller): spawn nodes, deliver client
 //!   messages, per-destination link settings and filters (cut, hold), peers,
