@@ -400,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn cloud_hosts_parse() {
+    fn inventory_hosts_parse() {
         let s = Settings::from_sources(
             &env(&[("DISTZERO_CLOUD_HOSTS", "a, bob@b:2222")]),
             &env(&[]),
