@@ -335,3 +335,38 @@ fn run_until_gives_up_with_an_error() {
     assert!(matches!(e, Error::ConditionTimeout(_)));
     assert!(c.now() >= Duration::from_secs(2));
 }
+
+/// `buggify()` is sometimes true in simulation, at the configured rate, and
+/// the same seed gives the same answers.
+#[test]
+fn buggify_is_seeded_and_sometimes_true() {
+    struct Flaky(Vec<bool>);
+    impl Node for Flaky {
+        type Msg = Vec<bool>;
+        fn on_message(&mut self, ctx: &mut Context<'_, Vec<bool>>, from: NodeId, _m: Vec<bool>) {
+            self.0 = (0..1000).map(|_| ctx.buggify()).collect();
+            let v = self.0.clone();
+            ctx.send(from, v);
+        }
+    }
+    let run = |seed: u64, p: f64| -> Vec<bool> {
+        let mut r = Registry::new();
+        r.register("flaky", |_: serde_json::Value| Flaky(Vec::new()));
+        let mut cfg = SimConfig::new(seed, r);
+        cfg.buggify = p;
+        let mut sim = SimCluster::new(cfg).unwrap();
+        let c: &mut dyn Cluster = &mut sim;
+        let m = c.add_machine().unwrap();
+        let n = c.spawn_node(m, "flaky", serde_json::json!({})).unwrap();
+        c.call(n, &Vec::<bool>::new(), T).unwrap()
+    };
+    let a = run(1, 0.05);
+    let hits = a.iter().filter(|b| **b).count();
+    assert!((20..=90).contains(&hits), "about 5% true, got {hits}/1000");
+    assert_eq!(a, run(1, 0.05), "same seed, same faults");
+    assert_ne!(a, run(2, 0.05), "another seed, other faults");
+    assert!(
+        run(1, 0.0).iter().all(|b| !b),
+        "off when its probability is 0"
+    );
+}
