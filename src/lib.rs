@@ -7,9 +7,11 @@
 //! hosts nodes on real machines.
 
 pub mod agent;
+pub mod check;
 pub mod cluster;
 pub mod context;
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod link;
 pub mod log;

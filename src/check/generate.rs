@@ -1,0 +1,185 @@
+//! Histories of a correct system, for testing checkers and benchmarking
+//! them: concurrent clients call one real atomic register (or map) through a
+//! simulated network, each op taking effect at a random instant between its
+//! invocation and its completion. Seeded, so one seed gives one history.
+
+use crate::history::{History, OpKind, Value, F};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub seed: u64,
+    /// Concurrent clients (processes), each with one op in flight at most.
+    pub clients: u64,
+    /// Operations invoked in all.
+    pub ops: usize,
+    /// 0: one register, ops without key. Otherwise a map of keys
+    /// `k0`..`k{keys-1}`.
+    pub keys: usize,
+    /// Values written are drawn from `0..values` (few values: more ambiguity).
+    pub values: i64,
+    /// Per mille of ops whose client crashes: recorded `info`, or never
+    /// completed; the op takes effect (possibly later) or not, at random.
+    pub info_per_mille: u32,
+    /// Longest delay between invocation and effect, and effect and completion.
+    pub latency: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            seed: 0,
+            clients: 8,
+            ops: 1000,
+            keys: 0,
+            values: 5,
+            info_per_mille: 10,
+            latency: Duration::from_millis(10),
+        }
+    }
+}
+
+enum Event {
+    Invoke(u64),
+    /// An op takes effect: (client, op number).
+    Apply(u64, usize),
+    Complete(u64, usize),
+}
+
+struct InFlight {
+    process: u64,
+    f: F,
+    key: Option<String>,
+    value: Value,
+    crashed: bool,
+    /// Set when applied: the outcome.
+    outcome: Option<(OpKind, Value)>,
+}
+
+/// A linearizable history of `w`.
+pub fn generate(w: &Workload) -> History {
+    let mut rng = ChaCha8Rng::seed_from_u64(w.seed);
+    let latency = u64::try_from(w.latency.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let values = w.values.max(1);
+    let mut history = History::new();
+    let mut store: BTreeMap<Option<String>, Value> = BTreeMap::new();
+    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut ops: Vec<InFlight> = Vec::new();
+    // A client whose op never completes goes on as a new process (Jepsen's
+    // way); one whose op ends `info` keeps its process id.
+    let mut process: Vec<u64> = (0..w.clients).collect();
+    let mut seq = 0u64;
+    let mut schedule = |queue: &mut BinaryHeap<_>, events: &mut Vec<Event>, at: u64, e: Event| {
+        seq += 1;
+        queue.push(Reverse((at, seq, events.len())));
+        events.push(e);
+    };
+    for c in 0..w.clients {
+        let at = rng.gen_range(0..latency);
+        schedule(&mut queue, &mut events, at, Event::Invoke(c));
+    }
+    while let Some(Reverse((now, _, e))) = queue.pop() {
+        let t = Duration::from_nanos(now);
+        match events[e] {
+            Event::Invoke(c) => {
+                if ops.len() >= w.ops {
+                    continue;
+                }
+                let p = process[c as usize];
+                let key = (w.keys > 0).then(|| format!("k{}", rng.gen_range(0..w.keys)));
+                let (f, value) = match rng.gen_range(0..10) {
+                    0..=4 => (F::Read, Value::Nil),
+                    5..=7 => (F::Write, Value::Int(rng.gen_range(0..values))),
+                    _ => (
+                        F::Cas,
+                        Value::cas(rng.gen_range(0..values), rng.gen_range(0..values)),
+                    ),
+                };
+                // Invocations are serialized per client: this cannot fail.
+                let _ = history.invoke(p, f, key.as_deref(), value.clone(), t);
+                let crashed = rng.gen_range(0..1000) < w.info_per_mille;
+                let n = ops.len();
+                ops.push(InFlight {
+                    process: p,
+                    f,
+                    key,
+                    value,
+                    crashed,
+                    outcome: None,
+                });
+                if crashed {
+                    // Maybe it takes effect, maybe long after; the client
+                    // hears nothing, says info (or nothing) and moves on.
+                    if rng.gen_bool(0.5) {
+                        let at = now + rng.gen_range(0..4 * latency);
+                        schedule(&mut queue, &mut events, at, Event::Apply(c, n));
+                    }
+                    let at = now + rng.gen_range(latency..2 * latency);
+                    schedule(&mut queue, &mut events, at, Event::Complete(c, n));
+                } else {
+                    let at = now + rng.gen_range(0..latency);
+                    schedule(&mut queue, &mut events, at, Event::Apply(c, n));
+                }
+            }
+            Event::Apply(c, n) => {
+                let op = &mut ops[n];
+                let current = store.entry(op.key.clone()).or_default();
+                let outcome = match (&op.f, &op.value) {
+                    (F::Read, _) => (OpKind::Ok, current.clone()),
+                    (F::Write, v) => {
+                        *current = v.clone();
+                        (OpKind::Ok, v.clone())
+                    }
+                    (F::Cas, Value::List(pair)) if pair.len() == 2 && pair[0] == *current => {
+                        *current = pair[1].clone();
+                        (OpKind::Ok, op.value.clone())
+                    }
+                    (F::Cas, _) => (OpKind::Fail, Value::Nil),
+                };
+                op.outcome = Some(outcome);
+                if !op.crashed {
+                    let at = now + rng.gen_range(0..latency);
+                    schedule(&mut queue, &mut events, at, Event::Complete(c, n));
+                }
+            }
+            Event::Complete(c, n) => {
+                let op = &ops[n];
+                if op.crashed {
+                    if rng.gen_bool(0.5) {
+                        let _ = history.info(op.process, t);
+                    } else {
+                        // Never completed: the history ends with it open.
+                        process[c as usize] += w.clients;
+                    }
+                } else if let Some((kind, value)) = op.outcome.clone() {
+                    let _ = history.complete(op.process, kind, value, t);
+                }
+                let at = now + rng.gen_range(0..latency);
+                schedule(&mut queue, &mut events, at, Event::Invoke(c));
+            }
+        }
+    }
+    history
+}
+
+/// A history of one client at a time (no concurrency) on a correct
+/// register or map: each op completes before the next is invoked.
+pub fn sequential(seed: u64, ops: usize, keys: usize, values: i64) -> History {
+    generate(&Workload {
+        seed,
+        clients: 1,
+        ops,
+        keys,
+        values,
+        info_per_mille: 0,
+        latency: Duration::from_millis(1),
+    })
+}
