@@ -32,6 +32,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_SSH_KEY", default: "", help: "private key file for SSH to cloud hosts; unset = ssh's own defaults" },
     Var { name: "DISTZERO_CLOUD_CONTROLLER_ADDR", default: "", help: "address of this controller as the cloud hosts reach it; unset = picked from the route to the first host" },
     Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
+    Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
     Var { name: "DISTZERO_SWEEP_SEEDS", default: "200", help: "default number of seeds of a sweep" },
     Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep; 0 = one per core" },
 ];

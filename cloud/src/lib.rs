@@ -1,1 +1,50 @@
-pub fn run_workflow(_n:&str,_f:fn(&mut dyn distzero::Cluster)->distzero::Result<()>){todo!()}
+//! distzero-cloud: cloud mode, one agent per machine on hosts reached over SSH.
+//!
+//! - [`inventory`]: where hosts come from: the [`Inventory`] trait (acquire
+//!   hosts for a run, release them) and [`StaticInventory`], existing hosts
+//!   from `DISTZERO_CLOUD_HOSTS`; a provisioning inventory (EC2, Kubernetes)
+//!   implements the same trait;
+//! - [`ssh`]: the OpenSSH client (`ssh`, `scp`) run non-interactively with
+//!   deadlines, its failures classified (unreachable, auth refused, host key);
+//! - [`provider`]: [`SshProvider`], the `distzero::provider::Provider` that
+//!   copies the static agent, starts it detached, kills (SIGKILL), freezes
+//!   (SIGSTOP/SIGCONT), cuts links with iptables tagged with the run id, pulls
+//!   the logs back and cleans up; the host side is `hostctl.sh`;
+//! - [`run_workflow`]: what `distzero::workflow_tests!` calls for `cloud_mode::*`.
+//!
+//! Settings come from `distzero::Settings` only: `DISTZERO_CLOUD_HOSTS`,
+//! `DISTZERO_CLOUD_USER`, `DISTZERO_CLOUD_SSH_KEY`,
+//! `DISTZERO_CLOUD_KNOWN_HOSTS`, `DISTZERO_CLOUD_DIR`,
+//! `DISTZERO_CLOUD_CONTROLLER_ADDR`, `DISTZERO_AGENT_BIN`,
+//! `DISTZERO_AGENT_ORPHAN_SECS`. With no cloud account, `scripts/cloud-standin.sh`
+//! makes local stand-in hosts (network namespaces with an sshd each):
+//!
+//! ```text
+//! sudo scripts/cloud-standin.sh run 6 -- cargo test cloud
+//! ```
+
+pub mod inventory;
+pub mod provider;
+pub mod ssh;
+
+pub use inventory::{Host, Inventory, StaticInventory};
+pub use provider::SshProvider;
+
+use distzero::provider::Provider;
+
+/// Run one workflow test body on agents deployed to the cloud hosts of the
+/// settings (a `distzero::remote::RemoteCluster` over an [`SshProvider`]).
+/// Panics, failing the test, with a message naming the test, the cause and
+/// the log folder (`<DISTZERO_LOG_DIR>/<test>/cloud-<run id>/`); with no
+/// `DISTZERO_CLOUD_HOSTS`, the message says how to get hosts.
+pub fn run_workflow(test_name: &str, body: fn(&mut dyn distzero::Cluster) -> distzero::Result<()>) {
+    distzero::remote::run_remote_workflow(
+        test_name,
+        distzero::Mode::Cloud,
+        |settings, run_id, log_dir| {
+            let provider = SshProvider::for_run(settings, run_id, log_dir)?;
+            Ok(Box::new(provider) as Box<dyn Provider>)
+        },
+        body,
+    )
+}

@@ -1,0 +1,463 @@
+//! The OpenSSH client (`ssh`, `scp`) driven through `std::process::Command`.
+//!
+//! Every call is non-interactive (`BatchMode=yes`), bounded (`ConnectTimeout`,
+//! server keep-alives, and a deadline after which the client is killed) and
+//! uses the key from the settings only (`IdentitiesOnly`). Host keys are
+//! checked against `DISTZERO_CLOUD_KNOWN_HOSTS` when set, else trusted on first
+//! use into a known_hosts file of the run (`StrictHostKeyChecking=accept-new`).
+//!
+//! A failure of ssh itself (exit 255) is classified from its message into
+//! [`SshFailure`]: unreachable, authentication refused, host key mismatch.
+
+use crate::inventory::Host;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Seconds ssh waits for a TCP connection.
+pub const CONNECT_TIMEOUT_SECS: u32 = 5;
+/// Deadline of one remote command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline of one copy.
+pub const COPY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How host keys are checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Only keys already in this file are accepted (`StrictHostKeyChecking=yes`).
+    Known(PathBuf),
+    /// Trust on first use, remembered in this file (`accept-new`).
+    FirstUse(PathBuf),
+}
+
+/// Options shared by every ssh and scp call.
+#[derive(Clone, Debug)]
+pub struct Ssh {
+    pub key: Option<PathBuf>,
+    pub host_keys: HostKeys,
+    pub connect_timeout_secs: u32,
+}
+
+/// What went wrong when ssh itself failed (exit status 255).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SshFailure {
+    /// No TCP connection: no route, refused, timed out, name not resolved.
+    Unreachable(String),
+    /// The host refused our key.
+    AuthRefused(String),
+    /// The host's key is not the one we know.
+    HostKey(String),
+    /// The client could not run or some other ssh error.
+    Other(String),
+}
+
+impl std::fmt::Display for SshFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SshFailure::Unreachable(m) => write!(f, "unreachable ({m})"),
+            SshFailure::AuthRefused(m) => write!(
+                f,
+                "authentication refused ({m}); check DISTZERO_CLOUD_SSH_KEY and the user (DISTZERO_CLOUD_USER or user@ in DISTZERO_CLOUD_HOSTS)"
+            ),
+            SshFailure::HostKey(m) => write!(
+                f,
+                "host key check failed ({m}); fix DISTZERO_CLOUD_KNOWN_HOSTS or the host"
+            ),
+            SshFailure::Other(m) => write!(f, "ssh failed ({m})"),
+        }
+    }
+}
+
+/// Classify the stderr of an ssh or scp that exited with 255.
+pub fn classify(stderr: &str) -> SshFailure {
+    let msg = last_meaningful_line(stderr);
+    let l = stderr.to_ascii_lowercase();
+    if l.contains("permission denied") || l.contains("too many authentication failures") {
+        SshFailure::AuthRefused(msg)
+    } else if l.contains("host key verification failed")
+        || l.contains("remote host identification has changed")
+    {
+        SshFailure::HostKey(msg)
+    } else if l.contains("connection refused")
+        || l.contains("no route to host")
+        || l.contains("timed out")
+        || l.contains("could not resolve hostname")
+        || l.contains("network is unreachable")
+        || l.contains("connection closed by")
+        || l.contains("connection reset")
+        || l.contains("name or service not known")
+    {
+        SshFailure::Unreachable(msg)
+    } else if msg.is_empty() {
+        SshFailure::Other("exit status 255 and no message".into())
+    } else {
+        SshFailure::Other(msg)
+    }
+}
+
+fn last_meaningful_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The outcome of a remote command that ran (ssh itself worked).
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout and stderr together, trimmed, for messages.
+    pub fn text(&self) -> String {
+        let mut t = self.stdout.trim().to_string();
+        let e = self.stderr.trim();
+        if !e.is_empty() {
+            if !t.is_empty() {
+                t.push('\n');
+            }
+            t.push_str(e);
+        }
+        t
+    }
+}
+
+/// Why a call failed before the remote command could report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    Ssh(SshFailure),
+    /// The deadline passed; the client was killed.
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Ssh(s) => s.fmt(f),
+            CallError::Timeout(d) => write!(f, "no answer within {d:?} (host hung or very slow)"),
+        }
+    }
+}
+
+/// Quote one word for a POSIX shell (the remote login shell parses the
+/// command line that ssh sends).
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// A command line of quoted words.
+pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| shell_quote(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Ssh {
+    /// The `-o` options common to ssh and scp.
+    pub fn common_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut opt = |s: String| {
+            a.push("-o".into());
+            a.push(s);
+        };
+        opt("BatchMode=yes".into());
+        opt(format!("ConnectTimeout={}", self.connect_timeout_secs));
+        opt("ServerAliveInterval=5".into());
+        opt("ServerAliveCountMax=3".into());
+        opt("LogLevel=ERROR".into());
+        match &self.host_keys {
+            HostKeys::Known(f) => {
+                opt("StrictHostKeyChecking=yes".into());
+                opt(format!("UserKnownHostsFile={}", f.display()));
+            }
+            HostKeys::FirstUse(f) => {
+                opt("StrictHostKeyChecking=accept-new".into());
+                opt(format!("UserKnownHostsFile={}", f.display()));
+            }
+        }
+        opt("GlobalKnownHostsFile=/dev/null".into());
+        if let Some(k) = &self.key {
+            opt("IdentitiesOnly=yes".into());
+            a.push("-i".into());
+            a.push(k.display().to_string());
+        }
+        a
+    }
+
+    /// Arguments of `ssh` running `remote` (one shell line) on `host`.
+    pub fn ssh_args(&self, host: &Host, remote: &str) -> Vec<String> {
+        let mut a = self.common_args();
+        a.push("-p".into());
+        a.push(host.port.to_string());
+        a.push("-l".into());
+        a.push(host.user.clone());
+        a.push("--".into());
+        a.push(host.addr.clone());
+        a.push(remote.to_string());
+        a
+    }
+
+    /// `user@host:path` for scp (IPv6 addresses in brackets).
+    pub fn scp_target(host: &Host, path: &str) -> String {
+        let addr = if host.addr.contains(':') {
+            format!("[{}]", host.addr)
+        } else {
+            host.addr.clone()
+        };
+        format!("{}@{addr}:{path}", host.user)
+    }
+
+    /// Run `remote` on `host`, feeding `stdin`. Ok when ssh worked, whatever
+    /// the remote command's exit code (in [`Output::code`]).
+    pub fn run(
+        &self,
+        host: &Host,
+        remote: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<Output, CallError> {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.ssh_args(host, remote));
+        let out = run_with_deadline(cmd, stdin, timeout)?;
+        if out.code == 255 {
+            return Err(CallError::Ssh(classify(&out.stderr)));
+        }
+        Ok(out)
+    }
+
+    /// Copy local `from` to `to` on `host`.
+    pub fn copy_to(&self, host: &Host, from: &Path, to: &str) -> Result<(), CallError> {
+        let mut cmd = Command::new("scp");
+        cmd.arg("-q")
+            .args(self.common_args())
+            .arg("-P")
+            .arg(host.port.to_string())
+            .arg("--")
+            .arg(from)
+            .arg(Self::scp_target(host, to));
+        self.copy(cmd)
+    }
+
+    /// Copy remote files `from` (paths on `host`) into the local folder `to`.
+    pub fn copy_from(&self, host: &Host, from: &[String], to: &Path) -> Result<(), CallError> {
+        if from.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = Command::new("scp");
+        cmd.arg("-q")
+            .args(self.common_args())
+            .arg("-P")
+            .arg(host.port.to_string())
+            .arg("--");
+        for f in from {
+            cmd.arg(Self::scp_target(host, f));
+        }
+        cmd.arg(to);
+        self.copy(cmd)
+    }
+
+    fn copy(&self, cmd: Command) -> Result<(), CallError> {
+        let out = run_with_deadline(cmd, b"", COPY_TIMEOUT)?;
+        match out.code {
+            0 => Ok(()),
+            255 => Err(CallError::Ssh(classify(&out.stderr))),
+            c => Err(CallError::Ssh(SshFailure::Other(format!(
+                "scp exit status {c}: {}",
+                last_meaningful_line(&out.stderr)
+            )))),
+        }
+    }
+}
+
+/// Run a client with `stdin`, collect its output, kill it at the deadline.
+fn run_with_deadline(
+    mut cmd: Command,
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<Output, CallError> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let program = format!("{:?}", cmd.get_program());
+    let mut child = cmd.spawn().map_err(|e| {
+        CallError::Ssh(SshFailure::Other(format!(
+            "cannot run {program}: {e}; install the OpenSSH client"
+        )))
+    })?;
+    let input = stdin.to_vec();
+    let mut child_in = child.stdin.take();
+    let writer = std::thread::spawn(move || {
+        if let Some(w) = child_in.as_mut() {
+            let _ = w.write_all(&input);
+        }
+        drop(child_in);
+    });
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let _ = writer.join();
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    match status {
+        None => Err(CallError::Timeout(timeout)),
+        Some(st) => Ok(Output {
+            code: st.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host {
+            user: "root".into(),
+            addr: "10.0.0.5".into(),
+            port: 2222,
+        }
+    }
+
+    #[test]
+    fn quoting_survives_the_remote_shell() {
+        assert_eq!(shell_quote("abc-1.2/x"), "abc-1.2/x");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        // A real shell gives the words back unchanged.
+        let words = ["a b", "it's", "$HOME", "x;y", "--", "", "ünï"];
+        let line = format!("printf '%s\\n' {}", shell_line(&words));
+        let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
+        let got: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(got, words);
+    }
+
+    #[test]
+    fn ssh_arguments_are_batch_bounded_and_use_the_key() {
+        let ssh = Ssh {
+            key: Some("/k/id".into()),
+            host_keys: HostKeys::FirstUse("/run/kh".into()),
+            connect_timeout_secs: 5,
+        };
+        let a = ssh.ssh_args(&host(), "true");
+        let joined = a.join(" ");
+        for want in [
+            "BatchMode=yes",
+            "ConnectTimeout=5",
+            "StrictHostKeyChecking=accept-new",
+            "UserKnownHostsFile=/run/kh",
+            "IdentitiesOnly=yes",
+            "-i /k/id",
+            "-p 2222",
+            "-l root",
+        ] {
+            assert!(joined.contains(want), "{want} missing in {joined}");
+        }
+        assert_eq!(&a[a.len() - 3..], ["--", "10.0.0.5", "true"]);
+        let strict = Ssh {
+            key: None,
+            host_keys: HostKeys::Known("/etc/kh".into()),
+            connect_timeout_secs: 3,
+        };
+        let joined = strict.common_args().join(" ");
+        assert!(joined.contains("StrictHostKeyChecking=yes"), "{joined}");
+        assert!(!joined.contains("-i "), "{joined}");
+        assert_eq!(Ssh::scp_target(&host(), "/a/b"), "root@10.0.0.5:/a/b");
+        let v6 = Host {
+            addr: "fd00::5".into(),
+            ..host()
+        };
+        assert_eq!(Ssh::scp_target(&v6, "/a"), "root@[fd00::5]:/a");
+    }
+
+    #[test]
+    fn ssh_failures_are_classified() {
+        let c = classify("ssh: connect to host 10.214.0.99 port 22: No route to host\r\n");
+        assert!(
+            matches!(c, SshFailure::Unreachable(ref m) if m.contains("No route")),
+            "{c:?}"
+        );
+        assert!(matches!(
+            classify("ssh: connect to host x port 22: Connection timed out"),
+            SshFailure::Unreachable(_)
+        ));
+        assert!(matches!(
+            classify("ssh: Could not resolve hostname nowhere: Name or service not known"),
+            SshFailure::Unreachable(_)
+        ));
+        let c = classify("root@10.214.0.11: Permission denied (publickey).");
+        assert!(matches!(c, SshFailure::AuthRefused(_)), "{c:?}");
+        assert!(c.to_string().contains("DISTZERO_CLOUD_SSH_KEY"), "{c}");
+        assert!(matches!(
+            classify("Host key verification failed."),
+            SshFailure::HostKey(_)
+        ));
+        assert!(matches!(classify(""), SshFailure::Other(_)));
+    }
+
+    #[test]
+    fn a_hung_command_is_killed_at_the_deadline() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec sleep 5"]);
+        let t = Instant::now();
+        let e = run_with_deadline(cmd, b"", Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(e, CallError::Timeout(_)), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(3));
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "read x; echo got $x; echo err >&2; exit 3"]);
+        let out = run_with_deadline(cmd, b"cookie\n", Duration::from_secs(5)).unwrap();
+        assert_eq!(out.code, 3);
+        assert_eq!(out.stdout.trim(), "got cookie");
+        assert_eq!(out.text(), "got cookie\nerr");
+    }
+}
