@@ -1,12 +1,22 @@
 //! Real packet drops between containers: iptables rules entered into a
 //! container's network namespace from the host (`nsenter -t <pid> -n`).
 //!
-//! A cut `from -> to` drops, in `to`'s namespace, the packets that arrive
-//! from `from` (`INPUT -s <from ip> -j DROP`). Dropping on arrival rather
-//! than in the sender's OUTPUT chain matters: a packet dropped in OUTPUT
-//! makes the sender's `connect`/`send` fail at once with EPERM, which no real
-//! network does; dropped on arrival, the sender sees silence and its
-//! timeouts and retries run, as on a real broken link.
+//! A cut `from -> to` drops, in `to`'s namespace, the packets from `from`
+//! that travel in the original direction of their connection: the packets of
+//! connections that `from` dialed (its SYNs and its data), not `from`'s
+//! answers on connections that `to` dialed.
+//! (`INPUT -s <from ip> -m conntrack --ctdir ORIGINAL -j DROP`.)
+//!
+//! Why not drop everything from `from`: over TCP that cuts both ways (the
+//! acks of `to`'s own connections travel from `from`), while a one-way cut
+//! must leave `to -> from` open; agents send on the connections they dial,
+//! so dropping by direction gives exactly the one-way cut. A cut both ways
+//! drops everything in both directions, as a real partition does.
+//!
+//! Why on arrival and not in `from`'s OUTPUT chain: a packet dropped in
+//! OUTPUT makes the sender's `connect`/`send` fail at once with EPERM, which
+//! no real network does; dropped on arrival, the sender sees silence and its
+//! timeouts and retries run, as on a broken link.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -32,7 +42,18 @@ impl DropRule {
         ];
         a.extend([op, "INPUT", "-s"].map(String::from));
         a.push(format!("{}/32", self.from));
-        a.extend(["-m", "comment", "--comment"].map(String::from));
+        a.extend(
+            [
+                "-m",
+                "conntrack",
+                "--ctdir",
+                "ORIGINAL",
+                "-m",
+                "comment",
+                "--comment",
+            ]
+            .map(String::from),
+        );
         a.push(self.comment.clone());
         a.extend(["-j", "DROP"].map(String::from));
         a

@@ -132,9 +132,16 @@ fn virtual_cut_drops_real_packets_until_heal() {
         "a cut link stalls, it does not refuse: {r} after {:?}",
         t.elapsed()
     );
+    // One way only: b still reaches a (a's answers travel on b's connection).
+    assert_eq!(dial(b.control, a.peer).as_deref(), Some("dial ok"));
     // Other links are untouched.
     assert_eq!(dial(a.control, c.peer).as_deref(), Some("dial ok"));
     assert_eq!(dial(c.control, b.peer).as_deref(), Some("dial ok"));
+    // Both ways: a partition.
+    assert!(p.cut(MachineId(1), MachineId(0)).unwrap());
+    assert!(dial(b.control, a.peer).unwrap().starts_with("dial err"));
+    p.heal(MachineId(1), MachineId(0)).unwrap();
+    assert_eq!(dial(b.control, a.peer).as_deref(), Some("dial ok"));
     // The controller still reaches both.
     assert_eq!(ask(b.control, "ping", SEC).as_deref(), Some("pong"));
     // A restart of the receiver keeps the cut.
