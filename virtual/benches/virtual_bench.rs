@@ -15,6 +15,9 @@ use distzero_examples::pingpong::{PingConfig, PingMsg, PingStats, KIND};
 use distzero_virtual::DockerProvider;
 use std::time::{Duration, Instant};
 
+/// One part of the bench: a name to select it by, and its body.
+type Part = (&'static str, fn(&Settings) -> Result<()>);
+
 fn cluster(settings: &Settings, name: &str) -> Result<(RemoteCluster, Duration)> {
     let run = new_run_id();
     let dir = run_log_dir(settings, name, Mode::Virtual, &run);
@@ -183,7 +186,7 @@ fn main() {
         eprintln!("virtual_bench: {e}");
         std::process::exit(2);
     }
-    let parts: [(&str, fn(&Settings) -> Result<()>); 3] = [
+    let parts: [Part; 3] = [
         ("bring_up", bring_up),
         ("round_trips", round_trips),
         ("throughput", throughput),
