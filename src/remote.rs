@@ -463,6 +463,10 @@ impl RemoteCluster {
         match self.acks.remove(&seq) {
             Some(None) => Ok(()),
             Some(Some(err)) => Err(Error::Infra(format!("{id} refused `{what}`: {err}"))),
+            None if self.link_gone(id) => Err(Error::Infra(format!(
+                "{id} lost its control link before acknowledging `{what}` (its agent exited?); see its log in {}",
+                self.log_dir.display()
+            ))),
             None => Err(Error::Infra(format!(
                 "{id} did not acknowledge `{what}` within {ACK_TIMEOUT:?} (agent stuck or gone); see its log in {}",
                 self.log_dir.display()
@@ -477,17 +481,26 @@ impl RemoteCluster {
             .collect()
     }
 
-    /// Tell every running agent where its peers are.
-    fn broadcast_peers(&mut self) -> Result<()> {
+    /// Tell every running agent where its peers are. Only a failure of
+    /// `started` (the machine just (re)started) is an error; another agent
+    /// that cannot be told is logged (it may be dying on its own).
+    fn broadcast_peers(&mut self, started: MachineId) -> Result<()> {
         let table = self.peer_table();
         let ids: Vec<MachineId> = self.machines.keys().copied().collect();
         for id in ids {
-            self.command(
+            let res = self.command(
                 id,
                 Command::SetPeers {
                     peers: table.clone(),
                 },
-            )?;
+            );
+            match res {
+                Err(e) if id == started => return Err(e),
+                Err(e) => {
+                    tracing::warn!(machine = %id, error = %e, "could not update its peer table")
+                }
+                Ok(()) => {}
+            }
         }
         Ok(())
     }
@@ -527,7 +540,7 @@ impl RemoteCluster {
         m.conn = None;
         m.state = State::Up;
         self.connect(id, DIAL_PATIENCE)?;
-        self.broadcast_peers()?;
+        self.broadcast_peers(id)?;
         self.replay_machine(id)
     }
 
