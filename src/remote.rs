@@ -385,7 +385,9 @@ impl RemoteCluster {
                 };
                 if m.conn.as_ref().map(|c| c.gen) == Some(gen) {
                     m.conn = None;
-                    if m.state != State::Down {
+                    if self.shut_down || m.state == State::Down {
+                        tracing::debug!(%machine, %why, "control link closed");
+                    } else {
                         tracing::warn!(%machine, %why, "lost the control link");
                     }
                 }

@@ -749,3 +749,31 @@ fn loopback_agent_that_dies_on_its_own_times_out_and_restarts() {
     );
     c.shutdown().unwrap();
 }
+
+#[test]
+fn loopback_controller_redials_after_another_takes_its_link() {
+    let mut rc = cluster("loopback_redial");
+    let (a, _) = two_probes(&mut rc).unwrap();
+    let addr = rc.addrs(a.machine).unwrap().control;
+    let run = rc.run_id().to_string();
+    let rt = rt();
+    // A second controller with the cookie takes the agent's control link over.
+    let intruder = rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        wire::dial_handshake(&mut s, COOKIE.as_bytes(), &run, Role::Controller)
+            .await
+            .unwrap();
+        s
+    });
+    let c: &mut dyn Cluster = &mut rc;
+    c.run_for(millis(200)).unwrap(); // the cluster sees its link close
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(5), secs(3)).unwrap(),
+        Msg::Pong(5)
+    );
+    drop(intruder);
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(6), secs(3)).unwrap(),
+        Msg::Pong(6)
+    );
+}
