@@ -281,6 +281,17 @@ impl RemoteCluster {
         self.machines.get(&id).is_none_or(|m| m.conn.is_none())
     }
 
+    /// The node exists, and a message of `len` bytes fits in a frame.
+    fn check_send(&self, to: NodeId, len: usize) -> Result<()> {
+        if len > wire::MAX_FRAME - 64 {
+            return Err(Error::Unsupported(format!(
+                "a message of {len} bytes to {to} exceeds the wire's frame limit of {} bytes",
+                wire::MAX_FRAME
+            )));
+        }
+        self.check_node(to)
+    }
+
     fn check_node(&self, to: NodeId) -> Result<()> {
         let m = self.machine(to.machine)?;
         if (to.local as usize) < m.specs.len() {
@@ -834,7 +845,7 @@ impl Cluster for RemoteCluster {
 
     fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
         let _g = self.log.install();
-        self.check_node(to)?;
+        self.check_send(to, bytes.len())?;
         let from = NodeId::client(self.next_client);
         self.next_client += 1;
         if self.machine(to.machine)?.state == State::Down {
@@ -849,7 +860,7 @@ impl Cluster for RemoteCluster {
 
     fn call_bytes(&mut self, to: NodeId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         let _g = self.log.install();
-        self.check_node(to)?;
+        self.check_send(to, bytes.len())?;
         let client = self.next_client;
         self.next_client += 1;
         let from = NodeId::client(client);

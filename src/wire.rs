@@ -169,21 +169,25 @@ pub enum PeerFrame {
 
 /// Append one frame (length prefix and body) to `out`.
 pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    /// Appends to a borrowed buffer (postcard wants an owned `Extend`).
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Append<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            self.0.extend(iter)
+        }
+    }
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let res = postcard::to_extend(msg, std::mem::take(out));
-    let mut buf = match res {
-        Ok(b) => b,
-        Err(e) => return Err(WireError::Malformed(format!("cannot encode: {e}"))),
-    };
-    let len = buf.len() - start - 4;
+    if let Err(e) = postcard::to_extend(msg, Append(out)) {
+        out.truncate(start);
+        return Err(WireError::Malformed(format!("cannot encode: {e}")));
+    }
+    let len = out.len() - start - 4;
     if len > MAX_FRAME {
-        buf.truncate(start);
-        *out = buf;
+        out.truncate(start);
         return Err(WireError::TooLarge { len });
     }
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-    *out = buf;
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
 }
 
@@ -585,7 +589,8 @@ mod tests {
             decode_frame::<ToAgent>(&buf),
             Err(WireError::Malformed(_))
         ));
-        let mut out = Vec::new();
+        let mut out = frame(&ToAgent::Ping);
+        let before = out.clone();
         let big = PeerFrame::Msg {
             from: NodeId::client(0),
             to: NodeId::client(0),
@@ -595,7 +600,7 @@ mod tests {
             encode_frame(&big, &mut out),
             Err(WireError::TooLarge { .. })
         ));
-        assert!(out.is_empty(), "a refused frame leaves nothing behind");
+        assert_eq!(out, before, "a refused frame leaves the batch as it was");
     }
 
     #[tokio::test(flavor = "current_thread")]
