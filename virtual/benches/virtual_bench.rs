@@ -128,7 +128,7 @@ fn round_trips(settings: &Settings) -> Result<()> {
 }
 
 fn throughput(settings: &Settings) -> Result<()> {
-    for responders in [50usize, 200] {
+    for responders in [50usize, 200, 1000] {
         let (mut cl, _) = cluster(settings, "virtual_bench_throughput")?;
         let res = (|| {
             let c: &mut dyn Cluster = &mut cl;
@@ -147,17 +147,27 @@ fn throughput(settings: &Settings) -> Result<()> {
                 },
             )?;
             c.run_for(Duration::from_secs(1))?; // warm up
-            let s0 = stats(c, pa)?;
+            let received = |c: &mut dyn Cluster| -> Result<u64> {
+                let mut n = 0;
+                for &p in &peers {
+                    n += stats(c, p)?.pings_received;
+                }
+                Ok(n)
+            };
+            let (s0, r0) = (stats(c, pa)?, received(c)?);
             let t = Instant::now();
             c.run_for(Duration::from_secs(3))?;
-            let s1 = stats(c, pa)?;
+            let (s1, r1) = (stats(c, pa)?, received(c)?);
             let secs = t.elapsed().as_secs_f64();
             let sent = (s1.pings_sent - s0.pings_sent) as f64 / secs;
+            let delivered = (r1 - r0) as f64 / secs;
             let pongs = (s1.pongs - s0.pongs) as f64 / secs;
             println!(
-                "messages between two agents ({responders} ping targets, 1 ms ticks): {sent:.0} pings/s sent, \
-                 {pongs:.0} pongs/s back: {:.0} messages/s delivered (a ping and its pong per pong)",
-                2.0 * pongs
+                "messages between two agents ({responders} ping targets, 1 ms ticks, offered {} pings/s): \
+                 {sent:.0} pings/s sent, {delivered:.0} pings/s delivered, {pongs:.0} pongs/s matched: \
+                 {:.0} messages/s delivered",
+                responders * 1000,
+                delivered + pongs
             );
             Ok(())
         })();

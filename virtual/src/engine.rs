@@ -218,16 +218,26 @@ impl Engine {
     ) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         let mut first_err = None;
-        for c in containers {
-            let Some(id) = c.id else { continue };
-            let name = summary_name(&c.names).unwrap_or_else(|| id.clone());
+        // Containers go at once (each removal waits for its kill), then the networks.
+        let targets: Vec<(String, String)> = containers
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                Some((summary_name(&c.names).unwrap_or_else(|| id.clone()), id))
+            })
+            .collect();
+        let docker = &self.docker;
+        let removals = targets.iter().map(|(name, id)| async move {
             let opts = RemoveContainerOptions {
                 force: true,
                 v: true,
                 ..Default::default()
             };
-            match self.block(self.docker.remove_container(&id, Some(opts))) {
-                Ok(()) => report.containers.push(name),
+            (name, docker.remove_container(id, Some(opts)).await)
+        });
+        for (name, res) in self.block(futures_util::future::join_all(removals)) {
+            match res {
+                Ok(()) => report.containers.push(name.clone()),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {
                     first_err.get_or_insert(self.err(&format!("removing container {name}"), e));
