@@ -300,6 +300,24 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
     }
 }
 
+/// Whether every thread of `pid` is stopped (state `T` in /proc). True
+/// where /proc cannot tell (not Linux).
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // `pid (comm) S ...`: the state follows the last `)`.
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().next().map(|s| s == "T" || s == "t")
+            })
+            .unwrap_or(true)
+    })
+}
+
 impl ProcessProvider {
     /// Agents run `program` (a `distzero-agent` binary) with the launch arguments.
     pub fn new(program: &Path, run_dir: &Path, settings: &Settings) -> ProcessProvider {
@@ -417,9 +435,22 @@ impl Provider for ProcessProvider {
         self.spawn(launch, port)
     }
 
+    /// SIGSTOP, then wait until every thread is stopped: kill(2) returns
+    /// before a busy thread has stopped, and a reply sent in that window
+    /// would make a pause leak.
     fn pause(&mut self, machine: MachineId) -> Result<()> {
         let pid = self.pid(machine)?;
-        signal(pid, "-STOP")
+        signal(pid, "-STOP")?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !all_stopped(pid) {
+            if Instant::now() > deadline {
+                return Err(Error::Infra(format!(
+                    "the agent process of {machine} (pid {pid}) did not stop within 2 s of SIGSTOP"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     fn resume(&mut self, machine: MachineId) -> Result<()> {
