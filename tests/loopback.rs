@@ -697,10 +697,10 @@ fn loopback_process_agents_crash_restart_pause() {
     );
 }
 
-#[test]
-fn loopback_process_agent_exits_3_when_orphaned() {
+/// An agent process with no controller; returns it and its log folder.
+fn lone_process(test: &str, orphan_secs: u64) -> (std::process::Child, std::path::PathBuf) {
     let s = settings();
-    let dir = run_log_dir(&s, "loopback_process_orphan", Mode::Loopback, &new_run_id());
+    let dir = run_log_dir(&s, test, Mode::Loopback, &new_run_id());
     let launch = distzero::provider::AgentLaunch {
         machine: MachineId(0),
         run_id: "lone".into(),
@@ -708,28 +708,64 @@ fn loopback_process_agent_exits_3_when_orphaned() {
         seed: 1,
         port: 0,
         epoch_micros: 0,
-        orphan_secs: 1,
+        orphan_secs,
     };
     let args = launch.args(&dir.to_string_lossy(), &dir.join("data").to_string_lossy());
-    let mut cmd = agent_command()(&args);
-    let mut child = cmd
+    let child = agent_command()(&args)
         .env("DISTZERO_COOKIE", COOKIE)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + secs(10);
-    let status = loop {
+    (child, dir)
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
         if let Some(st) = child.try_wait().unwrap() {
-            break st;
+            return st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the orphaned agent process did not exit");
+            panic!("the agent process did not exit within {within:?}");
         }
         std::thread::sleep(millis(20));
-    };
-    assert_eq!(status.code(), Some(3), "exit code of an orphan");
+    }
+}
+
+#[test]
+fn loopback_process_agent_exits_3_when_orphaned() {
+    let (mut child, _) = lone_process("loopback_process_orphan", 1);
+    assert_eq!(
+        wait_exit(&mut child, secs(10)).code(),
+        Some(3),
+        "exit code of an orphan"
+    );
+}
+
+#[test]
+fn loopback_process_agent_exits_0_on_sigterm() {
+    let (mut child, dir) = lone_process("loopback_process_sigterm", 30);
+    // Its first log flush comes after its signal handlers are in place.
+    let log = dir.join("m0.jsonl");
+    let deadline = Instant::now() + secs(10);
+    while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the agent never logged");
+        std::thread::sleep(millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        wait_exit(&mut child, secs(5)).code(),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
+    assert!(std::fs::read_to_string(&log).unwrap().contains("SIGTERM"));
 }
 
 #[test]
