@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How to build a [`SimCluster`].
@@ -100,16 +101,62 @@ struct Entry {
 }
 
 struct Slot {
-    spec: NodeSpec,
+    /// Shared by consecutive spawns of one spec (memory per machine).
+    spec: Arc<NodeSpec>,
     node: Option<Box<dyn AnyNode>>,
 }
 
 struct Machine {
     state: State,
     incarnation: u32,
-    slots: Vec<Slot>,
+    slots: Slots,
     /// Events that reached the machine while it was paused, in order.
     parked: Vec<Entry>,
+}
+
+/// The nodes of a machine: most machines hold one, kept inline (no
+/// allocation, and one cache line from the machine to its node).
+#[derive(Default)]
+enum Slots {
+    #[default]
+    Zero,
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Slots {
+    #[inline]
+    fn as_slice(&self) -> &[Slot] {
+        match self {
+            Slots::Zero => &[],
+            Slots::One(s) => std::slice::from_ref(s),
+            Slots::Many(v) => v,
+        }
+    }
+
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [Slot] {
+        match self {
+            Slots::Zero => &mut [],
+            Slots::One(s) => std::slice::from_mut(s),
+            Slots::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, slot: Slot) {
+        *self = match std::mem::take(self) {
+            Slots::Zero => Slots::One(slot),
+            Slots::One(first) => Slots::Many(vec![first, slot]),
+            Slots::Many(mut v) => {
+                v.push(slot);
+                Slots::Many(v)
+            }
+        };
+    }
 }
 
 /// Everything but the nodes: what a node's context reaches.
@@ -239,6 +286,8 @@ pub struct SimCluster {
     core: Core,
     machines: Vec<Machine>,
     next_client: u32,
+    /// The spec of the last spawn, shared with the next if it is the same.
+    last_spec: Option<Arc<NodeSpec>>,
     log: Option<RunLog>,
     log_dir: PathBuf,
     /// Whether this run writes logs: only then does every event set the
@@ -300,6 +349,7 @@ impl SimCluster {
             },
             machines: Vec::new(),
             next_client: 0,
+            last_spec: None,
             log,
             log_dir,
             scoped,
@@ -402,7 +452,7 @@ impl SimCluster {
                 if inc != incarnation {
                     return;
                 }
-                let Some(slot) = machine.slots.get_mut(node.local as usize) else {
+                let Some(slot) = machine.slots.as_mut_slice().get_mut(node.local as usize) else {
                     return;
                 };
                 let Some(n) = slot.node.as_mut() else { return };
@@ -413,6 +463,7 @@ impl SimCluster {
             Event::Deliver { from, to, bytes } => {
                 let Some(n) = machine
                     .slots
+                    .as_mut_slice()
                     .get_mut(to.local as usize)
                     .and_then(|s| s.node.as_mut())
                 else {
@@ -436,6 +487,7 @@ impl SimCluster {
                 }
                 let Some(n) = machine
                     .slots
+                    .as_mut_slice()
                     .get_mut(node.local as usize)
                     .and_then(|s| s.node.as_mut())
                 else {
@@ -506,7 +558,7 @@ impl Cluster for SimCluster {
         self.machines.push(Machine {
             state: State::Up,
             incarnation: 0,
-            slots: Vec::new(),
+            slots: Slots::Zero,
             parked: Vec::new(),
         });
         self.core.disks.push(MemDisk::default());
@@ -522,6 +574,15 @@ impl Cluster for SimCluster {
 
     fn spawn(&mut self, machine: MachineId, spec: NodeSpec) -> Result<NodeId> {
         let node = self.registry.build(&spec)?;
+        self.machine(machine)?;
+        let spec = match &self.last_spec {
+            Some(last) if **last == spec => last.clone(),
+            _ => {
+                let spec = Arc::new(spec);
+                self.last_spec = Some(spec.clone());
+                spec
+            }
+        };
         let now = self.core.now;
         let m = self.machine_mut(machine)?;
         let id = NodeId::new(machine, m.slots.len() as u32);
@@ -631,7 +692,7 @@ impl Cluster for SimCluster {
         m.state = State::Down;
         m.incarnation += 1;
         m.parked.clear();
-        for slot in &mut m.slots {
+        for slot in m.slots.as_mut_slice() {
             slot.node = None;
         }
         let inc = m.incarnation;
@@ -648,7 +709,7 @@ impl Cluster for SimCluster {
             return Ok(());
         }
         let mut built = Vec::new();
-        for slot in &self.machine(machine)?.slots {
+        for slot in self.machine(machine)?.slots.as_slice() {
             built.push(self.registry.build(&slot.spec)?);
         }
         let now = self.core.now;
@@ -656,7 +717,7 @@ impl Cluster for SimCluster {
         m.state = State::Up;
         let inc = m.incarnation;
         let mut starts = Vec::new();
-        for (i, (slot, node)) in m.slots.iter_mut().zip(built).enumerate() {
+        for (i, (slot, node)) in m.slots.as_mut_slice().iter_mut().zip(built).enumerate() {
             slot.node = Some(node);
             starts.push(NodeId::new(machine, i as u32));
         }

@@ -15,7 +15,7 @@ pub(crate) enum Payload {
 const _: () = assert!(std::mem::size_of::<Payload>() == 24);
 
 impl Payload {
-    #[inline]
+    #[inline(always)]
     pub fn from_slice(bytes: &[u8]) -> Payload {
         if bytes.len() <= INLINE {
             let mut data = [0u8; INLINE];

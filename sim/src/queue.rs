@@ -66,7 +66,7 @@ impl<T> Queue<T> {
     }
 
     /// Add an event at `time`, after every event already at that time.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, time: u64, item: T) {
         self.len += 1;
         if let Some((t, b)) = self.last {
@@ -102,7 +102,7 @@ impl<T> Queue<T> {
     }
 
     /// Remove the earliest event if its time is at most `until`.
-    #[inline]
+    #[inline(always)]
     pub fn pop_until(&mut self, until: u64) -> Option<(u64, T)> {
         let time = self.peek_time()?;
         if time > until {
@@ -125,6 +125,7 @@ impl<T> Queue<T> {
         Some((time, item))
     }
 
+    #[cold]
     fn close(&mut self, time: u64, b: u32) {
         self.times.pop();
         self.index.remove(&time);

@@ -195,6 +195,9 @@ pub struct Outcome {
     pub rounds: u32,
     pub deliveries: u64,
     pub wall: Duration,
+    /// Time this thread spent on a CPU over the same span (the machine may
+    /// be shared: this is the figure that does not count waiting for it).
+    pub cpu: Duration,
     pub simulated: Duration,
 }
 
@@ -207,6 +210,9 @@ impl Outcome {
     }
     pub fn ns_per_delivery(&self) -> f64 {
         self.wall.as_nanos() as f64 / self.deliveries as f64
+    }
+    pub fn cpu_ns_per_delivery(&self) -> f64 {
+        self.cpu.as_nanos() as f64 / self.deliveries as f64
     }
 }
 
@@ -228,6 +234,7 @@ pub fn run(n: u32, shape: Shape, rounds: u32, seed: u64) -> distzero::Result<Out
         ..SimConfig::new(seed, registry)
     };
     let start = Instant::now();
+    let cpu_start = cpu_time();
     let mut cluster = SimCluster::new(config)?;
     {
         let c: &mut dyn Cluster = &mut cluster;
@@ -239,6 +246,7 @@ pub fn run(n: u32, shape: Shape, rounds: u32, seed: u64) -> distzero::Result<Out
         c.run_for(LATENCY * (rounds + 1))?;
     }
     let wall = start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_start);
     let stats = cluster.stats();
     let expected = topo.deliveries(rounds);
     if stats.delivered != expected {
@@ -253,6 +261,7 @@ pub fn run(n: u32, shape: Shape, rounds: u32, seed: u64) -> distzero::Result<Out
         rounds,
         deliveries: expected,
         wall,
+        cpu,
         simulated: LATENCY * rounds,
     })
 }
@@ -302,6 +311,16 @@ fn status_field(name: &str) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// Time the calling thread has spent on a CPU (Linux: schedstat); zero
+/// where that is not known.
+pub fn cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
 }
 
 /// Resident set now (VmRSS), in bytes; Linux only.
