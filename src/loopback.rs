@@ -9,6 +9,10 @@
 //! - no packet filter: `cut` returns false and the agent-level filter acts.
 //! - data dirs under `<log dir>/data/m<id>`; agents log straight into the
 //!   run's log folder, so `collect_logs` has nothing to copy there.
+//!
+//! [`ProcessProvider`] runs each agent as a child process instead (the
+//! agent binary, or any command that ends in [`crate::agent::main_with`]):
+//! kill is SIGKILL, pause is SIGSTOP, and the orphan rule is real.
 
 use crate::agent::{run_agent, AgentConfig, Exit, StopHandle};
 use crate::cluster::{Cluster, Mode};

@@ -30,6 +30,13 @@
 //! resumes. A crashed machine's specs, links and filters are kept and sent
 //! again on restart. Controller events go to `controller.jsonl` in the log
 //! folder.
+//!
+//! Semantics worth knowing: `heal` drops what a `hold` queued (as in
+//! simulation; `release` delivers it). A call to a crashed or paused machine
+//! waits out its timeout. A control link that breaks is re-dialed on the next
+//! command (at most every [`REDIAL_PATIENCE`]); `restart` of a machine whose
+//! agent died on its own (a node panicked) starts it again. Agents listen on
+//! [`DEFAULT_AGENT_PORT`] unless the provider picks another.
 
 use crate::cluster::{Cluster, Mode};
 use crate::error::{Error, Result};
