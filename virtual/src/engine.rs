@@ -311,10 +311,28 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// An error with its chain of causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        cur = s.source();
+    }
+    text
+}
+
 fn connect_error(host: &str, e: &bollard::errors::Error) -> Error {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("permission denied") {
+    let text = chain(e);
+    // The socket itself tells best why it cannot be used.
+    let socket_denied = host.strip_prefix("unix://").is_some_and(|path| {
+        std::os::unix::net::UnixStream::connect(path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if socket_denied || text.to_ascii_lowercase().contains("permission denied") {
         let socket = host.trim_start_matches("unix://");
         return Error::Infra(format!(
             "no permission on the Docker socket {socket}: add this user to the `docker` group \

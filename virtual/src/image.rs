@@ -111,12 +111,27 @@ pub fn build_static_agent(package: &str, bin: &str) -> Result<PathBuf> {
             "building the static agent failed (`RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {triple} -p {package} --bin {bin}` with CARGO_TARGET_DIR={}); \
              set DISTZERO_AGENT_BIN to a prebuilt static agent to skip the build. Last lines of its output:\n{}",
             own_target.display(),
-            tail(&String::from_utf8_lossy(&out.stderr), 30)
+            compiler_errors(&String::from_utf8_lossy(&out.stderr))
         )));
     }
     let path = own_target.join(&triple).join("release").join(bin);
     check_static(&path, "the static agent build")?;
     Ok(path)
+}
+
+/// The part of cargo's output worth showing: from its first error on (at
+/// most 40 lines), else its last 30 lines.
+fn compiler_errors(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    match lines.iter().position(|l| l.starts_with("error")) {
+        Some(i) => lines[i..]
+            .iter()
+            .take(40)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => tail(stderr, 30),
+    }
 }
 
 /// The last `n` lines of a text.
@@ -321,6 +336,16 @@ mod tests {
         assert!(
             e.contains("dynamically linked") && e.contains("crt-static"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn build_errors_show_the_first_error() {
+        let out = "   Compiling a\n   Compiling b\nerror[E0432]: unresolved import\n  --> x.rs:1\nerror: could not compile";
+        assert!(compiler_errors(out).starts_with("error[E0432]"));
+        assert_eq!(
+            compiler_errors("   Compiling a\nfailed"),
+            "   Compiling a\nfailed"
         );
     }
 

@@ -8,6 +8,7 @@ use distzero::provider::Provider;
 use distzero::{MachineId, Settings};
 use distzero_virtual::{image, DockerProvider, Engine};
 use std::io::BufRead;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -60,6 +61,58 @@ fn virtual_no_engine_gives_a_clear_error() {
             "{e}"
         );
     }
+}
+
+/// Not a test on its own: connects to Docker as another user for
+/// `virtual_no_permission_on_the_socket_gives_a_clear_error`.
+#[test]
+#[ignore = "child process of virtual_no_permission_on_the_socket_gives_a_clear_error"]
+fn virtual_helper_connect_as_another_user() {
+    if std::env::var("DISTZERO_VIRTUAL_TEST_CONNECT").is_err() {
+        return;
+    }
+    match Engine::connect(&Settings::load().unwrap()) {
+        Ok(_) => println!("CONNECTED"),
+        Err(e) => println!("ERROR {e}"),
+    }
+}
+
+#[test]
+fn virtual_no_permission_on_the_socket_gives_a_clear_error() {
+    let am_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !am_root || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run a child as another user");
+        return;
+    }
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "virtual_helper_connect_as_another_user",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DISTZERO_VIRTUAL_TEST_CONNECT", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ERROR") || l.starts_with("CONNECTED"));
+    let Some(line) = line else {
+        panic!(
+            "the child said nothing: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert!(
+        line.contains("no permission on the Docker socket") && line.contains("docker"),
+        "{line}"
+    );
 }
 
 #[test]
