@@ -254,3 +254,4 @@ sweep)
     fail 2 "unknown command '$cmd'"
     ;;
 esac
+exit 0

@@ -102,7 +102,7 @@ impl Run {
     fn pgrep(&self, host: &Host) -> String {
         self.sh(
             host,
-            &format!("pgrep -f -a -- '--run-id {} ' || true", self.run_id),
+            &format!("pgrep -f -a -- '[d]istzero-agent.* --run-id {} ' || true", self.run_id),
         )
         .trim()
         .to_string()
