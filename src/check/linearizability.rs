@@ -31,7 +31,8 @@
 //! is 1-minimal under that rule when [`Failure::minimal`] says so.
 //!
 //! Determinism: the search order depends only on the input; the memo is a
-//! hash map whose iteration order is never observed. Only the time budget
+//! hash map whose iteration order is never observed. It keeps each linearized
+//! set as a 128-bit fingerprint (a false match has odds of 2^-128 per pair). Only the time budget
 //! can change a verdict, and only to [`Verdict::Unknown`].
 
 use std::collections::HashMap;
@@ -451,20 +452,13 @@ fn search<M: Model>(
     let mut memo: Memo<M::State> = Memo::default();
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut state = model.init();
-    memo.insert(hash_of(&state), linearized.words.clone(), state.clone());
+    memo.insert(Fp::default(), hash_of(&state), state.clone());
     let mut entry = next[HEAD];
     let mut furthest = 0;
     let mut furthest_ret = NIL;
-    // Open ops (no return) linearized so far, the xor of their bit hashes,
-    // and the mask of all open ops.
+    // Open ops (no return) linearized so far, and their fingerprint.
     let mut open_on: Vec<usize> = Vec::new();
-    let mut open_hash = 0u64;
-    let mut open_mask = vec![0u64; linearized.words.len()];
-    for (i, op) in ops.iter().enumerate() {
-        if op.ret.is_none() {
-            open_mask[i / 64] |= 1 << (i % 64);
-        }
-    }
+    let mut open_fp = Fp::default();
 
     let read_only: Vec<bool> = ops
         .iter()
@@ -511,10 +505,10 @@ fn search<M: Model>(
                 linearized.flip(e.op);
                 if open {
                     open_on.push(e.op);
-                    open_hash ^= mix(e.op as u64 + 1);
+                    open_fp.flip(e.op);
                 }
-                let key = linearized.hash ^ hash_of(&new_state);
-                let words = &linearized.words;
+                let fp = linearized.fp;
+                let state_hash = hash_of(&new_state);
                 // An open op right after another open op, that would leave
                 // the same state without it (a blind write after a write):
                 // the configuration without the first one covers this, and
@@ -525,32 +519,21 @@ fn search<M: Model>(
                             && model.step(before, &op.input, &op.output).as_ref()
                                 == Some(&new_state)
                     });
-                covered = covered || memo.contains(key, &new_state, |b| b == &words[..]);
+                covered = covered || memo.contains(fp, state_hash, &new_state);
                 // Dominance: (S, s) covers (S + some open ops, s), since an
                 // open op may also never happen. Check "without any open op"
                 // and "without one open op".
                 if !covered && !open_on.is_empty() {
-                    covered = memo.contains(key ^ open_hash, &new_state, |b| {
-                        b.iter()
-                            .zip(words.iter())
-                            .zip(&open_mask)
-                            .all(|((b, w), m)| *b == w & !m)
-                    });
+                    covered = memo.contains(fp.xor(open_fp), state_hash, &new_state);
                     for &o in open_on.iter().rev() {
                         if covered {
                             break;
                         }
-                        let (at, bit) = (o / 64, 1u64 << (o % 64));
-                        covered = memo.contains(key ^ mix(o as u64 + 1), &new_state, |b| {
-                            b.iter()
-                                .zip(words.iter())
-                                .enumerate()
-                                .all(|(i, (b, w))| *b == if i == at { w ^ bit } else { *w })
-                        });
+                        covered = memo.contains(fp.xor(Fp::of(o)), state_hash, &new_state);
                     }
                 }
                 if !covered {
-                    memo.insert(key, linearized.words.clone(), new_state.clone());
+                    memo.insert(fp, state_hash, new_state.clone());
                     let old = std::mem::replace(&mut state, new_state);
                     stack.push((entry, old));
                     lift(&mut next, &mut prev, entry, e.ret);
@@ -561,7 +544,7 @@ fn search<M: Model>(
                 linearized.flip(e.op);
                 if open {
                     open_on.pop();
-                    open_hash ^= mix(e.op as u64 + 1);
+                    open_fp.flip(e.op);
                 }
                 // A read that can go now goes now: if that is a dead end
                 // (covered configurations are fully explored ones), so is
@@ -596,7 +579,7 @@ fn search<M: Model>(
             linearized.flip(c.op);
             if ops[c.op].ret.is_none() {
                 open_on.pop();
-                open_hash ^= mix(c.op as u64 + 1);
+                open_fp.flip(c.op);
             }
             unlift(&mut next, &mut prev, call, c.ret);
             if !read_only[c.op] {
@@ -608,14 +591,17 @@ fn search<M: Model>(
     }
 }
 
-/// Configurations (linearized set, state) already reached, by hash. Its
-/// iteration order is never observed.
+/// Configurations (linearized set, state) already reached. A set is kept
+/// as its 128-bit Zobrist fingerprint, not its bits: 16 bytes instead of
+/// n/8 per configuration, and sets one op apart are found by xor. Two sets
+/// collide with probability 2^-128 per pair. Iteration order is never
+/// observed.
 struct Memo<S> {
     map: HashMap<u64, Bucket<S>, BuildHasherDefault<IdHasher>>,
 }
 
-/// Configurations with one hash: (linearized set, state).
-type Bucket<S> = Vec<(Box<[u64]>, S)>;
+/// Configurations whose keys collide: (second half of the fingerprint, state).
+type Bucket<S> = Vec<(u64, S)>;
 
 impl<S> Default for Memo<S> {
     fn default() -> Self {
@@ -626,14 +612,40 @@ impl<S> Default for Memo<S> {
 }
 
 impl<S: Eq> Memo<S> {
-    fn contains(&self, key: u64, state: &S, bits_eq: impl Fn(&[u64]) -> bool) -> bool {
+    fn contains(&self, fp: Fp, state_hash: u64, state: &S) -> bool {
         self.map
-            .get(&key)
-            .is_some_and(|b| b.iter().any(|(bits, s)| s == state && bits_eq(bits)))
+            .get(&(fp.0 ^ state_hash))
+            .is_some_and(|b| b.iter().any(|(k, s)| *k == fp.1 && s == state))
     }
 
-    fn insert(&mut self, key: u64, bits: Box<[u64]>, state: S) {
-        self.map.entry(key).or_default().push((bits, state));
+    fn insert(&mut self, fp: Fp, state_hash: u64, state: S) {
+        self.map
+            .entry(fp.0 ^ state_hash)
+            .or_default()
+            .push((fp.1, state));
+    }
+}
+
+/// A set's fingerprint: the xor of its members' 128-bit codes.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Fp(u64, u64);
+
+impl Fp {
+    /// The code of op `i`.
+    #[inline]
+    fn of(i: usize) -> Fp {
+        let a = mix(i as u64 + 1);
+        Fp(a, mix(a ^ 0x6a09_e667_f3bc_c909))
+    }
+
+    #[inline]
+    fn xor(self, o: Fp) -> Fp {
+        Fp(self.0 ^ o.0, self.1 ^ o.1)
+    }
+
+    #[inline]
+    fn flip(&mut self, i: usize) {
+        *self = self.xor(Fp::of(i));
     }
 }
 
@@ -797,17 +809,17 @@ impl<M: Model> Shrink<'_, M> {
     }
 }
 
-/// The linearized set, with an incrementally kept (Zobrist) hash.
+/// The linearized set, with its fingerprint.
 struct Bitset {
     words: Box<[u64]>,
-    hash: u64,
+    fp: Fp,
 }
 
 impl Bitset {
     fn new(n: usize) -> Self {
         Bitset {
             words: vec![0; n.div_ceil(64)].into_boxed_slice(),
-            hash: 0,
+            fp: Fp::default(),
         }
     }
 
@@ -819,7 +831,7 @@ impl Bitset {
     #[inline]
     fn flip(&mut self, i: usize) {
         self.words[i / 64] ^= 1 << (i % 64);
-        self.hash ^= mix(i as u64 + 1);
+        self.fp.flip(i);
     }
 }
 
@@ -972,5 +984,121 @@ mod tests {
         assert!(v.is_unknown(), "{v:?}");
         assert!(check(&Counter, &ops, &Budget::steps(1_000)).is_linearizable());
         assert!(check(&Counter, &[], &Budget::steps(0)).is_linearizable());
+    }
+
+    /// Linearizable by exhaustive enumeration of orders: the reference the
+    /// search (with all its pruning) must agree with.
+    fn brute_force<M: Model>(model: &M, ops: &[&Operation<M::Input, M::Output>]) -> bool {
+        fn go<M: Model>(
+            model: &M,
+            ops: &[&Operation<M::Input, M::Output>],
+            done: &mut Vec<bool>,
+            state: &M::State,
+        ) -> bool {
+            let pending_closed = |i: usize, done: &[bool]| !done[i] && ops[i].ret.is_some();
+            if (0..ops.len()).all(|i| !pending_closed(i, done)) {
+                return true;
+            }
+            for x in 0..ops.len() {
+                if done[x] {
+                    continue;
+                }
+                // Every op not yet placed that returned before x's call must come first.
+                let blocked = (0..ops.len()).any(|y| {
+                    y != x && pending_closed(y, done) && ops[y].ret.is_some_and(|r| r < ops[x].call)
+                });
+                if blocked {
+                    continue;
+                }
+                if let Some(next) = model.step(state, &ops[x].input, &ops[x].output) {
+                    done[x] = true;
+                    let ok = go(model, ops, done, &next);
+                    done[x] = false;
+                    if ok {
+                        return true;
+                    }
+                }
+            }
+            false
+        }
+        go(model, ops, &mut vec![false; ops.len()], &model.init())
+    }
+
+    mod against_brute_force {
+        use super::*;
+        use crate::check::models::{KvModel, KvOp, RegisterModel, RegisterOp, RegisterOutput};
+        use crate::history::Value;
+        use proptest::prelude::*;
+
+        type RegOp = Operation<RegisterOp, RegisterOutput>;
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![Just(Value::Nil), (0i64..3).prop_map(Value::Int)]
+        }
+
+        /// Small random register ops: any values, times, outcomes (a quarter open).
+        fn reg_op() -> impl Strategy<Value = RegOp> {
+            let input = prop_oneof![
+                2 => Just(RegisterOp::Read),
+                2 => (0i64..3).prop_map(|v| RegisterOp::Write(Value::Int(v))),
+                1 => (value(), 0i64..3).prop_map(|(a, b)| RegisterOp::Cas(a, Value::Int(b))),
+            ];
+            (input, value(), 0u64..12, 0u64..8, 0u32..4).prop_map(|(input, out, call, len, k)| {
+                let open = k == 0 && input != RegisterOp::Read;
+                Operation {
+                    input,
+                    output: if open { None } else { Some(out) },
+                    call: Duration::from_millis(call),
+                    ret: (!open).then(|| Duration::from_millis(call + len)),
+                }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn register_search_agrees_with_brute_force(ops in proptest::collection::vec(reg_op(), 0..8)) {
+                let model = RegisterModel::default();
+                let refs: Vec<&RegOp> = ops.iter().collect();
+                let expected = brute_force(&model, &refs);
+                let v = check(&model, &ops, &Budget::unlimited());
+                prop_assert_eq!(v.is_linearizable(), expected, "{:?}\n{:#?}", v, ops);
+                if let Verdict::NotLinearizable(f) = &v {
+                    // The counterexample cannot be ordered either...
+                    let sub: Vec<&RegOp> = f.ops.iter().map(|&i| &ops[i]).collect();
+                    prop_assert!(!brute_force(&model, &sub), "{:?}", f);
+                    // ...and removing any one op it may remove orders it.
+                    if f.minimal {
+                        for k in 0..sub.len() {
+                            let mut rest = sub.clone();
+                            let gone = rest.remove(k);
+                            if model.removable(&[gone], &rest) {
+                                prop_assert!(brute_force(&model, &rest), "not minimal: {:?}", f);
+                            }
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn kv_search_agrees_with_brute_force_per_key(
+                ops in proptest::collection::vec((reg_op(), 0u8..2), 0..10),
+            ) {
+                let ops: Vec<Operation<KvOp, RegisterOutput>> = ops
+                    .into_iter()
+                    .map(|(o, k)| Operation {
+                        input: KvOp { key: format!("k{k}"), op: o.input },
+                        output: o.output,
+                        call: o.call,
+                        ret: o.ret,
+                    })
+                    .collect();
+                let refs: Vec<_> = ops.iter().collect();
+                let expected = brute_force(&KvModel, &refs);
+                let v = check(&KvModel, &ops, &Budget::unlimited());
+                prop_assert_eq!(v.is_linearizable(), expected, "{:?}\n{:#?}", v, ops);
+            }
+        }
     }
 }
