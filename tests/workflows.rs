@@ -330,6 +330,43 @@ fn pause_delays_but_loses_nothing(c: &mut dyn Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A held link queues messages instead of dropping them: nothing arrives
+/// while held, everything arrives after release.
+fn held_link_delivers_everything_on_release(c: &mut dyn Cluster) -> Result<()> {
+    let [ma, mb] = c.add_machines()?;
+    let echo = c.spawn_node(mb, PINGPONG, PingConfig::default())?;
+    let p = c.spawn_node(ma, PINGPONG, pinger(vec![echo], 50, 20))?;
+    c.run_until(secs(10), |c| Ok(stats(c, p)?.pongs >= 2))?;
+    c.hold(ma, mb)?;
+    c.run_for(millis(200))?;
+    let before = stats(c, p)?;
+    let echoed = stats(c, echo)?.pings_received;
+    c.run_for(millis(500))?;
+    let during = stats(c, p)?;
+    assert_eq!(
+        during.pongs, before.pongs,
+        "a -> b is held: no ping gets through, so no pong"
+    );
+    assert_eq!(
+        stats(c, echo)?.pings_received,
+        echoed,
+        "b receives nothing while a -> b is held"
+    );
+    assert!(
+        during.pings_sent > before.pings_sent,
+        "the pinger kept pinging: {during:?}"
+    );
+    c.release(ma, mb)?;
+    c.run_until(secs(10), |c| Ok(stats(c, p)?.pongs == 20))?;
+    let s = stats(c, p)?;
+    assert_eq!(
+        (s.pings_sent, s.pongs),
+        (20, 20),
+        "every held ping was delivered: {s:?}"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------- kv
 
 /// Writes through any replica are readable through any replica.
@@ -725,6 +762,7 @@ loopback_tests!(
     ping_rtt_follows_link_latency,
     one_way_cut_blocks_one_direction,
     pause_delays_but_loses_nothing,
+    held_link_delivers_everything_on_release,
     kv_reads_and_writes_through_any_replica,
     kv_survives_backup_crash,
     kv_recovers_from_disk_after_full_restart,
@@ -742,6 +780,7 @@ distzero::workflow_tests!(
     ping_rtt_follows_link_latency,
     one_way_cut_blocks_one_direction,
     pause_delays_but_loses_nothing,
+    held_link_delivers_everything_on_release,
     kv_reads_and_writes_through_any_replica,
     kv_survives_backup_crash,
     kv_recovers_from_disk_after_full_restart,
