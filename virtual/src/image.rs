@@ -49,9 +49,30 @@ pub fn agent_binary(settings: &Settings) -> Result<PathBuf> {
     if let Some(path) = built.as_ref() {
         return Ok(path.clone());
     }
-    let path = build_static_agent(AGENT_PACKAGE, AGENT_BIN)?;
+    let path = snapshot(&build_static_agent(AGENT_PACKAGE, AGENT_BIN)?)?;
     *built = Some(path.clone());
     Ok(path)
+}
+
+/// A content-addressed copy (`<binary>-<16 hex of its sha256>`) beside a
+/// built binary, so that a later rebuild by another process (the cloud
+/// mode, a parallel test run) does not change what this process deploys.
+fn snapshot(binary: &Path) -> Result<PathBuf> {
+    let bytes = std::fs::read(binary)
+        .map_err(|e| Error::io(format!("reading the agent binary {}", binary.display()), e))?;
+    let mut name = binary.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-{}", &sha256_hex(&bytes)[..16]));
+    let copy = binary.with_file_name(name);
+    if !copy.exists() {
+        let tmp = copy.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bytes)
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| Error::io(format!("making {} executable", tmp.display()), e))?;
+        std::fs::rename(&tmp, &copy)
+            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+    }
+    Ok(copy)
 }
 
 /// The target triple of a static build for this host.
@@ -295,12 +316,56 @@ pub fn ensure_image(engine: &Engine, binary: &Path) -> Result<AgentImage> {
     engine
         .block(docker.inspect_image(&reference))
         .map_err(|e| engine.err(&format!("finding image {reference} after import"), e))?;
+    prune_old_images(engine, &reference, PRUNE_AFTER);
     Ok(AgentImage {
         reference,
         sha256,
         binary: binary.to_path_buf(),
         reused: false,
     })
+}
+
+/// Agent images older than this, other than the current one, are removed
+/// when a new one is imported (each rebuild of the agent makes a new image).
+pub const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Best effort: remove agent images older than `age` but `keep`; an image a
+/// container still uses stays (no force).
+pub fn prune_old_images(engine: &Engine, keep: &str, age: std::time::Duration) {
+    use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+    let filters = std::collections::HashMap::from([(
+        "reference".to_string(),
+        vec![format!("{IMAGE_REPO}:*")],
+    )]);
+    let opts = ListImagesOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let Ok(images) = engine.block(engine.docker().list_images(Some(opts))) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let cutoff = now.saturating_sub(age.as_secs()) as i64;
+    for img in images {
+        if img.created >= cutoff || img.repo_tags.iter().any(|t| t == keep) {
+            continue;
+        }
+        for tag in img
+            .repo_tags
+            .iter()
+            .filter(|t| t.starts_with(&format!("{IMAGE_REPO}:")))
+        {
+            let opts = RemoveImageOptions {
+                force: false,
+                noprune: false,
+                ..Default::default()
+            };
+            let _ = engine.block(engine.docker().remove_image(tag, Some(opts), None));
+        }
+    }
 }
 
 #[cfg(test)]

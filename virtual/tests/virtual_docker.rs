@@ -40,6 +40,24 @@ fn virtual_image_is_built_and_reused_by_hash() {
         other.reference, first.reference,
         "another binary, another image"
     );
+    // Pruning spares the image named and recent ones.
+    image::prune_old_images(&engine, &first.reference, Duration::from_secs(3600));
+    assert!(image::ensure_image(&engine, &bin).unwrap().reused);
+    assert!(
+        image::ensure_image(&engine, &common::standin(true))
+            .unwrap()
+            .reused
+    );
+    // Pruning lists images; that listing must parse this engine's answer.
+    let listed = engine.block(
+        engine
+            .docker()
+            .list_images(None::<distzero_virtual::bollard::query_parameters::ListImagesOptions>),
+    );
+    assert!(listed
+        .unwrap()
+        .iter()
+        .any(|i| i.repo_tags.contains(&first.reference)));
     // A dynamically linked binary is refused with a clear message.
     let mut s = Settings::load().unwrap();
     s.set("DISTZERO_AGENT_BIN", "/bin/true").unwrap();
