@@ -227,7 +227,7 @@ impl SshProvider {
                 "DISTZERO_CLOUD_DIR={dir:?} is not valid: DISTZERO_CLOUD_DIR accepts an absolute folder other than /"
             )));
         }
-        let ssh = ssh_from_settings(settings, log_dir)?;
+        let mut ssh = ssh_from_settings(settings, log_dir)?;
         let agent_local = distzero_virtual::image::agent_binary(settings)?;
         let bytes = std::fs::read(&agent_local).map_err(|e| {
             Error::io(
@@ -237,6 +237,11 @@ impl SshProvider {
         })?;
         let agent_remote = format!("{dir}/bin/distzero-agent-{}", short_hash(&bytes));
         let hostctl_remote = hostctl_path(&dir);
+        // One shared connection per host for the run (short path: a unix
+        // socket path has ~100 bytes at most).
+        ssh.control_dir = Some(std::env::temp_dir().join(format!("dz-ssh-{run_id}")));
+        ssh.prepare_control_dir()
+            .map_err(|e| Error::io("creating the folder of the run's ssh connections", e))?;
         let p = SshProvider {
             inventory,
             ssh,
@@ -689,6 +694,7 @@ pub fn ssh_from_settings(settings: &Settings, log_dir: &Path) -> Result<Ssh> {
         key,
         host_keys,
         connect_timeout_secs: crate::ssh::CONNECT_TIMEOUT_SECS,
+        control_dir: None,
     })
 }
 
@@ -834,6 +840,9 @@ impl Provider for SshProvider {
         }
         self.cuts.clear();
         let hosts: Vec<Host> = self.used.keys().cloned().collect();
+        let mut all = self.inventory.known();
+        all.extend(hosts.iter().cloned());
+        self.ssh.close_masters(&all);
         if let Err(e) = self.inventory.release(&self.run_id, &hosts) {
             first.get_or_insert(e);
         }

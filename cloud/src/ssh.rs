@@ -37,7 +37,14 @@ pub struct Ssh {
     pub key: Option<PathBuf>,
     pub host_keys: HostKeys,
     pub connect_timeout_secs: u32,
+    /// Share one connection per host (`ControlMaster`): sockets in this
+    /// folder; masters exit after [`CONTROL_PERSIST_SECS`] idle or at
+    /// [`Ssh::close_masters`].
+    pub control_dir: Option<PathBuf>,
 }
+
+/// Idle seconds after which a shared connection closes by itself.
+pub const CONTROL_PERSIST_SECS: u32 = 15;
 
 /// What went wrong when ssh itself failed (exit status 255).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +197,11 @@ impl Ssh {
             }
         }
         opt("GlobalKnownHostsFile=/dev/null".into());
+        if let Some(d) = &self.control_dir {
+            opt("ControlMaster=auto".into());
+            opt(format!("ControlPath={}/%C", d.display()));
+            opt(format!("ControlPersist={CONTROL_PERSIST_SECS}"));
+        }
         if let Some(k) = &self.key {
             opt("IdentitiesOnly=yes".into());
             a.push("-i".into());
@@ -209,6 +221,32 @@ impl Ssh {
         a.push(host.addr.clone());
         a.push(remote.to_string());
         a
+    }
+
+    /// Make the folder of the shared connections (mode 0700).
+    pub fn prepare_control_dir(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Some(d) = &self.control_dir {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)?;
+        }
+        Ok(())
+    }
+
+    /// Close the shared connections to `hosts` and remove their folder.
+    pub fn close_masters(&self, hosts: &[Host]) {
+        let Some(d) = &self.control_dir else { return };
+        for h in hosts {
+            let mut cmd = Command::new("ssh");
+            cmd.args(self.common_args())
+                .args(["-O", "exit", "-p"])
+                .arg(h.port.to_string())
+                .args(["-l", &h.user, "--", &h.addr]);
+            let _ = run_with_deadline(cmd, b"", Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_dir_all(d);
     }
 
     /// `user@host:path` for scp (IPv6 addresses in brackets).
@@ -388,6 +426,7 @@ mod tests {
             key: Some("/k/id".into()),
             host_keys: HostKeys::FirstUse("/run/kh".into()),
             connect_timeout_secs: 5,
+            control_dir: Some("/tmp/c".into()),
         };
         let a = ssh.ssh_args(&host(), "true");
         let joined = a.join(" ");
@@ -400,6 +439,8 @@ mod tests {
             "-i /k/id",
             "-p 2222",
             "-l root",
+            "ControlMaster=auto",
+            "ControlPath=/tmp/c/%C",
         ] {
             assert!(joined.contains(want), "{want} missing in {joined}");
         }
@@ -408,10 +449,12 @@ mod tests {
             key: None,
             host_keys: HostKeys::Known("/etc/kh".into()),
             connect_timeout_secs: 3,
+            control_dir: None,
         };
         let joined = strict.common_args().join(" ");
         assert!(joined.contains("StrictHostKeyChecking=yes"), "{joined}");
         assert!(!joined.contains("-i "), "{joined}");
+        assert!(!joined.contains("ControlMaster"), "{joined}");
         assert_eq!(Ssh::scp_target(&host(), "/a/b"), "root@10.0.0.5:/a/b");
         let v6 = Host {
             addr: "fd00::5".into(),

@@ -25,7 +25,10 @@ const CALL: Duration = Duration::from_secs(1);
 fn settings() -> Settings {
     let s = Settings::load().expect("settings");
     let hosts = s.cloud_hosts().expect("DISTZERO_CLOUD_HOSTS");
-    assert!(hosts.len() >= 2, "these tests need 2 cloud hosts or more; {NO_HOSTS_HELP}");
+    assert!(
+        hosts.len() >= 2,
+        "these tests need 2 cloud hosts or more; {NO_HOSTS_HELP}"
+    );
     s
 }
 
@@ -102,7 +105,10 @@ impl Run {
     fn pgrep(&self, host: &Host) -> String {
         self.sh(
             host,
-            &format!("pgrep -f -a -- '[d]istzero-agent.* --run-id {} ' || true", self.run_id),
+            &format!(
+                "pgrep -f -a -- '[d]istzero-agent.* --run-id {} ' || true",
+                self.run_id
+            ),
         )
         .trim()
         .to_string()
@@ -160,15 +166,27 @@ fn cloud_deploy_with_an_unreachable_host_fails_cleanly_and_leaves_nothing() {
         .expect_err("the third host does not exist: the deploy must fail");
     let msg = err.to_string();
     assert!(matches!(err, Error::Infra(_)), "{err:?}");
-    assert!(msg.contains(&bogus.to_string()), "the error names the host: {msg}");
+    assert!(
+        msg.contains(&bogus.to_string()),
+        "the error names the host: {msg}"
+    );
     assert!(msg.contains("m2"), "the error names the machine: {msg}");
-    assert!(msg.contains("unreachable"), "the error names the cause: {msg}");
+    assert!(
+        msg.contains("unreachable"),
+        "the error names the cause: {msg}"
+    );
     // Rolled back at once: nothing of this run runs on the good hosts.
     for h in &good[..2] {
-        assert_eq!(run.agents(h), vec![], "agents left on {h} after the rollback");
+        assert_eq!(
+            run.agents(h),
+            vec![],
+            "agents left on {h} after the rollback"
+        );
         assert_eq!(run.pgrep(h), "", "processes of the run left on {h}");
     }
-    run.cluster.shutdown().expect("shutdown after a rolled-back deploy");
+    run.cluster
+        .shutdown()
+        .expect("shutdown after a rolled-back deploy");
     for h in &good[..2] {
         assert_eq!(run.pgrep(h), "", "processes of the run left on {h}");
         let left = run.sh(
@@ -205,7 +223,10 @@ fn cloud_crash_restart_and_pause_act_on_the_real_process() {
     let mut run = start("cloud_faults", hs[..2].to_vec());
     let [a, b] = run.c().add_machines().unwrap();
     let hb = hs[1].clone();
-    let pong = run.c().spawn_node(b, PINGPONG, PingConfig::default()).unwrap();
+    let pong = run
+        .c()
+        .spawn_node(b, PINGPONG, PingConfig::default())
+        .unwrap();
     let ping = run
         .c()
         .spawn_node(a, PINGPONG, pinger(vec![pong], 50))
@@ -218,18 +239,21 @@ fn cloud_crash_restart_and_pause_act_on_the_real_process() {
     let before = run.pid_of(&hb, b).expect("m1 runs");
     run.c().crash(b).unwrap();
     assert_eq!(run.pid_of(&hb, b), None, "m1's agent survived the crash");
-    let e = run.c().call::<PingMsg, PingMsg>(pong, &PingMsg::Stats, CALL);
+    let e = run
+        .c()
+        .call::<PingMsg, PingMsg>(pong, &PingMsg::Stats, CALL);
     assert!(e.is_err(), "a crashed machine answered: {e:?}");
 
     // restart = a new process, same folder: its disk is kept
     run.c().restart(b).unwrap();
     let after = run.pid_of(&hb, b).expect("m1 runs again");
     assert_ne!(before, after);
-    let boots = run.sh(
-        &hb,
-        &format!("cat {}/{}/m1/data/boot", run.dir, run.run_id),
+    let boots = run.sh(&hb, &format!("cat {}/{}/m1/data/boot", run.dir, run.run_id));
+    assert_eq!(
+        boots.trim(),
+        "2",
+        "the disk was not kept across the restart"
     );
-    assert_eq!(boots.trim(), "2", "the disk was not kept across the restart");
     let p0 = stats(run.c(), ping).unwrap().pongs;
     run.c()
         .run_until(secs(10), |c| Ok(stats(c, ping)?.pongs >= p0 + 3))
@@ -238,7 +262,9 @@ fn cloud_crash_restart_and_pause_act_on_the_real_process() {
     // pause = SIGSTOP: the process is stopped and answers nothing
     run.c().pause(b).unwrap();
     assert_eq!(run.state_of(&hb, after), "T", "m1's agent is not stopped");
-    let e = run.c().call::<PingMsg, PingMsg>(pong, &PingMsg::Stats, CALL);
+    let e = run
+        .c()
+        .call::<PingMsg, PingMsg>(pong, &PingMsg::Stats, CALL);
     assert!(e.is_err(), "a paused machine answered: {e:?}");
     run.c().resume(b).unwrap();
     assert_ne!(run.state_of(&hb, after), "T");
@@ -256,7 +282,10 @@ fn cloud_cut_drops_real_packets_and_heal_removes_exactly_its_rules() {
     let mut run = start("cloud_cut", hs[..2].to_vec());
     let [a, b] = run.c().add_machines().unwrap();
     let hb = hs[1].clone();
-    let pong = run.c().spawn_node(b, PINGPONG, PingConfig::default()).unwrap();
+    let pong = run
+        .c()
+        .spawn_node(b, PINGPONG, PingConfig::default())
+        .unwrap();
     let ping = run
         .c()
         .spawn_node(a, PINGPONG, pinger(vec![pong], 20))
@@ -266,12 +295,26 @@ fn cloud_cut_drops_real_packets_and_heal_removes_exactly_its_rules() {
         .unwrap();
     let tag = format!("distzero-{}", run.run_id);
     run.c().cut(a, b).unwrap();
-    let rules = run.sh(&hb, &format!("iptables -w -S INPUT | grep -- '{tag}' || true"));
+    let rules = run.sh(
+        &hb,
+        &format!("iptables -w -S INPUT | grep -- '{tag}' || true"),
+    );
     assert_eq!(rules.lines().count(), 1, "one DROP rule on {hb}: {rules}");
     let p0 = stats(run.c(), ping).unwrap().pongs;
     run.c().run_for(secs(1)).unwrap();
     let p1 = stats(run.c(), ping).unwrap().pongs;
     assert!(p1 <= p0 + 1, "pongs went on through a cut: {p0} -> {p1}");
+    // The agent's own filter also stops m0 from sending to m1, so prove the
+    // packet filter with a fresh connection from m0's host to m1's port:
+    // its SYNs meet silence (dropped, not refused) and the rule counts them.
+    let to = run.cluster.addrs(b).unwrap().peer;
+    let probe = format!(
+        "timeout 3 bash -c 'exec 3<>/dev/tcp/{}/{}' 2>/dev/null && echo connected || echo silent",
+        to.ip(),
+        to.port()
+    );
+    let ha = hs[0].clone();
+    assert_eq!(run.sh(&ha, &probe).trim(), "silent", "a connection crossed the cut");
     let dropped: u64 = run
         .ctl(&hb, &["dropped", &run.run_id])
         .trim()
@@ -279,15 +322,22 @@ fn cloud_cut_drops_real_packets_and_heal_removes_exactly_its_rules() {
         .unwrap();
     assert!(dropped > 0, "the cut dropped no real packet");
     run.c().heal(a, b).unwrap();
-    let rules = run.sh(&hb, &format!("iptables -w -S INPUT | grep -- '{tag}' || true"));
+    let rules = run.sh(
+        &hb,
+        &format!("iptables -w -S INPUT | grep -- '{tag}' || true"),
+    );
     assert_eq!(rules.trim(), "", "heal left rules: {rules}");
+    assert_eq!(run.sh(&ha, &probe).trim(), "connected", "healed, a connection must pass");
     run.c()
         .run_until(secs(15), |c| Ok(stats(c, ping)?.pongs >= p1 + 3))
         .unwrap();
     // A cut left in place is removed at shutdown.
     run.c().cut(a, b).unwrap();
     run.cluster.shutdown().unwrap();
-    let rules = run.sh(&hb, &format!("iptables -w -S INPUT | grep -- '{tag}' || true"));
+    let rules = run.sh(
+        &hb,
+        &format!("iptables -w -S INPUT | grep -- '{tag}' || true"),
+    );
     assert_eq!(rules.trim(), "", "shutdown left rules: {rules}");
 }
 
@@ -297,8 +347,13 @@ fn cloud_logs_are_pulled_back_and_the_hosts_are_clean() {
     let hs = hosts(&s);
     let mut run = start("cloud_logs", hs[..2].to_vec());
     let [a, b] = run.c().add_machines().unwrap();
-    let pong = run.c().spawn_node(b, PINGPONG, PingConfig::default()).unwrap();
-    run.c().spawn_node(a, PINGPONG, pinger(vec![pong], 50)).unwrap();
+    let pong = run
+        .c()
+        .spawn_node(b, PINGPONG, PingConfig::default())
+        .unwrap();
+    run.c()
+        .spawn_node(a, PINGPONG, pinger(vec![pong], 50))
+        .unwrap();
     run.c().run_for(Duration::from_millis(500)).unwrap();
     run.c().crash(a).unwrap();
     run.c().restart(a).unwrap();
@@ -368,9 +423,18 @@ fn cloud_machines_outnumbering_hosts_share_them() {
     let hs = hosts(&s);
     let mut run = start("cloud_shared", hs[..1].to_vec());
     let [a, b, d] = run.c().add_machines().unwrap();
-    let pong = run.c().spawn_node(d, PINGPONG, PingConfig::default()).unwrap();
-    let p1 = run.c().spawn_node(a, PINGPONG, pinger(vec![pong], 50)).unwrap();
-    let p2 = run.c().spawn_node(b, PINGPONG, pinger(vec![pong], 50)).unwrap();
+    let pong = run
+        .c()
+        .spawn_node(d, PINGPONG, PingConfig::default())
+        .unwrap();
+    let p1 = run
+        .c()
+        .spawn_node(a, PINGPONG, pinger(vec![pong], 50))
+        .unwrap();
+    let p2 = run
+        .c()
+        .spawn_node(b, PINGPONG, pinger(vec![pong], 50))
+        .unwrap();
     run.c()
         .run_until(secs(10), |c| {
             Ok(stats(c, p1)?.pongs >= 3 && stats(c, p2)?.pongs >= 3)
