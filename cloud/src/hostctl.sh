@@ -35,8 +35,8 @@ is_agent() {
 wait_gone() { # pid, tenths of a second
     n=0
     while alive "$1"; do
-        [ "$n" -ge "$2" ] && return 1
-        sleep 0.1; n=$((n + 1))
+        [ "$n" -ge "$(($2 * 5))" ] && return 1
+        sleep 0.02; n=$((n + 1))
     done
     return 0
 }

@@ -728,7 +728,7 @@ impl Provider for SshProvider {
         match self.launch_on(launch, host.clone(), None) {
             Ok(a) => Ok(a),
             Err(e) => {
-                if let Err(r) = self.inventory.release(&self.run_id, &[host.clone()]) {
+                if let Err(r) = self.inventory.release(&self.run_id, std::slice::from_ref(&host)) {
                     tracing::warn!(%host, error = %r, "releasing a host that failed");
                 }
                 self.rollback(&e);

@@ -314,7 +314,11 @@ fn cloud_cut_drops_real_packets_and_heal_removes_exactly_its_rules() {
         to.port()
     );
     let ha = hs[0].clone();
-    assert_eq!(run.sh(&ha, &probe).trim(), "silent", "a connection crossed the cut");
+    assert_eq!(
+        run.sh(&ha, &probe).trim(),
+        "silent",
+        "a connection crossed the cut"
+    );
     let dropped: u64 = run
         .ctl(&hb, &["dropped", &run.run_id])
         .trim()
@@ -327,7 +331,11 @@ fn cloud_cut_drops_real_packets_and_heal_removes_exactly_its_rules() {
         &format!("iptables -w -S INPUT | grep -- '{tag}' || true"),
     );
     assert_eq!(rules.trim(), "", "heal left rules: {rules}");
-    assert_eq!(run.sh(&ha, &probe).trim(), "connected", "healed, a connection must pass");
+    assert_eq!(
+        run.sh(&ha, &probe).trim(),
+        "connected",
+        "healed, a connection must pass"
+    );
     run.c()
         .run_until(secs(15), |c| Ok(stats(c, ping)?.pongs >= p1 + 3))
         .unwrap();
