@@ -16,6 +16,8 @@
 //! only ordered maps where iteration order could leak into behaviour.
 
 pub mod hash;
+#[cfg(test)]
+mod hostile;
 pub mod kv;
 pub mod kv_client;
 pub mod pingpong;
