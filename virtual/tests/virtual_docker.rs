@@ -324,8 +324,9 @@ fn virtual_sweep_removes_a_killed_runs_leftovers() {
         1,
         "and its network"
     );
+    // Tests running beside this one sweep too (every new provider does), so
+    // this sweep may find part of the work done: what counts is that it is done.
     let report = engine.sweep().unwrap();
-    assert_eq!(report.containers.len(), 2, "{report:?}");
-    assert_eq!(report.networks.len(), 1, "{report:?}");
+    eprintln!("sweep removed {report:?}");
     assert_run_gone(&engine, &run);
 }
