@@ -175,7 +175,10 @@ fn virtual_machines_start_kill_restart_pause() {
     p.restart(&launch(&run, 1)).unwrap();
     assert_eq!(ask(b.control, "ping", SEC).as_deref(), Some("pong"));
     assert!(p.start(&launch(&run, 1)).is_err(), "a machine starts once");
-    assert!(p.start(&launch("another-run", 2)).is_err(), "one run per provider");
+    assert!(
+        p.start(&launch("another-run", 2)).is_err(),
+        "one run per provider"
+    );
     // Shutdown removes a paused machine too.
     p.pause(MachineId(0)).unwrap();
     p.shutdown().unwrap();
