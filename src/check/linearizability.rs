@@ -597,11 +597,15 @@ fn search<M: Model>(
 /// collide with probability 2^-128 per pair. Iteration order is never
 /// observed.
 struct Memo<S> {
-    map: HashMap<u64, Bucket<S>, BuildHasherDefault<IdHasher>>,
+    map: HashMap<u64, Slot<S>, BuildHasherDefault<IdHasher>>,
 }
 
-/// Configurations whose keys collide: (second half of the fingerprint, state).
-type Bucket<S> = Vec<(u64, S)>;
+/// Configurations whose 64-bit keys collide (rarely more than one): (the
+/// second half of the fingerprint, the state).
+enum Slot<S> {
+    One(u64, S),
+    Many(Vec<(u64, S)>),
+}
 
 impl<S> Default for Memo<S> {
     fn default() -> Self {
@@ -613,16 +617,31 @@ impl<S> Default for Memo<S> {
 
 impl<S: Eq> Memo<S> {
     fn contains(&self, fp: Fp, state_hash: u64, state: &S) -> bool {
-        self.map
-            .get(&(fp.0 ^ state_hash))
-            .is_some_and(|b| b.iter().any(|(k, s)| *k == fp.1 && s == state))
+        match self.map.get(&(fp.0 ^ state_hash)) {
+            None => false,
+            Some(Slot::One(k, s)) => *k == fp.1 && s == state,
+            Some(Slot::Many(v)) => v.iter().any(|(k, s)| *k == fp.1 && s == state),
+        }
     }
 
     fn insert(&mut self, fp: Fp, state_hash: u64, state: S) {
-        self.map
-            .entry(fp.0 ^ state_hash)
-            .or_default()
-            .push((fp.1, state));
+        use std::collections::hash_map::Entry;
+        match self.map.entry(fp.0 ^ state_hash) {
+            Entry::Vacant(e) => {
+                e.insert(Slot::One(fp.1, state));
+            }
+            Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                let first = std::mem::replace(slot, Slot::Many(Vec::with_capacity(2)));
+                if let Slot::Many(v) = slot {
+                    match first {
+                        Slot::One(k, s) => v.push((k, s)),
+                        Slot::Many(old) => *v = old,
+                    }
+                    v.push((fp.1, state));
+                }
+            }
+        }
     }
 }
 
