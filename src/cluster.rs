@@ -77,10 +77,13 @@ pub trait Cluster {
     fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()>;
 
     /// Kill the machine: its nodes lose their memory; its disk is kept.
+    /// Crashing a machine that is down does nothing.
     fn crash(&mut self, machine: MachineId) -> Result<()>;
     /// Start a crashed machine again; its nodes start from their specs.
+    /// Restarting a machine that runs does nothing (it is logged).
     fn restart(&mut self, machine: MachineId) -> Result<()>;
-    /// Freeze the machine: nothing runs, messages wait at its door.
+    /// Freeze the machine: nothing runs, messages wait at its door, timers
+    /// fire on resume. Pausing a paused or crashed machine does nothing.
     fn pause(&mut self, machine: MachineId) -> Result<()>;
     fn resume(&mut self, machine: MachineId) -> Result<()>;
 
