@@ -336,3 +336,29 @@ fn virtual_sweep_removes_a_killed_runs_leftovers() {
     eprintln!("sweep removed {report:?}");
     assert_run_gone(&engine, &run);
 }
+
+#[test]
+fn virtual_pinned_subnet_is_used_and_a_second_run_on_it_is_refused_clearly() {
+    let mut s = settings(false);
+    s.set("DISTZERO_DOCKER_SUBNET", "172.31.251").unwrap();
+    let mut p = DockerProvider::new(&s).unwrap();
+    let run = run_id("pin");
+    let a = p.start(&launch(&run, 4)).unwrap();
+    assert_eq!(
+        a.control.ip().to_string(),
+        "172.31.251.6",
+        "machine K gets .K+2"
+    );
+    let mut q = DockerProvider::new(&s).unwrap();
+    let e = q
+        .start(&launch(&run_id("pin2"), 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DISTZERO_DOCKER_SUBNET=172.31.251") && e.contains("unset"),
+        "{e}"
+    );
+    drop(q);
+    p.shutdown().unwrap();
+    assert_run_gone(p.engine(), &run);
+}
