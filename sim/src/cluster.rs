@@ -296,6 +296,27 @@ pub struct SimCluster {
     _log_guard: Option<log::LogGuard>,
 }
 
+/// From this many machines on, the event loop prefetches (see `prefetch`).
+const PREFETCH_FROM: usize = 2048;
+/// How far ahead in the queue to fetch a machine, and its node.
+const PREFETCH_MACHINE: usize = 8;
+const PREFETCH_NODE: usize = 3;
+
+/// Ask the CPU to bring the cache line at `p` in; never faults.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing architecturally and
+    // never faults, whatever the address.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Set the log scope of a node's callback (when the run writes logs).
 #[inline]
 fn enter(scoped: bool, machine: MachineId, node: NodeId, now: u64) {
@@ -392,6 +413,13 @@ impl SimCluster {
     /// until the reply for `client` arrives.
     fn run_to(&mut self, until: u64, client: Option<u32>) {
         match client {
+            None if self.machines.len() >= PREFETCH_FROM => {
+                while let Some((time, event)) = self.core.queue.pop_until(until) {
+                    self.prefetch();
+                    self.core.now = time;
+                    self.step(Entry { time, event });
+                }
+            }
             None => {
                 while let Some((time, event)) = self.core.queue.pop_until(until) {
                     self.core.now = time;
@@ -413,6 +441,26 @@ impl SimCluster {
         }
         // Back to the controller's scope, at the time reached.
         self.controller_log();
+    }
+
+    /// Many machines: their state does not stay in cache, and the events
+    /// of a burst visit them in no useful order. The queue knows which
+    /// machines come next: fetch the machine of the event a few places
+    /// ahead, and the node of the one right behind it.
+    #[inline(always)]
+    fn prefetch(&self) {
+        if let Some(e) = self.core.queue.peek_ahead(PREFETCH_MACHINE) {
+            if let Some(m) = self.machines.get(e.target().0 as usize) {
+                prefetch(m as *const Machine as *const u8);
+            }
+        }
+        if let Some(e) = self.core.queue.peek_ahead(PREFETCH_NODE) {
+            if let Some(m) = self.machines.get(e.target().0 as usize) {
+                if let Slots::One(Slot { node: Some(n), .. }) = &m.slots {
+                    prefetch(&**n as *const dyn AnyNode as *const u8);
+                }
+            }
+        }
     }
 
     #[inline]

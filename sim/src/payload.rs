@@ -17,13 +17,25 @@ const _: () = assert!(std::mem::size_of::<Payload>() == 24);
 impl Payload {
     #[inline(always)]
     pub fn from_slice(bytes: &[u8]) -> Payload {
-        if bytes.len() <= INLINE {
+        let n = bytes.len();
+        if n <= INLINE {
+            // Fixed-size (overlapping) copies: no call to memcpy for a few bytes.
             let mut data = [0u8; INLINE];
-            data[..bytes.len()].copy_from_slice(bytes);
-            Payload::Inline {
-                len: bytes.len() as u8,
-                data,
+            if n >= 16 {
+                data[..16].copy_from_slice(&bytes[..16]);
+                data[n - 16..n].copy_from_slice(&bytes[n - 16..]);
+            } else if n >= 8 {
+                data[..8].copy_from_slice(&bytes[..8]);
+                data[n - 8..n].copy_from_slice(&bytes[n - 8..]);
+            } else if n >= 4 {
+                data[..4].copy_from_slice(&bytes[..4]);
+                data[n - 4..n].copy_from_slice(&bytes[n - 4..]);
+            } else {
+                for (d, b) in data.iter_mut().zip(bytes) {
+                    *d = *b;
+                }
             }
+            Payload::Inline { len: n as u8, data }
         } else {
             Payload::Heap(bytes.into())
         }
@@ -60,7 +72,7 @@ mod tests {
 
     #[test]
     fn round_trips_at_every_size() {
-        for n in [0, 1, INLINE - 1, INLINE, INLINE + 1, 1000] {
+        for n in (0..=INLINE + 2).chain([1000]) {
             let v: Vec<u8> = (0..n).map(|i| i as u8).collect();
             assert_eq!(Payload::from_slice(&v).as_slice(), &v[..]);
             assert_eq!(Payload::from_vec(v.clone()).as_slice(), &v[..]);

@@ -125,6 +125,14 @@ impl<T> Queue<T> {
         Some((time, item))
     }
 
+    /// The event `k` places after the next one to pop, if it is in the
+    /// same time's bucket (for prefetching its target's memory).
+    #[inline(always)]
+    pub fn peek_ahead(&self, k: usize) -> Option<&T> {
+        let (_, b) = self.front?;
+        self.buckets[b as usize].get(k)
+    }
+
     #[cold]
     fn close(&mut self, time: u64, b: u32) {
         self.times.pop();

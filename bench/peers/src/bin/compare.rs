@@ -4,10 +4,12 @@
 //!
 //! Environment: `PEER_DISTZERO`, `PEER_TURMOIL`, `PEER_MADSIM` (paths of
 //! the peer binaries; a missing one is skipped), `CASES` (default
-//! `full:10,full:100,sparse-k4:10,sparse-k4:100,sparse-k4:1000`),
-//! `DZ_DELIVERIES` (deliveries per distzero case, default 20,000,000),
-//! `PEER_DELIVERIES` (per turmoil / madsim case, default 2,000,000),
-//! `TIMEOUT_S` (per case, default 120).
+//! `full:10,full:100,sparse-k4:10,sparse-k4:100,sparse-k4:1000,sparse-k4:10000`;
+//! a simulator that timed out is not run on a larger N of the same shape),
+//! `DZ_DELIVERIES` (at most this many deliveries per distzero case, default
+//! 20,000,000), `PEER_DELIVERIES` (per turmoil / madsim case, default
+//! 2,000,000), `TARGET_S` (a case is sized from a short probe run to take
+//! about this long, default 2), `TIMEOUT_S` (per run, default 120).
 
 use distzero_peers::{Shape, Topology};
 use std::collections::BTreeMap;
@@ -88,11 +90,13 @@ fn run(bin: &str, shape: Shape, n: u32, rounds: u32, timeout: Duration) -> Resul
 }
 
 fn main() {
-    let cases = std::env::var("CASES")
-        .unwrap_or_else(|_| "full:10,full:100,sparse-k4:10,sparse-k4:100,sparse-k4:1000".into());
+    let cases = std::env::var("CASES").unwrap_or_else(|_| {
+        "full:10,full:100,sparse-k4:10,sparse-k4:100,sparse-k4:1000,sparse-k4:10000".into()
+    });
     let dz_budget = env_u64("DZ_DELIVERIES", 20_000_000);
     let peer_budget = env_u64("PEER_DELIVERIES", 2_000_000);
     let timeout = Duration::from_secs(env_u64("TIMEOUT_S", 120));
+    let target_s = env_u64("TARGET_S", 2) as f64;
     let peers: Vec<(&'static str, Option<String>, u64)> = vec![
         ("distzero", std::env::var("PEER_DISTZERO").ok(), dz_budget),
         ("turmoil", std::env::var("PEER_TURMOIL").ok(), peer_budget),
@@ -117,6 +121,7 @@ fn main() {
     );
     let mut results: BTreeMap<(String, u32), Vec<PeerResult>> = BTreeMap::new();
     let mut order = Vec::new();
+    let mut gave_up: BTreeMap<(&str, String), u32> = BTreeMap::new();
     for case in cases.split(',').filter(|c| !c.is_empty()) {
         let (shape, n) = case.split_once(':').expect("CASES: shape:n,...");
         let shape = Shape::parse(shape).expect("shape");
@@ -125,8 +130,31 @@ fn main() {
         order.push((shape.name(), n));
         for (name, bin, budget) in &peers {
             let Some(bin) = bin else { continue };
-            let rounds = (budget / per_round).clamp(3, 10_000_000) as u32;
-            let r = run(bin, shape, n, rounds, timeout);
+            // Probe with a few rounds, then size the run to about TARGET_S
+            // (the peers' cost per round grows with N at different rates).
+            let most = (budget / per_round).clamp(3, 10_000_000) as u32;
+            let probe = 3.min(most);
+            if let Some(at) = gave_up.get(&(*name, shape.name())) {
+                let r = Err(format!("not run: timed out at N={at}"));
+                println!(
+                    "{:<10} {:>6} {:<9} not run (timed out at N={at})",
+                    shape.name(),
+                    n,
+                    name
+                );
+                results
+                    .entry((shape.name(), n))
+                    .or_default()
+                    .push((name, r));
+                continue;
+            }
+            let mut r = run(bin, shape, n, probe, timeout);
+            if let Ok(f) = &r {
+                let rounds = ((probe as f64 * target_s / f.wall_s) as u32).clamp(probe, most);
+                if rounds >= 2 * probe {
+                    r = run(bin, shape, n, rounds, timeout);
+                }
+            }
             match &r {
                 Ok(f) => println!(
                     "{:<10} {:>6} {:<9} {:>7} {:>11} {:>7.2} {:>8.2} M {:>10.2} M {:>9.1} {:>10.2} {:>9.1}",
@@ -142,7 +170,12 @@ fn main() {
                     f.speed(),
                     f.peak / (1024.0 * 1024.0)
                 ),
-                Err(e) => println!("{:<10} {:>6} {:<9} {e}", shape.name(), n, name),
+                Err(e) => {
+                    println!("{:<10} {:>6} {:<9} {e}", shape.name(), n, name);
+                    if e.starts_with("timed out") {
+                        gave_up.insert((*name, shape.name()), n);
+                    }
+                }
             }
             results
                 .entry((shape.name(), n))
