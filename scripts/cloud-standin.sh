@@ -182,6 +182,7 @@ EOF
 }
 
 down() {
+    trap - EXIT
     need_root
     local ns k
     for ns in $(hosts_up); do

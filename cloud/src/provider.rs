@@ -34,7 +34,9 @@
 //!   their filters and folders.
 
 use crate::inventory::{Host, Inventory, StaticInventory};
-use crate::ssh::{shell_line, shell_quote, CallError, HostKeys, Output, Ssh, COMMAND_TIMEOUT};
+use crate::ssh::{
+    shell_line, shell_quote, CallError, HostKeys, Output, Session, Ssh, COMMAND_TIMEOUT,
+};
 use distzero::provider::{AgentLaunch, MachineAddrs, Provider};
 use distzero::{Error, MachineId, Mode, Result, Settings};
 use std::collections::{BTreeMap, BTreeSet};
@@ -188,6 +190,8 @@ pub struct SshProvider {
     logs_pulled: bool,
     /// Why the deploy was rolled back, if it was.
     failed: Option<String>,
+    /// A long-lived shell per host for the faults of a running test.
+    sessions: BTreeMap<Host, Session>,
     shut_down: bool,
 }
 
@@ -259,6 +263,7 @@ impl SshProvider {
             no_iptables: BTreeSet::new(),
             logs_pulled: false,
             failed: None,
+            sessions: BTreeMap::new(),
             shut_down: false,
         };
         p.sweep_once();
@@ -289,6 +294,36 @@ impl SshProvider {
     /// Run one hostctl command on `host`; install hostctl first if missing.
     fn ctl(&self, host: &Host, args: &[&str], stdin: &[u8]) -> Result<Output> {
         ctl(&self.ssh, &self.hostctl_remote, host, args, stdin)
+    }
+
+    /// A hostctl command through the host's shell session (opened on first
+    /// use); through a new ssh call if the session is broken.
+    fn fast(&mut self, host: &Host, args: &[&str]) -> Result<Output> {
+        let line = format!(
+            "sh {} {}",
+            shell_quote(&self.hostctl_remote),
+            shell_line(args)
+        );
+        if !self.sessions.contains_key(host) {
+            match self.ssh.open_session(host) {
+                Ok(s) => {
+                    self.sessions.insert(host.clone(), s);
+                }
+                Err(e) => tracing::debug!(%host, error = %e, "no shell session"),
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(host) {
+            match s.run(&line, COMMAND_TIMEOUT) {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "shell session broke; falling back to ssh");
+                    if let Some(s) = self.sessions.remove(host) {
+                        s.close();
+                    }
+                }
+            }
+        }
+        self.ctl(host, args, b"")
     }
 
     fn install_agent(&self, host: &Host) -> Result<()> {
@@ -378,6 +413,16 @@ impl SshProvider {
             match out.code {
                 0 => {
                     tracing::info!(machine = %m, %host, port, "agent started: {}", out.stdout.trim());
+                    // Warm the host's shell session now: a fault later
+                    // (kill, stop, cut) then costs no new SSH session.
+                    if !self.sessions.contains_key(&host) {
+                        match self.ssh.open_session(&host) {
+                            Ok(s) => {
+                                self.sessions.insert(host.clone(), s);
+                            }
+                            Err(e) => tracing::debug!(%host, error = %e, "no shell session"),
+                        }
+                    }
                     self.machines.insert(
                         m,
                         Placed {
@@ -429,11 +474,12 @@ impl SshProvider {
         self.machines.get(&m).ok_or(Error::NoSuchMachine(m))
     }
 
-    fn signal(&self, m: MachineId, what: &str) -> Result<Output> {
-        let p = self.placed(m)?;
+    fn signal(&mut self, m: MachineId, what: &str) -> Result<Output> {
+        let p = self.placed(m)?.clone();
         let k = m.0.to_string();
+        let (dir, run) = (self.dir.clone(), self.run_id.clone());
         let out = self
-            .ctl(&p.host, &[what, &self.dir, &self.run_id, &k], b"")
+            .fast(&p.host, &[what, &dir, &run, &k])
             .map_err(|e| Error::Infra(format!("{what} of {m}: {e}")))?;
         if out.code != 0 {
             return Err(infra(format!(
@@ -728,7 +774,10 @@ impl Provider for SshProvider {
         match self.launch_on(launch, host.clone(), None) {
             Ok(a) => Ok(a),
             Err(e) => {
-                if let Err(r) = self.inventory.release(&self.run_id, std::slice::from_ref(&host)) {
+                if let Err(r) = self
+                    .inventory
+                    .release(&self.run_id, std::slice::from_ref(&host))
+                {
                     tracing::warn!(%host, error = %r, "releasing a host that failed");
                 }
                 self.rollback(&e);
@@ -777,7 +826,7 @@ impl Provider for SshProvider {
             return Ok(false);
         }
         let (run, ip, port) = (self.run_id.clone(), f.ip.to_string(), t.port.to_string());
-        let out = self.ctl(&t.host, &["cut", &run, &ip, &port], b"")?;
+        let out = self.fast(&t.host, &["cut", &run, &ip, &port])?;
         match out.code {
             0 => {
                 self.cuts.insert(
@@ -808,7 +857,8 @@ impl Provider for SshProvider {
             return Ok(());
         };
         let (ip, port) = (c.from_ip.to_string(), c.port.to_string());
-        let out = self.ctl(&c.host, &["heal", &self.run_id, &ip, &port], b"")?;
+        let run = self.run_id.clone();
+        let out = self.fast(&c.host, &["heal", &run, &ip, &port])?;
         if out.code != 0 {
             return Err(infra(format!(
                 "heal {from} -> {to} on host {} failed: {}",
@@ -840,6 +890,9 @@ impl Provider for SshProvider {
         }
         self.cuts.clear();
         let hosts: Vec<Host> = self.used.keys().cloned().collect();
+        for (_, s) in std::mem::take(&mut self.sessions) {
+            s.close();
+        }
         let mut all = self.inventory.known();
         all.extend(hosts.iter().cloned());
         self.ssh.close_masters(&all);

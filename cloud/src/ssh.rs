@@ -389,6 +389,156 @@ fn run_with_deadline(
     }
 }
 
+/// One long-lived shell on a host (`ssh host sh`, over the shared
+/// connection): commands go in on its stdin one at a time and their output
+/// comes back up to an end marker carrying the exit status. The faults of a
+/// running test (kill, stop, cut) then cost no new SSH session each, which
+/// is what dominates their latency. When the session breaks, callers fall
+/// back to a plain [`Ssh::run`].
+pub struct Session {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+const END: &str = "__distzero_end__";
+
+impl Ssh {
+    /// Open a shell session on `host` (lazily connected: failures show on
+    /// the first [`Session::run`]).
+    pub fn open_session(&self, host: &Host) -> Result<Session, CallError> {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.ssh_args(host, "exec sh"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            CallError::Ssh(SshFailure::Other(format!(
+                "cannot run ssh: {e}; install the OpenSSH client"
+            )))
+        })?;
+        let stdin = child.stdin.take();
+        let (tx, lines) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.len() < 64 * 1024 {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        Ok(Session {
+            child,
+            stdin,
+            lines,
+            stderr,
+        })
+    }
+}
+
+impl Session {
+    /// Run one shell line (its stdin is /dev/null, its stderr joins its
+    /// stdout). Ok with its exit status; Err when the session is broken or
+    /// the deadline passed (the session is then unusable: close it).
+    pub fn run(&mut self, line: &str, timeout: Duration) -> Result<Output, CallError> {
+        let broken = |s: &Session| {
+            let err = s.stderr.lock().map(|e| e.clone()).unwrap_or_default();
+            if err.trim().is_empty() {
+                CallError::Ssh(SshFailure::Other("the shell session ended".into()))
+            } else {
+                CallError::Ssh(classify(&err))
+            }
+        };
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(broken(self));
+        };
+        let wrapped = format!("{{ {line}\n}} </dev/null 2>&1; echo \"{END} $?\"\n");
+        if stdin
+            .write_all(wrapped.as_bytes())
+            .and_then(|_| stdin.flush())
+            .is_err()
+        {
+            self.stdin = None;
+            return Err(broken(self));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(code) = l.strip_prefix(END) {
+                        return Ok(Output {
+                            code: code.trim().parse().unwrap_or(-1),
+                            stdout: out,
+                            stderr: String::new(),
+                        });
+                    }
+                    out.push_str(&l);
+                    out.push('\n');
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.stdin = None;
+                    return Err(CallError::Timeout(timeout));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.stdin = None;
+                    // Give the stderr reader a moment to take ssh's last words.
+                    std::thread::sleep(Duration::from_millis(20));
+                    return Err(broken(self));
+                }
+            }
+        }
+    }
+
+    /// End the shell (EOF), then the client; at most about two seconds.
+    pub fn close(mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
