@@ -17,23 +17,49 @@
 //! point after their call, or never: the search succeeds as soon as every
 //! operation that did return is linearized.
 //!
+//! Pruning beyond Porcupine's memo, each checked against a brute-force
+//! enumeration of orders in the tests:
+//!
+//! - read-only operations ([`Model::read_only`]) are linearized as soon as
+//!   they can be, without trying later positions; open ones are never tried;
+//! - a configuration's closed candidates are tried before its open ones, and
+//!   (S, s) covers (S plus open operations, s): an open op may also never
+//!   happen; the memo is probed for the set without all its open ops and
+//!   without each one;
+//! - of several identical open ops only the earliest unlinearized is tried,
+//!   and an open op right after another open op is skipped when the first
+//!   changes nothing (a blind write after a write);
+//! - an open op that [`Model::removable`] says may go (a write whose value no
+//!   operation observes) is dropped before the search.
+//!
+//! Cost: linearizable histories check in roughly linear time. Refuting one
+//! (proving no order exists) explores every reachable configuration; with
+//! many open operations that number grows fast (each open op used to explain
+//! a read forks the configurations for the rest of the history), so a large
+//! non-linearizable register history with dozens of `info` writes may end in
+//! [`Verdict::Unknown`] at the budget. Keys of a map are checked separately,
+//! so the same history on a map is cheap.
+//!
 //! [`Model::partition`] splits a history into independent parts checked one
 //! by one (P-compositionality: a map is linearizable iff each key is).
 //!
 //! When a part fails, the checker shrinks it to a small set of operations
 //! that still cannot be ordered: first it drops every operation called after
 //! the furthest entry the search ever reached (the search on the rest fails
-//! identically), then it deletes chunks and then single operations while the
-//! rest stays non-linearizable, but only deletions that [`Model::removable`]
-//! allows: those after which a linearizable history stays linearizable. So
-//! the counterexample is a witness (a stale read keeps the write it read
-//! from, instead of shrinking to "a read of a value never written"), and it
-//! is 1-minimal under that rule when [`Failure::minimal`] says so.
+//! identically), then it tries keeping only the read the search was blocked
+//! on among the reads, then runs Zeller's ddmin (keep one chunk, remove one
+//! chunk, down to single operations) while the rest stays non-linearizable,
+//! but only with deletions that [`Model::removable`] allows: those after
+//! which a linearizable history stays linearizable. So the counterexample is
+//! a witness (a stale read keeps the write it read from, instead of
+//! shrinking to "a read of a value never written"), and it is 1-minimal
+//! under that rule when [`Failure::minimal`] says so.
 //!
 //! Determinism: the search order depends only on the input; the memo is a
 //! hash map whose iteration order is never observed. It keeps each linearized
-//! set as a 128-bit fingerprint (a false match has odds of 2^-128 per pair). Only the time budget
-//! can change a verdict, and only to [`Verdict::Unknown`].
+//! set as a 128-bit fingerprint (a false match has odds of 2^-128 per pair).
+//! Only the time budget can change a verdict, and only to
+//! [`Verdict::Unknown`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -513,13 +539,14 @@ fn search<M: Model>(
                 // the same state without it (a blind write after a write):
                 // the configuration without the first one covers this, and
                 // it is or will be tried from the same parent.
-                let mut covered = open
-                    && stack.last().is_some_and(|(top, before)| {
-                        ops[entries[*top].op].ret.is_none()
-                            && model.step(before, &op.input, &op.output).as_ref()
-                                == Some(&new_state)
-                    });
-                covered = covered || memo.contains(fp, state_hash, &new_state);
+                let seen = memo.contains(fp, state_hash, &new_state);
+                let mut covered = seen
+                    || open
+                        && stack.last().is_some_and(|(top, before)| {
+                            ops[entries[*top].op].ret.is_none()
+                                && model.step(before, &op.input, &op.output).as_ref()
+                                    == Some(&new_state)
+                        });
                 // Dominance: (S, s) covers (S + some open ops, s), since an
                 // open op may also never happen. Check "without any open op"
                 // and "without one open op".
@@ -531,6 +558,11 @@ fn search<M: Model>(
                         }
                         covered = memo.contains(fp.xor(Fp::of(o)), state_hash, &new_state);
                     }
+                }
+                if covered && !seen {
+                    // Remember it as covered, so its supersets are found
+                    // one removal away.
+                    memo.insert(fp, state_hash, new_state.clone());
                 }
                 if !covered {
                     memo.insert(fp, state_hash, new_state.clone());
