@@ -14,13 +14,16 @@
 #   host k (1..N): namespace dz-h<k>, veth dz-v<k> <-> eth0, 10.214.0.(10+k)
 #   state in $DZ_STANDIN_STATE (default /run/distzero-standin): a client key
 #   (id_ed25519), per host its sshd config, host key, pid file and log, and
-#   settings.env (DISTZERO_CLOUD_HOSTS, _SSH_KEY, _CONTROLLER_ADDR, _USER).
+#   settings.env (DISTZERO_CLOUD_HOSTS, _SSH_KEY, _CONTROLLER_ADDR, _USER,
+#   _DIR), and cloud/, the hosts' DISTZERO_CLOUD_DIR (agents, their logs and
+#   disks), so `down` leaves nothing behind.
 #
 # Each sshd runs under a tiny reaper (perl, PR_SET_CHILD_SUBREAPER): agents
 # that sshd sessions start detached are reparented to it and reaped when
 # they die (PID 1 of this machine does not reap orphans). Processes in the
 # namespaces share this machine's filesystem and pid space: agents of
-# different hosts keep apart by their run-id/machine folders.
+# different hosts keep apart by their run-id/machine folders (one
+# DISTZERO_CLOUD_DIR serves all hosts; its binary cache is filled atomically).
 #
 # When br_netfilter makes bridged packets pass this machine's FORWARD chain
 # (Docker sets its policy to DROP), one ACCEPT rule for the bridge is added,
@@ -93,13 +96,17 @@ while (1) {
 }
 '
 
+check_not_up() {
+    if [ -n "$(hosts_up)" ] || ip link show $BRIDGE >/dev/null 2>&1; then
+        die "a stand-in is already up (namespaces: $(hosts_up | tr '\n' ' ')); run '$0 down' first"
+    fi
+}
+
 up() {
     local n=$1
     [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le $MAX_HOSTS ] || die "up takes a host count from 1 to $MAX_HOSTS, not '$n'"
     need_root
-    if [ -n "$(hosts_up)" ] || ip link show $BRIDGE >/dev/null 2>&1; then
-        die "a stand-in is already up (namespaces: $(hosts_up | tr '\n' ' ')); run '$0 down' first"
-    fi
+    check_not_up
     ensure_tools
     mkdir -p "$STATE"
     chmod 700 "$STATE"
@@ -176,6 +183,7 @@ DISTZERO_CLOUD_HOSTS=$list
 DISTZERO_CLOUD_USER=root
 DISTZERO_CLOUD_SSH_KEY=$STATE/id_ed25519
 DISTZERO_CLOUD_CONTROLLER_ADDR=$CONTROLLER
+DISTZERO_CLOUD_DIR=$STATE/cloud
 EOF
     say "$n hosts up; settings in $STATE/settings.env:"
     cat "$STATE/settings.env"
@@ -244,9 +252,7 @@ run() {
     shift
     [ $# -gt 0 ] || die "usage: $0 run N -- COMMAND..."
     need_root
-    if [ -n "$(hosts_up)" ] || ip link show $BRIDGE >/dev/null 2>&1; then
-        die "a stand-in is already up (namespaces: $(hosts_up | tr '\n' ' ')); run '$0 down' first"
-    fi
+    check_not_up
     trap 'down' EXIT
     trap 'exit 130' INT TERM
     up "$n"
@@ -261,7 +267,15 @@ run() {
 }
 
 case "${1:-}" in
-    up) [ $# -eq 2 ] || die "usage: $0 up N"; up "$2" ;;
+    up)
+        [ $# -eq 2 ] || die "usage: $0 up N"
+        need_root
+        check_not_up
+        # A failed start removes what it made.
+        trap 'rc=$?; if [ $rc != 0 ]; then say "up failed; removing what it made"; down; fi' EXIT
+        up "$2"
+        trap - EXIT
+        ;;
     down) down ;;
     run) shift; run "$@" ;;
     status) status ;;
