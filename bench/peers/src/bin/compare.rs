@@ -149,11 +149,16 @@ fn main() {
                 continue;
             }
             let mut r = run(bin, shape, n, probe, timeout);
-            if let Ok(f) = &r {
-                let rounds = ((probe as f64 * target_s / f.wall_s) as u32).clamp(probe, most);
-                if rounds >= 2 * probe {
-                    r = run(bin, shape, n, rounds, timeout);
+            // Setup weighs on short runs: grow the run until it takes at
+            // least half of TARGET_S (or makes `most` rounds).
+            for _ in 0..3 {
+                let Ok(f) = &r else { break };
+                if f.wall_s >= target_s / 2.0 || f.rounds >= most {
+                    break;
                 }
+                let rounds =
+                    ((f.rounds as f64 * target_s / f.wall_s) as u32).clamp(2 * f.rounds, most);
+                r = run(bin, shape, n, rounds, timeout);
             }
             match &r {
                 Ok(f) => println!(
