@@ -17,9 +17,14 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 /// Buckets kept for reuse, and the largest capacity a kept bucket may have
-/// (explicit limits: a burst's bucket is reused, not hoarded).
+/// (explicit limits: a burst's bucket is reused, not hoarded)...
 const MAX_SPARE: usize = 64;
 const MAX_SPARE_CAPACITY: usize = 1 << 16;
+/// ...but one big bucket is kept, up to this capacity: a workload that sends
+/// bursts (a broadcast round in a large cluster) reuses it every burst
+/// instead of growing a new one by doublings. The burst's peak memory is
+/// what it keeps.
+const MAX_BIG_SPARE_CAPACITY: usize = 1 << 24;
 
 pub(crate) struct Queue<T> {
     /// Distinct times that have a bucket, earliest on top.
@@ -31,6 +36,8 @@ pub(crate) struct Queue<T> {
     free: Vec<u32>,
     /// Emptied buckets, kept with their capacity.
     spare: Vec<VecDeque<T>>,
+    /// The largest emptied bucket over `MAX_SPARE_CAPACITY`, if any.
+    big_spare: Option<VecDeque<T>>,
     /// The bucket of the last push: bursts go to one time.
     last: Option<(u64, u32)>,
     /// The bucket of the earliest time, once looked up.
@@ -46,6 +53,7 @@ impl<T> Default for Queue<T> {
             buckets: Vec::new(),
             free: Vec::new(),
             spare: Vec::new(),
+            big_spare: None,
             last: None,
             front: None,
             len: 0,
@@ -85,7 +93,11 @@ impl<T> Queue<T> {
 
     #[cold]
     fn open(&mut self, time: u64) -> u32 {
-        let bucket = self.spare.pop().unwrap_or_default();
+        let bucket = self
+            .big_spare
+            .take()
+            .or_else(|| self.spare.pop())
+            .unwrap_or_default();
         let b = match self.free.pop() {
             Some(b) => {
                 self.buckets[b as usize] = bucket;
@@ -142,8 +154,18 @@ impl<T> Queue<T> {
             self.last = None;
         }
         let bucket = std::mem::take(&mut self.buckets[b as usize]);
-        if self.spare.len() < MAX_SPARE && bucket.capacity() <= MAX_SPARE_CAPACITY {
-            self.spare.push(bucket);
+        let capacity = bucket.capacity();
+        if capacity <= MAX_SPARE_CAPACITY {
+            if self.spare.len() < MAX_SPARE {
+                self.spare.push(bucket);
+            }
+        } else if capacity <= MAX_BIG_SPARE_CAPACITY
+            && self
+                .big_spare
+                .as_ref()
+                .is_none_or(|b| b.capacity() < capacity)
+        {
+            self.big_spare = Some(bucket);
         }
         self.free.push(b);
     }
