@@ -334,9 +334,17 @@ impl SshProvider {
             std::process::id()
         );
         let mkdir = format!("mkdir -p {}", shell_quote(&format!("{}/bin", self.dir)));
-        self.ssh
+        let out = self
+            .ssh
             .run(host, &mkdir, b"", COMMAND_TIMEOUT)
             .map_err(|e| host_err(host, "preparing the agent's folder", e))?;
+        if out.code != 0 {
+            return Err(infra(format!(
+                "host {host}: copy failed: cannot create {}/bin (check DISTZERO_CLOUD_DIR): {}",
+                self.dir,
+                out.text()
+            )));
+        }
         self.ssh
             .copy_to(host, &self.agent_local, &tmp)
             .map_err(|e| {

@@ -457,3 +457,59 @@ fn cloud_machines_outnumbering_hosts_share_them() {
     run.cluster.shutdown().unwrap();
     assert_eq!(run.pgrep(&hs[0]), "");
 }
+
+/// A static stand-in agent that fails at start, as a broken agent would.
+fn exiting_agent() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let src = dir.join("exiting_agent.rs");
+    let bin = dir.join("exiting-agent");
+    if !bin.exists() {
+        std::fs::write(
+            &src,
+            "fn main() { eprintln!(\"distzero-agent: cannot open the data disk (planted failure)\"); std::process::exit(2); }\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new("rustc")
+            .args([
+                "--edition",
+                "2021",
+                "-C",
+                "target-feature=+crt-static",
+                "--target",
+            ])
+            .arg(distzero_virtual::image::static_target())
+            .arg("-o")
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("running rustc");
+        assert!(
+            out.status.success(),
+            "building the exiting agent: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bin
+}
+
+#[test]
+fn cloud_agent_that_exits_at_start_is_reported_with_its_log() {
+    let mut s = settings();
+    s.set("DISTZERO_AGENT_BIN", exiting_agent().display().to_string())
+        .unwrap();
+    let hs = hosts(&s);
+    let run_id = new_run_id();
+    let test = "cloud_agent_exits";
+    let log_dir = run_log_dir(&s, test, Mode::Cloud, &run_id);
+    let inv = StaticInventory::new(hs[..1].to_vec()).unwrap();
+    let provider = SshProvider::with_inventory(Box::new(inv), &s, &run_id, &log_dir).unwrap();
+    let mut c = RemoteCluster::with_run(Box::new(provider), test, &run_id, &log_dir, &s).unwrap();
+    let msg = c.add_machine().unwrap_err().to_string();
+    assert!(msg.contains(&hs[0].to_string()), "names the host: {msg}");
+    assert!(msg.contains("agent exited"), "names the cause: {msg}");
+    assert!(
+        msg.contains("planted failure"),
+        "carries the tail of the agent's log: {msg}"
+    );
+    c.shutdown().unwrap();
+}
