@@ -6,6 +6,7 @@
 //!   implements the same trait;
 //! - [`ssh`]: the OpenSSH client (`ssh`, `scp`) run non-interactively with
 //!   deadlines, its failures classified (unreachable, auth refused, host key);
+//!   shared connections and long-lived shell sessions for fast faults;
 //! - [`provider`]: [`SshProvider`], the `distzero::provider::Provider` that
 //!   copies the static agent, starts it detached, kills (SIGKILL), freezes
 //!   (SIGSTOP/SIGCONT), cuts links with iptables tagged with the run id, pulls

@@ -26,6 +26,16 @@
 //!   silence and its timeouts run. No real cut (agent filter alone) when the
 //!   host has no iptables, or when another machine of the run shares
 //!   `from`'s address (the rule could not tell them apart);
+//! - SSH: one shared connection per host and run (`ControlMaster`, sockets
+//!   in `/tmp/dz-ssh-<run id>/`, closed at shutdown, idle masters exit by
+//!   themselves); plus one long-lived shell per host, opened when its first
+//!   agent starts, through which kill, stop, cont, cut and heal run: a fault
+//!   then takes milliseconds, not a new SSH session (tests that time a crash
+//!   against a running stream depend on it). A broken shell falls back to a
+//!   plain ssh call;
+//! - a failed start rolls the deploy back at once (logs pulled, every agent
+//!   of the run stopped, its folders and filters removed) and refuses later
+//!   starts; the error names the machine, the host and the cause;
 //! - `shutdown` pulls the logs (if not pulled yet), stops the agents, removes
 //!   the run's folders and filters on every host it used, and releases the
 //!   hosts. Agents also exit on their own when the controller is gone (the
@@ -345,15 +355,23 @@ impl SshProvider {
                 out.text()
             )));
         }
-        self.ssh
-            .copy_to(host, &self.agent_local, &tmp)
-            .map_err(|e| {
-                host_err(
-                    host,
-                    &format!("copying the agent {} failed", self.agent_local.display()),
-                    e,
-                )
-            })?;
+        if let Err(e) = self.ssh.copy_to(host, &self.agent_local, &tmp) {
+            // Best effort: no half-copied binary left behind.
+            let _ = self.ssh.run(
+                host,
+                &format!("rm -f {}", shell_quote(&tmp)),
+                b"",
+                COMMAND_TIMEOUT,
+            );
+            return Err(host_err(
+                host,
+                &format!(
+                    "copy failed: copying the agent {}",
+                    self.agent_local.display()
+                ),
+                e,
+            ));
+        }
         let mv = format!(
             "chmod 755 {t} && mv -f {t} {f}",
             t = shell_quote(&tmp),
@@ -672,7 +690,10 @@ pub fn ctl(ssh: &Ssh, hostctl: &str, host: &Host, args: &[&str], stdin: &[u8]) -
 
 fn install_hostctl(ssh: &Ssh, hostctl: &str, host: &Host) -> Result<()> {
     let folder = hostctl.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
-    let tmp = format!("{hostctl}.tmp-{}", std::process::id());
+    // Unique per call: threads of one process may install at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = format!("{hostctl}.tmp-{}-{n}", std::process::id());
     let line = format!(
         "mkdir -p {d} && cat > {t} && mv -f {t} {f}",
         d = shell_quote(folder),
