@@ -92,7 +92,7 @@ struct RealCut {
 pub struct ControllerRecord {
     pub boot_id: String,
     pub pid: u32,
-    /// Start time of the process in clock ticks since boot (/proc/<pid>/stat).
+    /// Start time of the process in clock ticks since boot (`/proc/<pid>/stat`).
     pub start: u64,
     pub host_name: String,
 }
@@ -152,7 +152,7 @@ fn boot_id() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Start time (field 22 of /proc/<pid>/stat) of a live, non-zombie process.
+/// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
 fn proc_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
