@@ -3,8 +3,8 @@
 //!
 //! One client is one process of the history: one operation in flight at a
 //! time, a random read or write of a random key through a random replica,
-//! all drawn from `ctx.rng()`. A write's value is unique (`process * 1_000_000
-//! + n`) and its request id too. An answer completes the operation `ok`; no
+//! all drawn from `ctx.rng()`. A write's value is unique
+//! (`process * 1_000_000 + n`) and its request id too. An answer completes the operation `ok`; no
 //! answer within `timeout_ms` completes it `info` (it may have happened, or
 //! may still happen). Every record is logged as a `history` event
 //! ([`distzero::history::log_op`]) and kept in memory, so a test can ask for

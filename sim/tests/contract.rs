@@ -103,7 +103,10 @@ fn fire(c: &mut dyn Cluster, from: NodeId, to: NodeId, count: u64) {
     assert_eq!(r, Msg::Ok);
 }
 
-fn report(c: &mut dyn Cluster, n: NodeId) -> (Vec<(NodeId, u64)>, Vec<u64>, u64, Option<u64>) {
+/// What a probe saw: messages (sender, seq), timer fire times, start time, boots on disk.
+type Seen = (Vec<(NodeId, u64)>, Vec<u64>, u64, Option<u64>);
+
+fn report(c: &mut dyn Cluster, n: NodeId) -> Seen {
     match c.call(n, &Msg::Query, T).unwrap() {
         Msg::Report {
             got,

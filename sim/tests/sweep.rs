@@ -32,7 +32,7 @@ impl Node for Counter {
         match msg {
             Msg::Inc => {
                 self.value += 1;
-                if !self.lazy || self.value % 2 == 0 {
+                if !self.lazy || self.value.is_multiple_of(2) {
                     let _ = ctx.disk().put("v", &self.value);
                 }
                 ctx.send(from, Msg::Acked(self.value));
