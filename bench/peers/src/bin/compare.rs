@@ -156,8 +156,9 @@ fn main() {
                 if f.wall_s >= target_s / 2.0 || f.rounds >= most {
                     break;
                 }
-                let rounds =
-                    ((f.rounds as f64 * target_s / f.wall_s) as u32).clamp(2 * f.rounds, most);
+                let rounds = ((f.rounds as f64 * target_s / f.wall_s) as u32)
+                    .max(2 * f.rounds)
+                    .min(most);
                 r = run(bin, shape, n, rounds, timeout);
             }
             match &r {
