@@ -329,8 +329,11 @@ pub fn check<M: Model>(
                     Some(l) => format!(" on key {l:?}"),
                     None => String::new(),
                 };
+                let open = refs.iter().filter(|o| o.ret.is_none()).count();
                 return Verdict::Unknown(format!(
-                    "budget exhausted after {} steps and {:.3}s{place} ({} operations there)",
+                    "budget exhausted after {} steps and {:.3}s{place} ({} operations there, \
+                     {open} of them with unknown outcome: each may take effect at any later \
+                     time, which is what makes proving a violation expensive)",
                     deadline.steps,
                     start.elapsed().as_secs_f64(),
                     all.len()
