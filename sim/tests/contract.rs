@@ -265,7 +265,7 @@ fn pause_delays_messages_and_timers_until_resume() {
 }
 
 #[test]
-fn timers_fire_at_the_exact_virtual_time() {
+fn timers_fire_at_the_exact_simulated_time() {
     let mut sim = cluster(7);
     let c: &mut dyn Cluster = &mut sim;
     let n = setup(c, 1);
