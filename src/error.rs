@@ -38,6 +38,9 @@ pub enum Error {
     /// The cluster was asked something it cannot do in this mode or state.
     #[error("{0}")]
     Unsupported(String),
+    /// A recorded history is malformed, or a checker rejected it.
+    #[error("{0}")]
+    Check(String),
 }
 
 impl Error {
@@ -56,5 +59,11 @@ impl Error {
 impl From<postcard::Error> for Error {
     fn from(e: postcard::Error) -> Self {
         Error::Codec(e.to_string())
+    }
+}
+
+impl From<crate::history::HistoryError> for Error {
+    fn from(e: crate::history::HistoryError) -> Self {
+        Error::Check(e.to_string())
     }
 }

@@ -126,12 +126,17 @@ impl Scenario for KvScenario {
         }
         ops.sort_by_key(|o| o.time);
         let history = History::from_ops(ops);
-        let verdict = check_kv(&history, &Budget::default())
-            .map_err(|e| Error::Unsupported(e.to_string()))?;
+        let verdict = check_kv(&history, &Budget::default())?;
         tracing::info!(ops = history.len(), verdict = %verdict, "linearizability check");
         if verdict.is_not_linearizable() {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Check(format!(
                 "history of {} ops is not linearizable: {verdict}",
+                history.len()
+            )));
+        }
+        if verdict.is_unknown() {
+            return Err(Error::Check(format!(
+                "the checker could not decide on {} ops: {verdict}",
                 history.len()
             )));
         }
@@ -250,7 +255,7 @@ impl Scenario for WordCountScenario {
             } else {
                 String::new()
             };
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Check(format!(
                 "word counts are not exact: {shown}{tail}"
             )));
         }
