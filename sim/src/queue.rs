@@ -20,10 +20,11 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 /// (explicit limits: a burst's bucket is reused, not hoarded)...
 const MAX_SPARE: usize = 64;
 const MAX_SPARE_CAPACITY: usize = 1 << 16;
-/// ...but one big bucket is kept, up to this capacity: a workload that sends
-/// bursts (a broadcast round in a large cluster) reuses it every burst
-/// instead of growing a new one by doublings. The burst's peak memory is
-/// what it keeps.
+/// ...but once bursts recur (a second big bucket empties), one big bucket
+/// is kept, up to this capacity: a workload that broadcasts round after
+/// round in a large cluster reuses it every round instead of growing a new
+/// one by doublings. It keeps what a burst's peak needed anyway; a one-off
+/// burst (spawning many machines at once) keeps nothing.
 const MAX_BIG_SPARE_CAPACITY: usize = 1 << 24;
 
 pub(crate) struct Queue<T> {
@@ -38,6 +39,8 @@ pub(crate) struct Queue<T> {
     spare: Vec<VecDeque<T>>,
     /// The largest emptied bucket over `MAX_SPARE_CAPACITY`, if any.
     big_spare: Option<VecDeque<T>>,
+    /// A big bucket has emptied before: bursts recur.
+    bursts: bool,
     /// The bucket of the last push: bursts go to one time.
     last: Option<(u64, u32)>,
     /// The bucket of the earliest time, once looked up.
@@ -54,6 +57,7 @@ impl<T> Default for Queue<T> {
             free: Vec::new(),
             spare: Vec::new(),
             big_spare: None,
+            bursts: false,
             last: None,
             front: None,
             len: 0,
@@ -159,6 +163,8 @@ impl<T> Queue<T> {
             if self.spare.len() < MAX_SPARE {
                 self.spare.push(bucket);
             }
+        } else if !std::mem::replace(&mut self.bursts, true) {
+            // The first big burst: it may be the only one.
         } else if capacity <= MAX_BIG_SPARE_CAPACITY
             && self
                 .big_spare
