@@ -35,10 +35,12 @@ pub use registry::{NodeSpec, Registry};
 pub use settings::Settings;
 
 /// Instantiate workflow tests once per mode: `workflow_tests!(a, b);` makes
-/// `simulated::a`, `virtual_mode::a` and `cloud_mode::a`, so `cargo test
-/// simulated` (or `virtual`, `cloud`) selects by mode. The test crate needs
-/// `distzero-sim`, `distzero-virtual` and `distzero-cloud` as dev-dependencies,
-/// and a `fn registry() -> distzero::Registry` in scope for simulation.
+/// `simulated::a`, `loopback_mode::a`, `virtual_mode::a` and `cloud_mode::a`,
+/// so `cargo test simulated` (or `loopback`, `virtual`, `cloud`) selects by
+/// mode. The test crate needs `distzero-sim`, `distzero-virtual` and
+/// `distzero-cloud` as dev-dependencies, and a `fn registry() ->
+/// distzero::Registry` in scope (simulated and loopback modes host the nodes
+/// in the test process; virtual and cloud modes ship the agent binary).
 #[macro_export]
 macro_rules! workflow_tests {
     ($($name:ident),+ $(,)?) => {
@@ -47,6 +49,14 @@ macro_rules! workflow_tests {
                 #[test]
                 fn $name() {
                     ::distzero_sim::run_workflow(stringify!($name), super::registry(), super::$name);
+                }
+            )+
+        }
+        mod loopback_mode {
+            $(
+                #[test]
+                fn $name() {
+                    ::distzero::loopback::run_loopback_workflow(stringify!($name), super::registry(), super::$name);
                 }
             )+
         }

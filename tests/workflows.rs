@@ -737,43 +737,9 @@ fn registry() -> distzero::Registry {
     distzero_examples::registry()
 }
 
-/// The same bodies on agents in this process over 127.0.0.1 (`cargo test
-/// loopback`): real time and the real wire, without Docker.
-macro_rules! loopback_tests {
-    ($($name:ident),+ $(,)?) => {
-        mod loopback_mode {
-            $(
-                #[test]
-                fn $name() {
-                    distzero::loopback::run_loopback_workflow(
-                        stringify!($name),
-                        super::registry(),
-                        super::$name,
-                    );
-                }
-            )+
-        }
-    };
-}
-
-loopback_tests!(
-    pingpong_answers_calls,
-    ping_timer_fires_on_schedule,
-    ping_rtt_follows_link_latency,
-    one_way_cut_blocks_one_direction,
-    pause_delays_but_loses_nothing,
-    held_link_delivers_everything_on_release,
-    kv_reads_and_writes_through_any_replica,
-    kv_survives_backup_crash,
-    kv_recovers_from_disk_after_full_restart,
-    kv_partitioned_backup_catches_up,
-    kv_never_acks_without_majority,
-    kv_exact_under_message_loss,
-    kv_linearizable_under_faults,
-    wordcount_exact_under_loss,
-    wordcount_exact_across_crash_and_partition,
-);
-
+// Each body runs as simulated::*, loopback_mode::* (agents in this process
+// over 127.0.0.1: real time and the real wire, without Docker; in CI),
+// virtual_mode::* and cloud_mode::*.
 distzero::workflow_tests!(
     pingpong_answers_calls,
     ping_timer_fires_on_schedule,
