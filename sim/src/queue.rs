@@ -1,13 +1,19 @@
 //! The event queue: events in (virtual time, insertion) order.
 //!
-//! Events are grouped in one FIFO bucket per distinct time, and a min-heap
-//! holds the distinct times. Within a bucket, insertion order is sequence
-//! order, so popping gives exactly the (time, sequence) order of a heap of
-//! (time, seq) keys, without keys or comparisons per event. Distributed
-//! systems schedule in bursts at one time (a broadcast over fixed-latency
-//! links, timers of one period): those pushes and pops are a `VecDeque`
-//! append and pop at the ends, and the queue stays flat (cache friendly)
-//! however many events a round has in flight.
+//! Distributed systems schedule in bursts at one time (a broadcast over
+//! fixed-latency links, timers of one period). Such a burst goes to one
+//! FIFO bucket for its time (a min-heap holds the distinct times of the
+//! buckets): pushes and pops are a `VecDeque` append and pop at the ends,
+//! without keys or comparisons per event, and the queue stays flat (cache
+//! friendly) however many events a round has in flight. An event alone at
+//! its time so far (random latencies) goes to a plain heap keyed by (time,
+//! sequence), as a bucket of one would cost more.
+//!
+//! The order is exactly that of one heap of (time, sequence): within a
+//! bucket, insertion order is sequence order; a bucket opens for a time at
+//! the second push in a row at that time, and takes every later push at
+//! that time until it empties, so the heap's events at that time all came
+//! before the bucket's, and are popped first.
 //!
 //! The time -> bucket map is lookup-only (never iterated), so its hasher
 //! cannot leak into the order of events.
@@ -27,7 +33,38 @@ const MAX_SPARE_CAPACITY: usize = 1 << 16;
 /// burst (spawning many machines at once) keeps nothing.
 const MAX_BIG_SPARE_CAPACITY: usize = 1 << 24;
 
+/// An event alone at its time (so far), in the heap of singles.
+struct Single<T> {
+    time: u64,
+    seq: u64,
+    item: T,
+}
+
+impl<T> PartialEq for Single<T> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl<T> Eq for Single<T> {}
+impl<T> PartialOrd for Single<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<T> Ord for Single<T> {
+    // Reversed: BinaryHeap is a max-heap, the earliest (time, seq) on top.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.time, o.seq).cmp(&(self.time, self.seq))
+    }
+}
+
 pub(crate) struct Queue<T> {
+    /// Events alone at their time so far.
+    singles: BinaryHeap<Single<T>>,
+    seq: u64,
+    /// The time of the last push, if it went to `singles`: a second push in
+    /// a row at that time opens a bucket.
+    last_single: Option<u64>,
     /// Distinct times that have a bucket, earliest on top.
     times: BinaryHeap<Reverse<u64>>,
     /// Time -> index of its bucket in `buckets`. Lookup only.
@@ -51,6 +88,9 @@ pub(crate) struct Queue<T> {
 impl<T> Default for Queue<T> {
     fn default() -> Self {
         Queue {
+            singles: BinaryHeap::new(),
+            seq: 0,
+            last_single: None,
             times: BinaryHeap::new(),
             index: HashMap::default(),
             buckets: Vec::new(),
@@ -71,12 +111,6 @@ impl<T> Queue<T> {
         self.len
     }
 
-    /// The earliest time with an event.
-    #[inline]
-    pub fn peek_time(&self) -> Option<u64> {
-        self.times.peek().map(|r| r.0)
-    }
-
     /// Add an event at `time`, after every event already at that time.
     #[inline(always)]
     pub fn push(&mut self, time: u64, item: T) {
@@ -89,9 +123,20 @@ impl<T> Queue<T> {
         }
         let b = match self.index.get(&time) {
             Some(&b) => b,
-            None => self.open(time),
+            None if self.last_single == Some(time) => self.open(time),
+            None => {
+                self.seq += 1;
+                self.singles.push(Single {
+                    time,
+                    seq: self.seq,
+                    item,
+                });
+                self.last_single = Some(time);
+                return;
+            }
         };
         self.last = Some((time, b));
+        self.last_single = None;
         self.buckets[b as usize].push_back(item);
     }
 
@@ -120,7 +165,12 @@ impl<T> Queue<T> {
     /// Remove the earliest event if its time is at most `until`.
     #[inline(always)]
     pub fn pop_until(&mut self, until: u64) -> Option<(u64, T)> {
-        let time = self.peek_time()?;
+        if !self.singles.is_empty() {
+            if let Some(popped) = self.pop_single(until) {
+                return popped;
+            }
+        }
+        let time = self.times.peek()?.0;
         if time > until {
             return None;
         }
@@ -141,12 +191,29 @@ impl<T> Queue<T> {
         Some((time, item))
     }
 
+    /// Pop the earliest single if it comes before every bucket: `None` when
+    /// a bucket comes first, `Some(None)` when the earliest is after `until`.
+    #[inline(never)]
+    fn pop_single(&mut self, until: u64) -> Option<Option<(u64, T)>> {
+        let s = self.singles.peek()?;
+        // At one time, singles came before the bucket: they go first.
+        if self.times.peek().is_some_and(|b| b.0 < s.time) {
+            return None;
+        }
+        if s.time > until {
+            return Some(None);
+        }
+        let s = self.singles.pop().expect("peeked");
+        self.len -= 1;
+        Some(Some((s.time, s.item)))
+    }
+
     /// The event `k` places after the next one to pop, if it is in the
     /// same time's bucket (for prefetching its target's memory).
     #[inline(always)]
     pub fn peek_ahead(&self, k: usize) -> Option<&T> {
         let (_, b) = self.front?;
-        self.buckets[b as usize].get(k)
+        self.buckets.get(b as usize)?.get(k)
     }
 
     #[cold]
@@ -182,10 +249,19 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// The queue pops in exactly the order of a heap of (time, seq).
+    /// The queue pops in exactly the order of a heap of (time, seq): with
+    /// bursts and scattered times, and with few times (singles and buckets
+    /// at one time, interleaved).
     #[test]
     fn same_order_as_a_heap_of_time_and_sequence() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for seed in 0..8 {
+            same_order(seed, 5000);
+            same_order(seed, 3);
+        }
+    }
+
+    fn same_order(seed: u64, spread: u64) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut q = Queue::default();
         let mut reference = BinaryHeap::new();
         let mut seq = 0u64;
@@ -199,7 +275,7 @@ mod tests {
                     + match rng.gen_range(0..3) {
                         0 => 0,
                         1 => 1000,
-                        _ => rng.gen_range(0..5000),
+                        _ => rng.gen_range(0..spread),
                     };
                 seq += 1;
                 q.push(time, seq);
