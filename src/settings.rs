@@ -71,6 +71,13 @@ impl Settings {
         Self::from_sources(&vars, &file_vals, env_file)
     }
 
+    /// The environment alone, no `.env`: what an agent reads on a host, where
+    /// a stray `.env` in its folder or above must not change its settings.
+    pub fn from_environment() -> Result<Settings> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::from_sources(&vars, &BTreeMap::new(), None)
+    }
+
     /// Build from explicit sources (tests use this; no process state read).
     pub fn from_sources(
         env: &BTreeMap<String, String>,

@@ -315,7 +315,9 @@ fn main_inner(registry: Registry, args: Vec<String>) -> Result<Exit> {
         println!("{USAGE}");
         return Ok(Exit::Shutdown);
     }
-    let settings = Settings::load()?;
+    // The controller passes everything an agent needs; a `.env` lying on the
+    // host must not change it.
+    let settings = Settings::from_environment()?;
     let cookie = settings.cookie().unwrap_or("").to_string();
     let cfg = AgentConfig::from_args(&args, &cookie, settings.log_level()?)?;
     eprintln!(
