@@ -757,3 +757,30 @@ distzero::workflow_tests!(
     wordcount_exact_under_loss,
     wordcount_exact_across_crash_and_partition,
 );
+
+/// A workflow is also a sweep scenario: the linearizability workflow holds
+/// on many seeds, not only on the one its name gives (and each seed's run is
+/// deterministic).
+#[test]
+fn simulated_sweep_of_kv_linearizable_under_faults() {
+    use distzero_sim::sweep::{sweep, SweepOptions, Workflow};
+    let scenario = Workflow {
+        name: "kv_linearizable_under_faults".into(),
+        registry: registry(),
+        body: kv_linearizable_under_faults,
+    };
+    let root = std::env::temp_dir().join(format!("distzero-wf-sweep-{}", std::process::id()));
+    let opts = SweepOptions {
+        seeds: 0..24,
+        check_determinism: true,
+        stop_at_first: false,
+        log_root: root.clone(),
+        ..SweepOptions::default()
+    };
+    let report = sweep(&scenario, &opts, &|seed| {
+        format!("DISTZERO_SEED={seed} cargo test simulated::kv_linearizable_under_faults")
+    });
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.ran, 24);
+    let _ = std::fs::remove_dir_all(root);
+}

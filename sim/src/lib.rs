@@ -21,4 +21,4 @@ pub mod workload;
 pub use cluster::{SimCluster, SimConfig, SimStats};
 pub use nemesis::{Fault, Schedule, Step};
 pub use runner::{log_dir_for, run_workflow, seed_for, try_workflow, Failure};
-pub use sweep::{sweep, Scenario, SweepOptions, SweepReport};
+pub use sweep::{sweep, Scenario, SweepOptions, SweepReport, Workflow};

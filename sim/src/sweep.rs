@@ -37,6 +37,42 @@ pub trait Scenario: Sync {
     fn check(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()>;
 }
 
+/// A workflow test as a scenario: no nemesis of its own (the body injects
+/// its faults), swept over seeds like any scenario. A failing seed replays
+/// with `DISTZERO_SEED=<seed> cargo test simulated::<name>`.
+pub struct Workflow {
+    pub name: String,
+    pub registry: Registry,
+    pub body: fn(&mut dyn Cluster) -> Result<()>,
+}
+
+impl Scenario for Workflow {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+    fn machines(&self) -> u32 {
+        0
+    }
+    fn fault_window(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn max_faults(&self) -> usize {
+        0
+    }
+    fn setup(&self, _c: &mut dyn Cluster) -> Result<Vec<MachineId>> {
+        Ok(Vec::new())
+    }
+    fn start(&self, _c: &mut dyn Cluster, _machines: &[MachineId]) -> Result<()> {
+        Ok(())
+    }
+    fn check(&self, c: &mut dyn Cluster, _machines: &[MachineId]) -> Result<()> {
+        (self.body)(c)
+    }
+}
+
 /// The schedule a seed generates (deterministic in the seed).
 pub fn schedule_for(scenario: &dyn Scenario, seed: u64) -> Schedule {
     let strat = strategy(scenario);
