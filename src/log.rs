@@ -212,6 +212,25 @@ const BASE_FIELDS: &[&str] = &["time", "level", "machine", "node", "message"];
 
 thread_local! {
     static SINK: std::cell::RefCell<Option<RunLog>> = const { std::cell::RefCell::new(None) };
+    /// The installed log's most verbose level as a rank (0 = none), so a
+    /// disabled event costs one thread-local read.
+    static SINK_RANK: Cell<u8> = const { Cell::new(0) };
+}
+
+fn rank(level: Option<Level>) -> u8 {
+    match level {
+        None => 0,
+        Some(Level::ERROR) => 1,
+        Some(Level::WARN) => 2,
+        Some(Level::INFO) => 3,
+        Some(Level::DEBUG) => 4,
+        Some(Level::TRACE) => 5,
+    }
+}
+
+fn set_sink(log: Option<RunLog>) -> Option<RunLog> {
+    SINK_RANK.with(|r| r.set(rank(log.as_ref().and_then(|l| l.max_level))));
+    SINK.with(|s| std::mem::replace(&mut *s.borrow_mut(), log))
 }
 
 /// The one process-wide subscriber layer: it forwards each event to the
@@ -232,11 +251,7 @@ impl<S: Subscriber> Layer<S> for ThreadSink {
         tracing::subscriber::Interest::sometimes()
     }
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: LayerContext<'_, S>) -> bool {
-        SINK.with(|s| {
-            s.borrow()
-                .as_ref()
-                .is_some_and(|l| l.enabled_level(metadata.level()))
-        })
+        rank(Some(*metadata.level())) <= SINK_RANK.with(|r| r.get())
     }
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
         SINK.with(|s| {
@@ -256,8 +271,7 @@ pub struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        SINK.with(|s| *s.borrow_mut() = previous);
+        set_sink(self.previous.take());
     }
 }
 
@@ -273,7 +287,7 @@ impl RunLog {
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(ThreadSink))
                 .is_ok()
         });
-        let previous = SINK.with(|s| s.borrow_mut().replace(self.clone()));
+        let previous = set_sink(Some(self.clone()));
         let scoped = (!global).then(|| self.set_default());
         LogGuard {
             previous,
