@@ -1079,10 +1079,14 @@ pub fn run_remote_workflow(
         }
     })();
     if let Err(msg) = outcome {
+        let logs = if log_dir.exists() {
+            format!("\n  logs: {}", log_dir.display())
+        } else {
+            String::new()
+        };
         panic!(
-            "workflow test `{test_name}` failed in {} mode (run {run_id}): {msg}\n  logs: {}",
-            mode.name(),
-            log_dir.display()
+            "workflow test `{test_name}` failed in {} mode (run {run_id}): {msg}{logs}",
+            mode.name()
         );
     }
 }
