@@ -200,33 +200,65 @@ impl RemoteCluster {
         log_dir: &Path,
         settings: &Settings,
     ) -> Result<RemoteCluster> {
-        match Self::build(test_name, run_id, log_dir, settings, provider.mode()) {
-            Ok(parts) => Ok(parts.finish(provider)),
+        let start = Instant::now();
+        let (seed, orphan_secs, log, rt) = match Self::runtime(settings, test_name, log_dir, start)
+        {
+            Ok(parts) => parts,
             Err(e) => {
                 let _ = provider.shutdown();
-                Err(e)
+                return Err(e);
             }
-        }
-    }
-
-    fn build(
-        test_name: &str,
-        run_id: &str,
-        log_dir: &Path,
-        settings: &Settings,
-        mode: Mode,
-    ) -> Result<Parts> {
-        let seed = seed_of(test_name, settings)?;
-        let cookie = settings
-            .cookie()
-            .map(str::to_string)
-            .unwrap_or_else(fresh_cookie);
-        let orphan_secs = settings.agent_orphan()?.as_secs();
-        let start = Instant::now();
+        };
         let epoch_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros() as u64;
+        let (events_tx, events) = std_mpsc::channel();
+        let c = RemoteCluster {
+            mode: provider.mode(),
+            provider,
+            rt,
+            test_name: test_name.to_string(),
+            run_id: run_id.to_string(),
+            log_dir: log_dir.to_path_buf(),
+            cookie: settings
+                .cookie()
+                .map(str::to_string)
+                .unwrap_or_else(fresh_cookie),
+            seed,
+            epoch_micros,
+            orphan_secs,
+            start,
+            machines: BTreeMap::new(),
+            events_tx,
+            events,
+            next_gen: 0,
+            next_client: 0,
+            next_seq: 0,
+            acks: BTreeMap::new(),
+            awaiting: None,
+            reply: None,
+            real_cuts: BTreeSet::new(),
+            log,
+            shut_down: false,
+        };
+        {
+            let _g = c.log.install();
+            tracing::info!(test = %c.test_name, mode = c.mode.name(), run = %c.run_id, seed = c.seed, "cluster started");
+        }
+        Ok(c)
+    }
+
+    /// What can fail before the cluster exists: the seed, the orphan
+    /// setting, the controller's log and its tokio runtime.
+    fn runtime(
+        settings: &Settings,
+        test_name: &str,
+        log_dir: &Path,
+        start: Instant,
+    ) -> Result<(u64, u64, RunLog, tokio::runtime::Runtime)> {
+        let seed = seed_of(test_name, settings)?;
+        let orphan_secs = settings.agent_orphan()?.as_secs();
         let log = RunLog::new(
             log_dir,
             Clock::Real(Arc::new(move || start.elapsed())),
@@ -242,19 +274,7 @@ impl RemoteCluster {
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the controller's tokio runtime", e))?;
-        Ok(Parts {
-            mode,
-            rt,
-            test_name: test_name.to_string(),
-            run_id: run_id.to_string(),
-            log_dir: log_dir.to_path_buf(),
-            cookie,
-            seed,
-            epoch_micros,
-            orphan_secs,
-            start,
-            log,
-        })
+        Ok((seed, orphan_secs, log, rt))
     }
 
     pub fn run_id(&self) -> &str {
@@ -615,57 +635,6 @@ impl RemoteCluster {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-}
-
-/// Everything but the provider, built before it is taken.
-struct Parts {
-    mode: Mode,
-    rt: tokio::runtime::Runtime,
-    test_name: String,
-    run_id: String,
-    log_dir: PathBuf,
-    cookie: String,
-    seed: u64,
-    epoch_micros: u64,
-    orphan_secs: u64,
-    start: Instant,
-    log: RunLog,
-}
-
-impl Parts {
-    fn finish(self, provider: Box<dyn Provider>) -> RemoteCluster {
-        let (events_tx, events) = std_mpsc::channel();
-        let c = RemoteCluster {
-            provider,
-            mode: self.mode,
-            rt: self.rt,
-            test_name: self.test_name,
-            run_id: self.run_id,
-            log_dir: self.log_dir,
-            cookie: self.cookie,
-            seed: self.seed,
-            epoch_micros: self.epoch_micros,
-            orphan_secs: self.orphan_secs,
-            start: self.start,
-            machines: BTreeMap::new(),
-            events_tx,
-            events,
-            next_gen: 0,
-            next_client: 0,
-            next_seq: 0,
-            acks: BTreeMap::new(),
-            awaiting: None,
-            reply: None,
-            real_cuts: BTreeSet::new(),
-            log: self.log,
-            shut_down: false,
-        };
-        {
-            let _g = c.log.install();
-            tracing::info!(test = %c.test_name, mode = c.mode.name(), run = %c.run_id, seed = c.seed, "cluster started");
-        }
-        c
     }
 }
 
