@@ -17,7 +17,7 @@ use crate::netfilter::{self, DropRule};
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
 };
-use bollard::models::{NetworkCreateRequest, NetworkingConfig};
+use bollard::models::{ContainerState, NetworkCreateRequest, NetworkingConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions, LogsOptions,
     RemoveContainerOptions,
@@ -346,14 +346,7 @@ impl DockerProvider {
             })?;
         let deadline = Instant::now() + self.ready_timeout;
         let why = loop {
-            let info = self
-                .engine
-                .block(docker.inspect_container(&m.container, None))
-                .map_err(|e| {
-                    self.engine
-                        .err(&format!("inspecting container {}", m.container), e)
-                })?;
-            let state = info.state.unwrap_or_default();
+            let state = self.container_state(&m.container)?;
             if state.running != Some(true) {
                 break format!(
                     "its agent exited with code {}{}",
@@ -416,7 +409,8 @@ impl DockerProvider {
         image::tail(&self.engine.block(read), n)
     }
 
-    fn container_pid(&self, container: &str) -> Result<Option<i64>> {
+    /// The container's state as the engine reports it.
+    fn container_state(&self, container: &str) -> Result<ContainerState> {
         let info = self
             .engine
             .block(self.engine.docker().inspect_container(container, None))
@@ -424,7 +418,11 @@ impl DockerProvider {
                 self.engine
                     .err(&format!("inspecting container {container}"), e)
             })?;
-        let state = info.state.unwrap_or_default();
+        Ok(info.state.unwrap_or_default())
+    }
+
+    fn container_pid(&self, container: &str) -> Result<Option<i64>> {
+        let state = self.container_state(container)?;
         Ok(state.pid.filter(|p| *p > 0 && state.running == Some(true)))
     }
 
@@ -532,14 +530,7 @@ impl Provider for DockerProvider {
     fn kill(&mut self, machine: MachineId) -> Result<()> {
         let m = self.machine(machine)?.clone();
         let docker = self.engine.docker();
-        let info = self
-            .engine
-            .block(docker.inspect_container(&m.container, None))
-            .map_err(|e| {
-                self.engine
-                    .err(&format!("inspecting container {}", m.container), e)
-            })?;
-        let state = info.state.unwrap_or_default();
+        let state = self.container_state(&m.container)?;
         if state.running != Some(true) {
             return Ok(()); // already down
         }
