@@ -168,7 +168,6 @@ struct Core {
     rng: ChaCha8Rng,
     net: Net,
     disks: Vec<MemDisk>,
-    held: BTreeMap<u64, Vec<(NodeId, NodeId, Payload)>>,
     next_timer: u64,
     cancelled: HashSet<u64, crate::net::FxBuild>,
     incarnations: Vec<u32>,
@@ -220,10 +219,7 @@ impl Core {
                 self.stats.lost += 1;
                 tracing::debug!(%from, %to, "message lost");
             }
-            Verdict::Held => {
-                let key = crate::net::pair(from.machine, to.machine);
-                self.held.entry(key).or_default().push((from, to, bytes));
-            }
+            Verdict::Held => self.net.park((from, to, bytes)),
         }
     }
 }
@@ -359,7 +355,6 @@ impl SimCluster {
                 rng: ChaCha8Rng::seed_from_u64(config.seed),
                 net,
                 disks: Vec::new(),
-                held: BTreeMap::new(),
                 next_timer: 0,
                 cancelled: HashSet::default(),
                 incarnations: Vec::new(),
@@ -528,9 +523,10 @@ impl SimCluster {
                 id,
                 tag,
             } => {
-                if inc != incarnation
-                    || (!self.core.cancelled.is_empty() && self.core.cancelled.remove(&id))
-                {
+                // Remove a cancelled id first, so ids of a past incarnation
+                // do not stay in the set.
+                let cancelled = !self.core.cancelled.is_empty() && self.core.cancelled.remove(&id);
+                if cancelled || inc != incarnation {
                     return;
                 }
                 let Some(n) = machine
@@ -692,7 +688,6 @@ impl Cluster for SimCluster {
         self.controller_log();
         tracing::info!(%from, %to, "heal");
         self.core.net.heal(from, to);
-        self.core.held.remove(&crate::net::pair(from, to));
         Ok(())
     }
 
@@ -700,7 +695,6 @@ impl Cluster for SimCluster {
         self.controller_log();
         tracing::info!("heal all");
         self.core.net.heal_all();
-        self.core.held.clear();
         Ok(())
     }
 
@@ -716,11 +710,8 @@ impl Cluster for SimCluster {
         self.check_pair(from, to)?;
         self.controller_log();
         tracing::info!(%from, %to, "release");
-        self.core.net.release(from, to);
-        if let Some(msgs) = self.core.held.remove(&crate::net::pair(from, to)) {
-            for (f, t, bytes) in msgs {
-                self.core.route(f, t, bytes);
-            }
+        for (f, t, bytes) in self.core.net.release(from, to) {
+            self.core.route(f, t, bytes);
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The network model: per-link latency and loss, one-way cuts, holds, and
 //! in-order delivery per (sender machine, receiver machine) pair.
 
-use distzero::{Latency, Link, MachineId};
+use crate::payload::Payload;
+use distzero::{Latency, Link, MachineId, NodeId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,12 +44,16 @@ pub enum Verdict {
     Held,
 }
 
+/// A message waiting on a held link: (from, to, bytes).
+pub(crate) type HeldMsg = (NodeId, NodeId, Payload);
+
 /// Network state. Links not in `links` use `default`.
 pub struct Net {
     pub default: Link,
     links: HashMap<u64, Link, FxBuild>,
     cuts: HashSet<u64, FxBuild>,
-    held: BTreeMap<u64, ()>,
+    /// Held pairs and the messages queued on each, in send order.
+    held: BTreeMap<u64, Vec<HeldMsg>>,
     /// Last scheduled delivery per pair, for FIFO order with random latency.
     last: HashMap<u64, u64, FxBuild>,
     /// No per-link settings, cuts or holds: every pair uses `default`.
@@ -94,6 +99,7 @@ impl Net {
         self.replan();
     }
 
+    /// Undo a cut and a hold; what the hold queued is dropped.
     pub fn heal(&mut self, from: MachineId, to: MachineId) {
         self.cuts.remove(&pair(from, to));
         self.held.remove(&pair(from, to));
@@ -112,13 +118,21 @@ impl Net {
     }
 
     pub fn hold(&mut self, from: MachineId, to: MachineId) {
-        self.held.insert(pair(from, to), ());
+        self.held.entry(pair(from, to)).or_default();
         self.replan();
     }
 
-    pub fn release(&mut self, from: MachineId, to: MachineId) {
-        self.held.remove(&pair(from, to));
+    /// Queue a message on its held link (after `route` said `Held`).
+    pub(crate) fn park(&mut self, msg: HeldMsg) {
+        let key = pair(msg.0.machine, msg.1.machine);
+        self.held.entry(key).or_default().push(msg);
+    }
+
+    /// End a hold; returns what it queued, to be routed again in order.
+    pub(crate) fn release(&mut self, from: MachineId, to: MachineId) -> Vec<HeldMsg> {
+        let queued = self.held.remove(&pair(from, to)).unwrap_or_default();
         self.replan();
+        queued
     }
 
     #[inline]
