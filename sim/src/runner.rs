@@ -81,29 +81,37 @@ pub fn try_workflow(
     config.log_dir = log_dir.map(Path::to_path_buf);
     config.log_level = settings.log_level().unwrap_or(Some(tracing::Level::INFO));
     config.buggify = settings.buggify().unwrap_or(0.05);
-    let fail = |message: String| Failure {
+    run_sim(config, false, "workflow", &mut |c| body(c)).map_err(|message| Failure {
         test: test.to_string(),
         seed,
         message,
         log_dir: log_dir.map(Path::to_path_buf).unwrap_or_default(),
+    })
+}
+
+/// Build a simulated cluster from `config`, run `body` on it (panics
+/// caught, and silenced if `quiet`), log a failure as "`what` failed", and
+/// shut down. The error is the first violated assertion or error.
+pub(crate) fn run_sim(
+    config: SimConfig,
+    quiet: bool,
+    what: &str,
+    body: &mut dyn FnMut(&mut dyn Cluster) -> Result<()>,
+) -> std::result::Result<(), String> {
+    let mut cluster = SimCluster::new(config).map_err(|e| e.to_string())?;
+    let mut run = || catch_unwind(AssertUnwindSafe(|| body(&mut cluster)));
+    let outcome = if quiet { quiet_panics(run) } else { run() };
+    let result = match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(panic_message(&panic)),
     };
-    let mut cluster = SimCluster::new(config).map_err(|e| fail(e.to_string()))?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| body(&mut cluster)));
-    let message = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(panic) => Some(panic_message(&panic)),
-    };
-    if let Some(m) = &message {
+    if let Err(m) = &result {
         distzero::log::set_scope(Default::default());
-        tracing::error!(error = %m, "workflow failed");
+        tracing::error!(error = %m, "{what} failed");
     }
     let _ = cluster.shutdown();
-    drop(cluster);
-    match message {
-        None => Ok(()),
-        Some(m) => Err(fail(m)),
-    }
+    result
 }
 
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -2,12 +2,11 @@
 //! bar, shrinking of the failing fault schedule, and a determinism check.
 
 use crate::nemesis::Schedule;
-use crate::runner::{panic_message, quiet_panics};
-use crate::{SimCluster, SimConfig};
+use crate::runner::run_sim;
+use crate::SimConfig;
 use distzero::{Cluster, MachineId, Registry, Result};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -113,27 +112,12 @@ pub fn run_once(
     if log_dir.is_none() {
         cfg.log_level = None;
     }
-    let mut sim = SimCluster::new(cfg).map_err(|e| e.to_string())?;
-    let outcome = quiet_panics(|| {
-        catch_unwind(AssertUnwindSafe(|| -> Result<()> {
-            let c: &mut dyn Cluster = &mut sim;
-            let machines = scenario.setup(c)?;
-            scenario.start(c, &machines)?;
-            schedule.run(c, &machines, scenario.fault_window())?;
-            scenario.check(c, &machines)
-        }))
-    });
-    let result = match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(p) => Err(panic_message(&p)),
-    };
-    if let Err(m) = &result {
-        distzero::log::set_scope(Default::default());
-        tracing::error!(error = %m, "scenario failed");
-    }
-    let _ = sim.shutdown();
-    result
+    run_sim(cfg, true, "scenario", &mut |c| {
+        let machines = scenario.setup(c)?;
+        scenario.start(c, &machines)?;
+        schedule.run(c, &machines, scenario.fault_window())?;
+        scenario.check(c, &machines)
+    })
 }
 
 /// Shrink a failing schedule: proptest's simplify/complicate walk, keeping
