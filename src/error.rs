@@ -41,6 +41,10 @@ pub enum Error {
     /// A recorded history is malformed, or a checker rejected it.
     #[error("{0}")]
     Check(String),
+    /// A run went over one of its explicit limits (events per run, events
+    /// at one instant, wall time of a sweep seed): a livelock or a runaway.
+    #[error("{0}")]
+    Budget(String),
 }
 
 impl Error {

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +32,22 @@ pub struct SimConfig {
     pub reorder: bool,
     /// Opt-in hostility beyond the contract: duplicate messages with this probability.
     pub duplicate: f64,
+    /// Most events one run may handle; more is a failure ([`Error::Budget`]).
+    pub max_events: u64,
+    /// Most events at one virtual instant (zero-delay timers or zero-latency
+    /// links that never let time advance); more is a failure.
+    pub max_events_per_instant: u64,
+    /// Set from outside (a sweep's watchdog) to stop the run: the next
+    /// check (every few thousand events) fails it with [`Error::Budget`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
+
+/// Default of [`SimConfig::max_events`].
+pub const MAX_EVENTS: u64 = 1_000_000_000;
+/// Default of [`SimConfig::max_events_per_instant`].
+pub const MAX_EVENTS_PER_INSTANT: u64 = 1_000_000;
+/// Events between two looks at [`SimConfig::cancel`] (a power of two).
+const CANCEL_EVERY: u64 = 1 << 14;
 
 impl SimConfig {
     pub fn new(seed: u64, registry: Registry) -> Self {
@@ -44,6 +60,9 @@ impl SimConfig {
             default_link: Link::default(),
             reorder: false,
             duplicate: 0.0,
+            max_events: MAX_EVENTS,
+            max_events_per_instant: MAX_EVENTS_PER_INSTANT,
+            cancel: None,
         }
     }
 }
@@ -169,7 +188,9 @@ struct Core {
     net: Net,
     disks: Vec<MemDisk>,
     next_timer: u64,
-    cancelled: HashSet<u64, crate::net::FxBuild>,
+    /// Ids of the timers set and not yet fired or cancelled: a timer fires
+    /// only if its id is still here, and nothing stays once it came due.
+    pending: HashSet<u64, crate::net::FxBuild>,
     incarnations: Vec<u32>,
     /// Replies that reached controller client addresses, by client id.
     inbox: BTreeMap<u32, Vec<u8>>,
@@ -241,7 +262,10 @@ impl Env for Core {
         self.next_timer += 1;
         let id = self.next_timer;
         let incarnation = self.incarnations[node.machine.0 as usize];
-        let at = self.now + after.as_nanos() as u64;
+        let at = self
+            .now
+            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        self.pending.insert(id);
         self.push(
             at,
             Event::Timer {
@@ -255,9 +279,7 @@ impl Env for Core {
     }
 
     fn cancel_timer(&mut self, _node: NodeId, timer: TimerId) {
-        if timer.0 <= self.next_timer {
-            self.cancelled.insert(timer.0);
-        }
+        self.pending.remove(&timer.0);
     }
 
     fn rng(&mut self) -> &mut ChaCha8Rng {
@@ -290,6 +312,19 @@ pub struct SimCluster {
     /// thread's log [`Scope`] (logging off costs nothing per event).
     scoped: bool,
     _log_guard: Option<log::LogGuard>,
+    budget: Budget,
+}
+
+/// The run's limits, and how much of them is spent.
+struct Budget {
+    max_events: u64,
+    max_per_instant: u64,
+    cancel: Option<Arc<AtomicBool>>,
+    /// The virtual time of the last event, and how many events ran at it.
+    instant: u64,
+    at_instant: u64,
+    /// Why the run went over budget (it stays over).
+    over: Option<String>,
 }
 
 /// From this many machines on, the event loop prefetches (see `prefetch`).
@@ -356,7 +391,7 @@ impl SimCluster {
                 net,
                 disks: Vec::new(),
                 next_timer: 0,
-                cancelled: HashSet::default(),
+                pending: HashSet::default(),
                 incarnations: Vec::new(),
                 inbox: BTreeMap::new(),
                 waiting: HashSet::default(),
@@ -370,6 +405,14 @@ impl SimCluster {
             log_dir,
             scoped,
             _log_guard: guard,
+            budget: Budget {
+                max_events: config.max_events,
+                max_per_instant: config.max_events_per_instant,
+                cancel: config.cancel,
+                instant: 0,
+                at_instant: 0,
+                over: None,
+            },
         };
         tracing::info!(seed = config.seed, "simulated cluster started");
         Ok(cluster)
@@ -405,37 +448,104 @@ impl SimCluster {
     }
 
     /// Run every event up to and including virtual time `until` (ns), or
-    /// until the reply for `client` arrives.
-    fn run_to(&mut self, until: u64, client: Option<u32>) {
-        match client {
-            None if self.machines.len() >= PREFETCH_FROM => {
-                while let Some((time, event)) = self.core.queue.pop_until(until) {
-                    self.prefetch();
-                    self.core.now = time;
-                    self.step(Entry { time, event });
-                }
-            }
-            None => {
-                while let Some((time, event)) = self.core.queue.pop_until(until) {
-                    self.core.now = time;
-                    self.step(Entry { time, event });
-                }
-            }
-            Some(c) => {
-                while !self.core.inbox.contains_key(&c) {
-                    let Some((time, event)) = self.core.queue.pop_until(until) else {
-                        break;
-                    };
-                    self.core.now = time;
-                    self.step(Entry { time, event });
-                }
-            }
+    /// until the reply for `client` arrives. Fails once a budget is spent
+    /// (and from then on: a run over budget stays failed).
+    fn run_to(&mut self, until: u64, client: Option<u32>) -> Result<()> {
+        if let Some(over) = &self.budget.over {
+            return Err(Error::Budget(over.clone()));
         }
-        if !client.is_some_and(|c| self.core.inbox.contains_key(&c)) {
+        let result = match client {
+            None if self.machines.len() >= PREFETCH_FROM => loop {
+                let Some((time, event)) = self.core.queue.pop_until(until) else {
+                    break Ok(());
+                };
+                if let Err(e) = self.charge(time) {
+                    break Err(e);
+                }
+                self.prefetch();
+                self.core.now = time;
+                self.step(Entry { time, event });
+            },
+            None => loop {
+                let Some((time, event)) = self.core.queue.pop_until(until) else {
+                    break Ok(());
+                };
+                if let Err(e) = self.charge(time) {
+                    break Err(e);
+                }
+                self.core.now = time;
+                self.step(Entry { time, event });
+            },
+            Some(c) => loop {
+                if self.core.inbox.contains_key(&c) {
+                    break Ok(());
+                }
+                let Some((time, event)) = self.core.queue.pop_until(until) else {
+                    break Ok(());
+                };
+                if let Err(e) = self.charge(time) {
+                    break Err(e);
+                }
+                self.core.now = time;
+                self.step(Entry { time, event });
+            },
+        };
+        if result.is_ok() && !client.is_some_and(|c| self.core.inbox.contains_key(&c)) {
             self.core.now = self.core.now.max(until);
         }
         // Back to the controller's scope, at the time reached.
         self.controller_log();
+        result
+    }
+
+    /// Count one event at `time` against the budgets.
+    #[inline(always)]
+    fn charge(&mut self, time: u64) -> Result<()> {
+        debug_assert!(time >= self.core.now, "virtual time went backwards");
+        let b = &mut self.budget;
+        if time == b.instant {
+            b.at_instant += 1;
+        } else {
+            b.instant = time;
+            b.at_instant = 1;
+        }
+        let events = self.core.stats.events;
+        if b.at_instant > b.max_per_instant
+            || events >= b.max_events
+            || (events & (CANCEL_EVERY - 1) == 0
+                && b.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)))
+        {
+            return Err(self.over_budget(time));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn over_budget(&mut self, time: u64) -> Error {
+        let b = &mut self.budget;
+        let at = Duration::from_nanos(time);
+        let why = if b.at_instant > b.max_per_instant {
+            format!(
+                "simulation budget spent: more than {} events at virtual time {at:?} without time \
+                 moving on (a livelock: zero-delay timers or zero-latency links feeding each other?); \
+                 the limit is SimConfig::max_events_per_instant",
+                b.max_per_instant
+            )
+        } else if self.core.stats.events >= b.max_events {
+            format!(
+                "simulation budget spent: {} events by virtual time {at:?}; the limit is \
+                 SimConfig::max_events (DISTZERO_MAX_EVENTS)",
+                b.max_events
+            )
+        } else {
+            format!(
+                "run cancelled at virtual time {at:?} after {} events (wall-time budget)",
+                self.core.stats.events
+            )
+        };
+        b.over = Some(why.clone());
+        Error::Budget(why)
     }
 
     /// Many machines: their state does not stay in cache, and the events
@@ -523,9 +633,8 @@ impl SimCluster {
                 id,
                 tag,
             } => {
-                // Remove a cancelled id first, so ids of a past incarnation
-                // do not stay in the set.
-                let cancelled = !self.core.cancelled.is_empty() && self.core.cancelled.remove(&id);
+                // Its id leaves the pending set whatever happens next.
+                let cancelled = !self.core.pending.remove(&id);
                 if cancelled || inc != incarnation {
                     return;
                 }
@@ -661,8 +770,9 @@ impl Cluster for SimCluster {
         self.core.waiting.insert(from.local);
         self.core.route(from, to, Payload::from_vec(bytes));
         let deadline = self.core.now + timeout.as_nanos() as u64;
-        self.run_to(deadline, Some(from.local));
+        let ran = self.run_to(deadline, Some(from.local));
         self.core.waiting.remove(&from.local);
+        ran?;
         match self.core.inbox.remove(&from.local) {
             Some(reply) => Ok(reply),
             None => Err(Error::Timeout { to, after: timeout }),
@@ -671,8 +781,7 @@ impl Cluster for SimCluster {
 
     fn run_for(&mut self, duration: Duration) -> Result<()> {
         let until = self.core.now + duration.as_nanos() as u64;
-        self.run_to(until, None);
-        Ok(())
+        self.run_to(until, None)
     }
 
     fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()> {
