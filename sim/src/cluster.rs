@@ -454,6 +454,15 @@ impl SimCluster {
         if let Some(over) = &self.budget.over {
             return Err(Error::Budget(over.clone()));
         }
+        if self
+            .budget
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            // Also when no event comes: a body that only lets time pass.
+            return Err(self.over_budget(self.core.now));
+        }
         let result = match client {
             None if self.machines.len() >= PREFETCH_FROM => loop {
                 let Some((time, event)) = self.core.queue.pop_until(until) else {
