@@ -17,6 +17,7 @@ pub mod link;
 pub mod log;
 pub mod loopback;
 pub mod message;
+pub mod net;
 pub mod node;
 pub mod provider;
 pub mod registry;

@@ -1,10 +1,10 @@
 //! The simulated cluster: a deterministic event loop on virtual time.
 
-use crate::net::{Net, Verdict};
 use crate::payload::Payload;
 use crate::queue::Queue;
 use distzero::context::{DiskStore, Env, MemDisk};
 use distzero::log::{self, Clock, RunLog, Scope};
+use distzero::net::{self, FxBuild, Net, NetOp, Verdict};
 use distzero::{
     AnyNode, Cluster, Error, Link, MachineId, Mode, NodeId, NodeSpec, Registry, Result, TimerId,
 };
@@ -91,6 +91,8 @@ enum Event {
     Deliver {
         from: NodeId,
         to: NodeId,
+        /// Taken at send: the message arrives only if it still holds.
+        stamp: net::Stamp,
         bytes: Payload,
     },
     Timer {
@@ -127,7 +129,6 @@ struct Slot {
 
 struct Machine {
     state: State,
-    incarnation: u32,
     slots: Slots,
     /// Events that reached the machine while it was paused, in order.
     parked: Vec<Entry>,
@@ -185,16 +186,18 @@ struct Core {
     /// (virtual time, sequence number).
     queue: Queue<Event>,
     rng: ChaCha8Rng,
-    net: Net,
+    /// The network model; a held link queues (from, to, bytes).
+    net: Net<(NodeId, NodeId, Payload)>,
+    /// Opt-in hostility: probability of delivering a second copy.
+    duplicate: f64,
     disks: Vec<MemDisk>,
     next_timer: u64,
     /// Ids of the timers set and not yet fired or cancelled: a timer fires
     /// only if its id is still here, and nothing stays once it came due.
-    pending: HashSet<u64, crate::net::FxBuild>,
-    incarnations: Vec<u32>,
+    pending: HashSet<u64, FxBuild>,
     /// Replies that reached controller client addresses, by client id.
     inbox: BTreeMap<u32, Vec<u8>>,
-    waiting: HashSet<u32, crate::net::FxBuild>,
+    waiting: HashSet<u32, FxBuild>,
     buggify: f64,
     stats: SimStats,
 }
@@ -205,15 +208,36 @@ impl Core {
         self.queue.push(time, event);
     }
 
+    /// Send one message: through the network model between machines, at
+    /// once between nodes of one machine (no link between them).
     #[inline]
     fn route(&mut self, from: NodeId, to: NodeId, bytes: Payload) {
+        if from.machine == to.machine {
+            let stamp = self.net.stamp(from.machine, to.machine);
+            self.push(
+                self.now,
+                Event::Deliver {
+                    from,
+                    to,
+                    stamp,
+                    bytes,
+                },
+            );
+            return;
+        }
         let verdict = self
             .net
             .route(&mut self.rng, self.now, from.machine, to.machine);
         match verdict {
-            Verdict::At(at) if self.net.duplicate <= 0.0 => {
-                self.push(at, Event::Deliver { from, to, bytes })
-            }
+            Verdict::At(at, stamp) if self.duplicate <= 0.0 => self.push(
+                at,
+                Event::Deliver {
+                    from,
+                    to,
+                    stamp,
+                    bytes,
+                },
+            ),
             _ => self.route_rare(verdict, from, to, bytes),
         }
     }
@@ -222,25 +246,42 @@ impl Core {
     #[inline(never)]
     fn route_rare(&mut self, verdict: Verdict, from: NodeId, to: NodeId, bytes: Payload) {
         match verdict {
-            Verdict::At(at) => {
-                if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
+            Verdict::At(at, stamp) => {
+                if self.duplicate > 0.0 && self.rng.gen_bool(self.duplicate) {
                     let extra = self.rng.gen_range(0..=2_000_000u64);
                     self.push(
                         at + extra,
                         Event::Deliver {
                             from,
                             to,
+                            stamp,
                             bytes: bytes.clone(),
                         },
                     );
                 }
-                self.push(at, Event::Deliver { from, to, bytes });
+                self.push(
+                    at,
+                    Event::Deliver {
+                        from,
+                        to,
+                        stamp,
+                        bytes,
+                    },
+                );
             }
-            Verdict::Lost => {
+            Verdict::Lost(why) => {
                 self.stats.lost += 1;
-                tracing::debug!(%from, %to, "message lost");
+                tracing::debug!(%from, %to, ?why, "message lost");
             }
-            Verdict::Held => self.net.park((from, to, bytes)),
+            Verdict::Held(stamp) => {
+                if !self
+                    .net
+                    .park(from.machine, to.machine, (from, to, bytes), stamp)
+                {
+                    self.stats.lost += 1;
+                    tracing::debug!(%from, %to, "message lost: the hold's queue is full");
+                }
+            }
         }
     }
 }
@@ -261,7 +302,7 @@ impl Env for Core {
     fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
-        let incarnation = self.incarnations[node.machine.0 as usize];
+        let incarnation = self.net.life(node.machine);
         let at = self
             .now
             .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
@@ -379,7 +420,6 @@ impl SimCluster {
         let scoped = log.is_some() && config.log_level.is_some();
         let mut net = Net::new(config.default_link);
         net.reorder = config.reorder;
-        net.duplicate = config.duplicate;
         let cluster = SimCluster {
             seed: config.seed,
             run_id: format!("sim-{}", config.seed),
@@ -389,10 +429,10 @@ impl SimCluster {
                 queue: Queue::default(),
                 rng: ChaCha8Rng::seed_from_u64(config.seed),
                 net,
+                duplicate: config.duplicate,
                 disks: Vec::new(),
                 next_timer: 0,
                 pending: HashSet::default(),
-                incarnations: Vec::new(),
                 inbox: BTreeMap::new(),
                 waiting: HashSet::default(),
                 buggify: config.buggify,
@@ -441,9 +481,45 @@ impl SimCluster {
             .ok_or(Error::NoSuchMachine(m))
     }
 
-    fn check_pair(&self, from: MachineId, to: MachineId) -> Result<()> {
-        self.machine(from)?;
-        self.machine(to)?;
+    /// A change to the network, checked and logged; what a release frees
+    /// is sent on in order.
+    fn net_op(&mut self, op: NetOp, what: &str) -> Result<()> {
+        match op {
+            NetOp::Cut { from, to }
+            | NetOp::Heal { from, to }
+            | NetOp::Hold { from, to }
+            | NetOp::Release { from, to }
+            | NetOp::SetLink { from, to, .. } => {
+                self.machine(from)?;
+                self.machine(to)?;
+                net::check_pair(from, to)?;
+                self.controller_log();
+                tracing::info!(%from, %to, "{what}");
+            }
+            NetOp::HealAll | NetOp::Life { .. } => {
+                self.controller_log();
+                tracing::info!("{what}");
+            }
+        }
+        let now = self.core.now;
+        for ((f, t, bytes), stamp) in self.core.net.apply(&op, now) {
+            match self
+                .core
+                .net
+                .reroute(&mut self.core.rng, now, f.machine, t.machine, stamp)
+            {
+                Verdict::At(at, stamp) => self.core.push(
+                    at,
+                    Event::Deliver {
+                        from: f,
+                        to: t,
+                        stamp,
+                        bytes,
+                    },
+                ),
+                _ => self.core.stats.lost += 1,
+            }
+        }
         Ok(())
     }
 
@@ -605,7 +681,7 @@ impl SimCluster {
             }
             State::Up => {}
         }
-        let incarnation = machine.incarnation;
+        let incarnation = self.core.net.life(target);
         match entry.event {
             Event::Start {
                 node,
@@ -622,7 +698,17 @@ impl SimCluster {
                 tracing::info!(kind = %slot.spec.kind, "node started");
                 n.start(&mut self.core, node);
             }
-            Event::Deliver { from, to, bytes } => {
+            Event::Deliver {
+                from,
+                to,
+                stamp,
+                bytes,
+            } => {
+                if !self.core.net.accept(from.machine, to.machine, stamp) {
+                    // An end crashed or the link was cut since it was sent.
+                    self.core.stats.lost += 1;
+                    return;
+                }
                 let Some(n) = machine
                     .slots
                     .as_mut_slice()
@@ -719,12 +805,10 @@ impl Cluster for SimCluster {
         }
         self.machines.push(Machine {
             state: State::Up,
-            incarnation: 0,
             slots: Slots::Zero,
             parked: Vec::new(),
         });
         self.core.disks.push(MemDisk::default());
-        self.core.incarnations.push(0);
         self.controller_log();
         tracing::debug!(machine = %id, "machine added");
         Ok(id)
@@ -746,10 +830,10 @@ impl Cluster for SimCluster {
             }
         };
         let now = self.core.now;
+        let incarnation = self.core.net.life(machine);
         let m = self.machine_mut(machine)?;
         let id = NodeId::new(machine, m.slots.len() as u32);
         let up = m.state != State::Down;
-        let incarnation = m.incarnation;
         m.slots.push(Slot {
             spec,
             node: up.then_some(node),
@@ -794,51 +878,28 @@ impl Cluster for SimCluster {
     }
 
     fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()> {
-        self.check_pair(from, to)?;
-        self.controller_log();
-        tracing::info!(%from, %to, "cut");
-        self.core.net.cut(from, to);
-        Ok(())
+        self.net_op(NetOp::Cut { from, to }, "cut")
     }
 
     fn heal(&mut self, from: MachineId, to: MachineId) -> Result<()> {
-        self.check_pair(from, to)?;
-        self.controller_log();
-        tracing::info!(%from, %to, "heal");
-        self.core.net.heal(from, to);
-        Ok(())
+        self.net_op(NetOp::Heal { from, to }, "heal")
     }
 
     fn heal_all(&mut self) -> Result<()> {
-        self.controller_log();
-        tracing::info!("heal all");
-        self.core.net.heal_all();
-        Ok(())
+        self.net_op(NetOp::HealAll, "heal all")
     }
 
     fn hold(&mut self, from: MachineId, to: MachineId) -> Result<()> {
-        self.check_pair(from, to)?;
-        self.controller_log();
-        tracing::info!(%from, %to, "hold");
-        self.core.net.hold(from, to);
-        Ok(())
+        self.net_op(NetOp::Hold { from, to }, "hold")
     }
 
     fn release(&mut self, from: MachineId, to: MachineId) -> Result<()> {
-        self.check_pair(from, to)?;
-        self.controller_log();
-        tracing::info!(%from, %to, "release");
-        for (f, t, bytes) in self.core.net.release(from, to) {
-            self.core.route(f, t, bytes);
-        }
-        Ok(())
+        self.net_op(NetOp::Release { from, to }, "release")
     }
 
     fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()> {
-        self.check_pair(from, to)?;
         link.validate()?;
-        self.core.net.set_link(from, to, link);
-        Ok(())
+        self.net_op(NetOp::SetLink { from, to, link }, "set link")
     }
 
     fn crash(&mut self, machine: MachineId) -> Result<()> {
@@ -847,13 +908,11 @@ impl Cluster for SimCluster {
             return Ok(());
         }
         m.state = State::Down;
-        m.incarnation += 1;
         m.parked.clear();
         for slot in m.slots.as_mut_slice() {
             slot.node = None;
         }
-        let inc = m.incarnation;
-        self.core.incarnations[machine.0 as usize] = inc;
+        self.core.net.crash(machine);
         self.controller_log();
         tracing::info!(%machine, "crash");
         Ok(())
@@ -870,9 +929,10 @@ impl Cluster for SimCluster {
             built.push(self.registry.build(&slot.spec)?);
         }
         let now = self.core.now;
+        self.core.net.restart(machine);
+        let inc = self.core.net.life(machine);
         let m = self.machine_mut(machine)?;
         m.state = State::Up;
-        let inc = m.incarnation;
         let mut starts = Vec::new();
         for (i, (slot, node)) in m.slots.as_mut_slice().iter_mut().zip(built).enumerate() {
             slot.node = Some(node);

@@ -5,13 +5,13 @@
 //! same code: the same events in the same order and the same log bytes.
 //!
 //! - [`SimCluster`]: the [`distzero::Cluster`] on the deterministic event loop.
-//! - [`net`]: the network model (latency, loss, cuts, holds, FIFO per pair).
+//! - the network model is `distzero::net`, shared with the agent.
 //! - [`workload`]: the ping-pong benchmark workload (`benches/pingpong.rs`).
 //! - [`run_workflow`]: what `workflow_tests!` calls for `simulated::*` tests.
 
 mod cluster;
 pub mod nemesis;
-pub mod net;
+
 mod payload;
 mod queue;
 mod runner;

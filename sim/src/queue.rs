@@ -18,7 +18,7 @@
 //! The time -> bucket map is lookup-only (never iterated), so its hasher
 //! cannot leak into the order of events.
 
-use crate::net::FxBuild;
+use distzero::net::FxBuild;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
