@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::ids::{MachineId, NodeId};
 use crate::link::Link;
 use crate::log::{Clock, RunLog};
+use crate::net::{self, Net, NetOp};
 use crate::provider::{AgentLaunch, MachineAddrs, Provider};
 use crate::registry::NodeSpec;
 use crate::settings::{SeedChoice, Settings};
@@ -64,6 +65,8 @@ pub const REDIAL_PATIENCE: Duration = Duration::from_secs(2);
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The controller pings every agent this often when it has nothing to say.
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// Most acks kept for commands nobody waits for.
+const MAX_ACKS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -90,9 +93,6 @@ struct Machine {
     conn: Option<Conn>,
     specs: Vec<NodeSpec>,
     state: State,
-    links: BTreeMap<MachineId, Link>,
-    cut: BTreeSet<MachineId>,
-    held: BTreeSet<MachineId>,
     /// When a re-dial last failed: no new attempt for [`REDIAL_PATIENCE`].
     redial_failed: Option<Instant>,
 }
@@ -129,7 +129,13 @@ pub struct RemoteCluster {
     next_gen: u64,
     next_client: u32,
     next_seq: u64,
+    /// Acks not yet taken by the command that waits for them (at most
+    /// [`MAX_ACKS`]: acks of commands to a paused machine nobody waits for).
     acks: BTreeMap<u64, Option<String>>,
+    /// The network model as the controller knows it: every change goes
+    /// here first, then to the agents at both ends; a (re)started agent
+    /// joins with its part of it.
+    net: Net<()>,
     awaiting: Option<u32>,
     reply: Option<Vec<u8>>,
     /// Pairs with a real packet filter in place (provider.cut said true).
@@ -236,6 +242,7 @@ impl RemoteCluster {
             next_client: 0,
             next_seq: 0,
             acks: BTreeMap::new(),
+            net: Net::new(Link::fixed(Duration::ZERO)),
             awaiting: None,
             reply: None,
             real_cuts: BTreeSet::new(),
@@ -331,12 +338,7 @@ impl RemoteCluster {
     fn check_pair(&self, from: MachineId, to: MachineId) -> Result<()> {
         self.machine(from)?;
         self.machine(to)?;
-        if from == to {
-            return Err(Error::Unsupported(format!(
-                "{from} -> {to}: a link needs two different machines"
-            )));
-        }
-        Ok(())
+        net::check_pair(from, to)
     }
 
     /// Dial a machine's agent until the handshake passes (or [`DIAL_PATIENCE`]).
@@ -406,6 +408,9 @@ impl RemoteCluster {
                 }
                 match frame {
                     FromAgent::Ack { seq, error } => {
+                        if self.acks.len() >= MAX_ACKS {
+                            self.acks.pop_first();
+                        }
                         self.acks.insert(seq, error);
                     }
                     FromAgent::ToClient { from, to, bytes } => {
@@ -545,26 +550,47 @@ impl RemoteCluster {
         Ok(())
     }
 
-    /// After a (re)start: links, filters, then the nodes from their specs.
+    /// After a (re)start: its part of the network model, then the nodes
+    /// from their specs.
     fn replay_machine(&mut self, id: MachineId) -> Result<()> {
-        let m = self.machine(id)?;
-        let links: Vec<(MachineId, Link)> = m.links.iter().map(|(k, v)| (*k, *v)).collect();
-        let cut: Vec<MachineId> = m.cut.iter().copied().collect();
-        let held: Vec<MachineId> = m.held.iter().copied().collect();
-        let specs = m.specs.clone();
-        for (to, link) in links {
-            self.command(id, Command::SetLink { to, link })?;
-        }
-        for to in cut {
-            self.command(id, Command::Cut { to })?;
-        }
-        for to in held {
-            self.command(id, Command::Hold { to })?;
-        }
+        let state = self.net.state_for(id);
+        self.command(id, Command::Join { state })?;
+        let specs = self.machine(id)?.specs.clone();
         for (local, spec) in specs.into_iter().enumerate() {
             self.command(id, spawn_cmd(local as u32, &spec)?)?;
         }
         Ok(())
+    }
+
+    /// Apply a network change to the controller's model, then to the
+    /// agents of `ends` (acknowledged, unless paused or down).
+    fn net_op(&mut self, op: NetOp, ends: &[MachineId]) -> Result<()> {
+        self.net.apply(&op, 0);
+        for &m in ends {
+            self.command(m, Command::Net { op: op.clone() })?;
+        }
+        Ok(())
+    }
+
+    /// Tell every other agent the new life of `machine` (a crash or a
+    /// restart): from now on, what is in flight to or from its previous
+    /// life is dropped. An agent that cannot be told is logged.
+    fn broadcast_life(&mut self, machine: MachineId) {
+        let op = NetOp::Life {
+            machine,
+            life: self.net.life(machine),
+        };
+        let others: Vec<MachineId> = self
+            .machines
+            .keys()
+            .copied()
+            .filter(|m| *m != machine)
+            .collect();
+        for m in others {
+            if let Err(e) = self.command(m, Command::Net { op: op.clone() }) {
+                tracing::warn!(%m, error = %e, "could not tell it a machine's new life");
+            }
+        }
     }
 
     fn start_machine(&mut self, id: MachineId, restart: bool) -> Result<()> {
@@ -650,12 +676,8 @@ fn command_name(cmd: &Command) -> &'static str {
     match cmd {
         Command::Spawn { .. } => "spawn",
         Command::SetPeers { .. } => "set peers",
-        Command::SetLink { .. } => "set link",
-        Command::Cut { .. } => "cut",
-        Command::Heal { .. } => "heal",
-        Command::HealAll => "heal all",
-        Command::Hold { .. } => "hold",
-        Command::Release { .. } => "release",
+        Command::Net { .. } => "network change",
+        Command::Join { .. } => "join the network",
         Command::Shutdown => "shutdown",
     }
 }
@@ -789,9 +811,6 @@ impl Cluster for RemoteCluster {
                 conn: None,
                 specs: Vec::new(),
                 state: State::Down,
-                links: BTreeMap::new(),
-                cut: BTreeSet::new(),
-                held: BTreeSet::new(),
                 redial_failed: None,
             },
         );
@@ -870,8 +889,8 @@ impl Cluster for RemoteCluster {
         let _g = self.log.install();
         self.check_pair(from, to)?;
         tracing::info!(%from, %to, "cut");
-        self.machine_mut(from)?.cut.insert(to);
-        self.command(from, Command::Cut { to })?;
+        // The receiver first: what is in flight is dropped on arrival.
+        self.net_op(NetOp::Cut { from, to }, &[to, from])?;
         if self.provider.cut(from, to)? {
             self.real_cuts.insert((from, to));
         }
@@ -882,10 +901,7 @@ impl Cluster for RemoteCluster {
         let _g = self.log.install();
         self.check_pair(from, to)?;
         tracing::info!(%from, %to, "heal");
-        let m = self.machine_mut(from)?;
-        m.cut.remove(&to);
-        m.held.remove(&to);
-        self.command(from, Command::Heal { to })?;
+        self.net_op(NetOp::Heal { from, to }, &[from, to])?;
         if self.real_cuts.remove(&(from, to)) {
             self.provider.heal(from, to)?;
         }
@@ -896,12 +912,7 @@ impl Cluster for RemoteCluster {
         let _g = self.log.install();
         tracing::info!("heal all");
         let ids: Vec<MachineId> = self.machines.keys().copied().collect();
-        for id in ids {
-            let m = self.machine_mut(id)?;
-            m.cut.clear();
-            m.held.clear();
-            self.command(id, Command::HealAll)?;
-        }
+        self.net_op(NetOp::HealAll, &ids)?;
         for (from, to) in std::mem::take(&mut self.real_cuts) {
             self.provider.heal(from, to)?;
         }
@@ -912,16 +923,14 @@ impl Cluster for RemoteCluster {
         let _g = self.log.install();
         self.check_pair(from, to)?;
         tracing::info!(%from, %to, "hold");
-        self.machine_mut(from)?.held.insert(to);
-        self.command(from, Command::Hold { to })
+        self.net_op(NetOp::Hold { from, to }, &[from])
     }
 
     fn release(&mut self, from: MachineId, to: MachineId) -> Result<()> {
         let _g = self.log.install();
         self.check_pair(from, to)?;
         tracing::info!(%from, %to, "release");
-        self.machine_mut(from)?.held.remove(&to);
-        self.command(from, Command::Release { to })
+        self.net_op(NetOp::Release { from, to }, &[from])
     }
 
     fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()> {
@@ -929,8 +938,7 @@ impl Cluster for RemoteCluster {
         self.check_pair(from, to)?;
         link.validate()?;
         tracing::info!(%from, %to, ?link, "set link");
-        self.machine_mut(from)?.links.insert(to, link);
-        self.command(from, Command::SetLink { to, link })
+        self.net_op(NetOp::SetLink { from, to, link }, &[from])
     }
 
     fn crash(&mut self, machine: MachineId) -> Result<()> {
@@ -943,6 +951,8 @@ impl Cluster for RemoteCluster {
         let m = self.machine_mut(machine)?;
         m.state = State::Down;
         m.conn = None;
+        self.net.crash(machine);
+        self.broadcast_life(machine);
         Ok(())
     }
 
@@ -959,8 +969,12 @@ impl Cluster for RemoteCluster {
             tracing::warn!(%machine, "its agent is gone without a crash; restarting it");
             self.provider.kill(machine)?;
             self.machine_mut(machine)?.state = State::Down;
+            self.net.crash(machine);
         }
         tracing::info!(%machine, "restart");
+        // Everyone learns the new life before it can send a word.
+        self.net.restart(machine);
+        self.broadcast_life(machine);
         self.start_machine(machine, true)
     }
 

@@ -18,7 +18,7 @@
 //!   one TCP stream is the order per (sender, receiver) pair.
 
 use crate::ids::{MachineId, NodeId};
-use crate::link::Link;
+use crate::net::{NetOp, NetState, Stamp};
 use hmac::{Hmac, Mac};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
@@ -116,30 +116,13 @@ pub enum Command {
         config: String,
     },
     /// Where peer agents listen (replaces the whole table).
-    SetPeers {
-        peers: Vec<(MachineId, SocketAddr)>,
-    },
-    /// Latency and loss of messages from this machine to `to`.
-    SetLink {
-        to: MachineId,
-        link: Link,
-    },
-    /// Drop messages from this machine to `to`.
-    Cut {
-        to: MachineId,
-    },
-    /// Undo `Cut` and `Hold` towards `to` (held messages are dropped).
-    Heal {
-        to: MachineId,
-    },
-    HealAll,
-    /// Queue messages to `to` until `Release`.
-    Hold {
-        to: MachineId,
-    },
-    Release {
-        to: MachineId,
-    },
+    SetPeers { peers: Vec<(MachineId, SocketAddr)> },
+    /// A change to the network model (`crate::net`): the controller sends
+    /// it to the agents at both ends of the pair it touches.
+    Net { op: NetOp },
+    /// The network as it is, for an agent that just (re)started: sent
+    /// before any node is spawned.
+    Join { state: NetState },
     /// Flush logs and exit.
     Shutdown,
 }
@@ -163,6 +146,9 @@ pub enum PeerFrame {
     Msg {
         from: NodeId,
         to: NodeId,
+        /// Taken by the sender's network model; the receiver drops the
+        /// message unless its own model gives the same stamp.
+        stamp: Stamp,
         bytes: Vec<u8>,
     },
 }
@@ -562,7 +548,12 @@ mod tests {
         };
         let b = ToAgent::Cmd {
             seq: 7,
-            cmd: Command::Cut { to: MachineId(1) },
+            cmd: Command::Net {
+                op: crate::net::NetOp::Cut {
+                    from: MachineId(0),
+                    to: MachineId(1),
+                },
+            },
         };
         let mut buf = frame(&a);
         buf.extend(frame(&b));
@@ -594,6 +585,7 @@ mod tests {
         let big = PeerFrame::Msg {
             from: NodeId::client(0),
             to: NodeId::client(0),
+            stamp: Stamp(0),
             bytes: vec![0; MAX_FRAME + 1],
         };
         assert!(matches!(

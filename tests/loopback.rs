@@ -494,6 +494,7 @@ fn spoofed(to: NodeId) -> Vec<u8> {
     let f = PeerFrame::Msg {
         from: NodeId::new(MachineId(7), 0),
         to,
+        stamp: distzero::net::Stamp(0),
         bytes: vec![],
     };
     wire::encode_frame(&f, &mut out).unwrap();

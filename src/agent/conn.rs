@@ -35,6 +35,7 @@ pub(crate) enum Event {
         conn: u64,
         from: NodeId,
         to: NodeId,
+        stamp: crate::net::Stamp,
         bytes: Vec<u8>,
     },
 }
@@ -130,7 +131,12 @@ async fn serve(
             let _wr = wr;
             loop {
                 match wire::read_frame::<PeerFrame, _>(&mut rd).await {
-                    Ok(Some(PeerFrame::Msg { from, to, bytes })) => {
+                    Ok(Some(PeerFrame::Msg {
+                        from,
+                        to,
+                        stamp,
+                        bytes,
+                    })) => {
                         if from.machine != peer || to.machine != ident.machine {
                             tracing::warn!(%peer, %from, %to, "peer sent a message it may not send; closing its link");
                             return;
@@ -140,6 +146,7 @@ async fn serve(
                                 conn,
                                 from,
                                 to,
+                                stamp,
                                 bytes,
                             })
                             .is_err()

@@ -10,12 +10,13 @@ use crate::error::{Error, Result};
 use crate::ids::{MachineId, NodeId, TimerId};
 use crate::link::Link;
 use crate::log::{self, RunLog, Scope};
+use crate::net::{Loss, Net, NetOp, Verdict, MAX_QUEUED_PER_PAIR};
 use crate::node::AnyNode;
 use crate::registry::{NodeSpec, Registry};
 use crate::wire::{Command, FromAgent, PeerFrame, ToAgent};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,10 +97,12 @@ struct Host {
     /// Randomness of the links (loss, latency), apart from the nodes' rng.
     net_rng: ChaCha8Rng,
     peers: BTreeMap<MachineId, SocketAddr>,
-    links: BTreeMap<MachineId, Link>,
-    cut: BTreeSet<MachineId>,
-    /// Presence = hold on; the messages held.
-    held: BTreeMap<MachineId, Vec<PeerFrame>>,
+    /// The network model (the simulator's own), this agent's copy: links
+    /// and holds of its outgoing pairs, cuts and epochs of the pairs it is
+    /// an end of, every machine's life. Its times are ns since `t0`.
+    net: Net<PeerFrame>,
+    t0: Instant,
+    /// Messages waiting out their link latency, per destination, bounded.
     delayed: BTreeMap<MachineId, VecDeque<Delayed>>,
     out: BTreeMap<MachineId, UnboundedSender<PeerFrame>>,
     /// The newest inbound link of each peer (connection ids grow).
@@ -174,9 +177,9 @@ pub(super) async fn run(
         nodes: BTreeMap::new(),
         net_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix ^ 0x5555_5555),
         peers: BTreeMap::new(),
-        links: BTreeMap::new(),
-        cut: BTreeSet::new(),
-        held: BTreeMap::new(),
+        // No latency of its own on top of the real network's, until set.
+        net: Net::new(Link::fixed(Duration::ZERO)),
+        t0: Instant::now(),
         delayed: BTreeMap::new(),
         out: BTreeMap::new(),
         peer_in: BTreeMap::new(),
@@ -340,39 +343,63 @@ impl Host {
         } else if to.machine == self.me() {
             self.local.push_back((from, to, bytes));
         } else {
-            let frame = PeerFrame::Msg { from, to, bytes };
             let dest = to.machine;
-            let Some(link) = self.links.get(&dest).copied() else {
-                self.send_out(dest, frame);
-                return;
-            };
-            if link.loss > 0.0 && self.net_rng.gen_bool(link.loss.clamp(0.0, 1.0)) {
-                tracing::trace!(%from, %to, "lost on the link");
-                return;
-            }
-            let now = Instant::now();
-            let q = self.delayed.entry(dest).or_default();
-            // FIFO per destination: never before the message ahead of it.
-            let mut due = later(now, link.latency.sample(&mut self.net_rng));
-            if let Some(last) = q.back() {
-                due = due.max(last.due);
-            }
-            if due <= now && q.is_empty() {
-                self.send_out(dest, frame);
-            } else {
-                q.push_back(Delayed { due, frame });
+            let (now, me) = (self.model_now(), self.me());
+            match self.net.route(&mut self.net_rng, now, me, dest) {
+                Verdict::At(due, stamp) => {
+                    let frame = PeerFrame::Msg {
+                        from,
+                        to,
+                        stamp,
+                        bytes,
+                    };
+                    self.enqueue(dest, due, frame);
+                }
+                Verdict::Held(stamp) => {
+                    let frame = PeerFrame::Msg {
+                        from,
+                        to,
+                        stamp,
+                        bytes,
+                    };
+                    if !self.net.park(self.me(), dest, frame, stamp) {
+                        tracing::debug!(%from, %to, "lost: the hold's queue is full");
+                    }
+                }
+                Verdict::Lost(why) => tracing::trace!(%from, %to, ?why, "lost on the link"),
             }
         }
     }
 
-    /// Through the agent-level filter onto the peer link.
-    fn send_out(&mut self, dest: MachineId, frame: PeerFrame) {
-        if self.cut.contains(&dest) {
-            tracing::trace!(to = %dest, "dropped: link cut");
-            return;
+    /// Model time: ns since the host loop started.
+    fn model_now(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Send `frame` at model time `due` (at once if due and nothing waits
+    /// ahead of it), in order per destination, at most
+    /// [`MAX_QUEUED_PER_PAIR`] waiting.
+    fn enqueue(&mut self, dest: MachineId, due: u64, frame: PeerFrame) {
+        let due = later(self.t0, Duration::from_nanos(due));
+        let q = self.delayed.entry(dest).or_default();
+        if q.is_empty() && due <= Instant::now() {
+            self.send_out(dest, frame);
+        } else if q.len() >= MAX_QUEUED_PER_PAIR {
+            self.net.stats.count(Loss::Full);
+            tracing::debug!(to = %dest, "lost: the link's queue is full");
+        } else {
+            debug_assert!(q.back().is_none_or(|d| d.due <= due), "FIFO per pair");
+            q.push_back(Delayed { due, frame });
         }
-        if let Some(q) = self.held.get_mut(&dest) {
-            q.push(frame);
+    }
+
+    /// Onto the peer link, unless the model says it is stale (an end
+    /// crashed or the pair was cut since it was sent).
+    fn send_out(&mut self, dest: MachineId, frame: PeerFrame) {
+        let PeerFrame::Msg { stamp, .. } = &frame;
+        if !self.net.accept(self.me(), dest, *stamp) {
+            self.net.stats.count(Loss::Stale);
+            tracing::trace!(to = %dest, "lost: cut or crashed while in flight");
             return;
         }
         self.write_peer(dest, frame);
@@ -517,10 +544,13 @@ impl Host {
                 conn,
                 from,
                 to,
+                stamp,
                 bytes,
             } => {
                 let latest = self.peer_in.entry(from.machine).or_insert(conn);
-                if conn >= *latest {
+                if !self.net.accept(from.machine, to.machine, stamp) {
+                    tracing::debug!(%from, %to, "dropped: cut or crashed while in flight");
+                } else if conn >= *latest {
                     *latest = conn;
                     self.deliver(from, to, bytes);
                 } else {
@@ -572,30 +602,26 @@ impl Host {
                 }
                 self.peers = new;
             }
-            Command::SetLink { to, link } => {
-                link.validate().map_err(|e| e.to_string())?;
-                self.links.insert(to, link);
-            }
-            Command::Cut { to } => {
-                self.cut.insert(to);
-            }
-            Command::Heal { to } => {
-                self.cut.remove(&to);
-                self.held.remove(&to);
-            }
-            Command::HealAll => {
-                self.cut.clear();
-                self.held.clear();
-            }
-            Command::Hold { to } => {
-                self.held.entry(to).or_default();
-            }
-            Command::Release { to } => {
-                if let Some(q) = self.held.remove(&to) {
-                    for frame in q {
-                        self.send_out(to, frame);
+            Command::Net { op } => {
+                if let NetOp::SetLink { link, .. } = &op {
+                    link.validate().map_err(|e| e.to_string())?;
+                }
+                let now = self.model_now();
+                let freed = self.net.apply(&op, now);
+                for (frame, stamp) in freed {
+                    let dest = match &frame {
+                        PeerFrame::Msg { to, .. } => to.machine,
+                    };
+                    let me = self.me();
+                    match self.net.reroute(&mut self.net_rng, now, me, dest, stamp) {
+                        Verdict::At(due, _) => self.enqueue(dest, due, frame),
+                        _ => tracing::trace!(to = %dest, "a held message is stale on release"),
                     }
                 }
+            }
+            Command::Join { state } => {
+                let now = self.model_now();
+                self.net.load(&state, now);
             }
             Command::Shutdown => {}
         }
