@@ -256,7 +256,7 @@ impl<M> Net<M> {
 
     /// Whether the machine is up (or paused) by its life counter.
     pub fn is_up(&self, m: MachineId) -> bool {
-        self.life(m) % 2 == 0
+        self.life(m).is_multiple_of(2)
     }
 
     pub fn set_life(&mut self, m: MachineId, life: u32) {
