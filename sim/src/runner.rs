@@ -289,3 +289,20 @@ pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     QUIET.with(|q| q.set(before));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_are_the_simulators_defaults() {
+        let d = SimSettings::default();
+        let c = SimConfig::new(0, Registry::new());
+        assert_eq!(d.max_events, crate::cluster::MAX_EVENTS);
+        assert_eq!(d.max_events, c.max_events);
+        assert_eq!(d.max_events_per_instant, c.max_events_per_instant);
+        assert_eq!(d.buggify, c.buggify);
+        assert_eq!(d.log_level, c.log_level);
+        assert_eq!(d.seed_timeout, Duration::from_secs(60));
+    }
+}
