@@ -35,6 +35,8 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
     Var { name: "DISTZERO_SWEEP_SEEDS", default: "200", help: "default number of seeds of a sweep" },
     Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep; 0 = one per core" },
+    Var { name: "DISTZERO_MAX_EVENTS", default: "1000000000", help: "event budget of one simulated run (one seed of a sweep); more fails the run" },
+    Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one seed of a sweep or replay, in seconds (decimals allowed); more fails the seed" },
 ];
 
 /// Loaded settings: raw values from the environment over `.env`, validated.
@@ -131,6 +133,8 @@ impl Settings {
         self.agent_orphan()?;
         self.sweep_seeds()?;
         self.sweep_jobs()?;
+        self.max_events()?;
+        self.sweep_seed_timeout()?;
         self.docker_subnet()?;
         self.cloud_hosts()?;
         Ok(())
@@ -294,6 +298,34 @@ impl Settings {
             )
         })
     }
+
+    /// Most events one simulated run may handle (a sweep's budget per seed).
+    pub fn max_events(&self) -> Result<u64> {
+        let v = self.raw("DISTZERO_MAX_EVENTS");
+        v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            bad(
+                "DISTZERO_MAX_EVENTS",
+                v,
+                "a positive whole number of events",
+            )
+        })
+    }
+
+    /// Wall time one seed of a sweep (or its replay) may take.
+    pub fn sweep_seed_timeout(&self) -> Result<Duration> {
+        let v = self.raw("DISTZERO_SWEEP_SEED_TIMEOUT");
+        v.parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                bad(
+                    "DISTZERO_SWEEP_SEED_TIMEOUT",
+                    v,
+                    "a positive number of seconds, such as 60 or 0.5",
+                )
+            })
+    }
 }
 
 fn find_env_file(start: &Path) -> Option<PathBuf> {
@@ -395,6 +427,39 @@ mod tests {
         let e =
             Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEEED", "1")]), None).unwrap_err();
         assert!(e.to_string().contains("DISTZERO_SEEED"), "{e}");
+        for (var, value) in [
+            ("DISTZERO_MAX_EVENTS", "0"),
+            ("DISTZERO_MAX_EVENTS", "many"),
+            ("DISTZERO_SWEEP_SEED_TIMEOUT", "0"),
+            ("DISTZERO_SWEEP_SEED_TIMEOUT", "-1"),
+            ("DISTZERO_SWEEP_SEED_TIMEOUT", "1m"),
+            ("DISTZERO_BUGGIFY", "2"),
+        ] {
+            let e = Settings::from_sources(&env(&[(var, value)]), &env(&[]), None).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("{var}=")) && !msg.contains('\n'),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn budgets_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.max_events().unwrap(), 1_000_000_000);
+        assert_eq!(s.sweep_seed_timeout().unwrap(), Duration::from_secs(60));
+        let s = Settings::from_sources(
+            &env(&[
+                ("DISTZERO_MAX_EVENTS", "5000"),
+                ("DISTZERO_SWEEP_SEED_TIMEOUT", "0.25"),
+            ]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.max_events().unwrap(), 5000);
+        assert_eq!(s.sweep_seed_timeout().unwrap(), Duration::from_millis(250));
     }
 
     #[test]

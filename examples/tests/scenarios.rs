@@ -33,6 +33,7 @@ fn finds(name: &str, expect: &str) {
         f.seed,
         &schedule_for(s.as_ref(), f.seed),
         Some(&replay_dir),
+        &o.sim,
     );
     assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
     assert!(

@@ -20,5 +20,7 @@ pub mod workload;
 
 pub use cluster::{SimCluster, SimConfig, SimStats};
 pub use nemesis::{Fault, Schedule, Step};
-pub use runner::{log_dir_for, run_workflow, seed_for, try_workflow, Failure};
+pub use runner::{
+    log_dir_for, run_workflow, seed_for, try_workflow, BudgetSpent, Failure, SimSettings,
+};
 pub use sweep::{sweep, Scenario, SweepOptions, SweepReport, Workflow};

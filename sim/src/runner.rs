@@ -2,9 +2,104 @@
 
 use crate::{SimCluster, SimConfig};
 use distzero::settings::{SeedChoice, Settings};
-use distzero::{Cluster, Registry, Result};
+use distzero::{Cluster, Error, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What a simulated run takes from the [`Settings`]: the one place that
+/// turns settings into a [`SimConfig`]. Workflow tests, sweeps and the
+/// replays a sweep prints all go through it, so a replay reads exactly what
+/// the sweep read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimSettings {
+    /// Probability that `ctx.buggify()` is true (`DISTZERO_BUGGIFY`).
+    pub buggify: f64,
+    /// Least level written when a run writes logs (`DISTZERO_LOG_LEVEL`).
+    pub log_level: Option<tracing::Level>,
+    /// Most events of one run, one seed (`DISTZERO_MAX_EVENTS`).
+    pub max_events: u64,
+    /// Most events at one virtual instant (the simulator's default).
+    pub max_events_per_instant: u64,
+    /// Wall time one seed of a sweep (or its replay) may take
+    /// (`DISTZERO_SWEEP_SEED_TIMEOUT`); a watchdog outside the run enforces it.
+    pub seed_timeout: Duration,
+}
+
+impl SimSettings {
+    /// Read from `settings`; a bad value is an error naming its variable.
+    pub fn from_settings(settings: &Settings) -> Result<SimSettings> {
+        Ok(SimSettings {
+            buggify: settings.buggify()?,
+            log_level: settings.log_level()?,
+            max_events: settings.max_events()?,
+            max_events_per_instant: crate::cluster::MAX_EVENTS_PER_INSTANT,
+            seed_timeout: settings.sweep_seed_timeout()?,
+        })
+    }
+
+    /// The config of one run: logs in `log_dir` (None = no logs at all).
+    pub fn config(&self, seed: u64, registry: Registry, log_dir: Option<&Path>) -> SimConfig {
+        let mut config = SimConfig::new(seed, registry);
+        config.log_dir = log_dir.map(Path::to_path_buf);
+        config.log_level = if log_dir.is_some() {
+            self.log_level
+        } else {
+            None
+        };
+        config.buggify = self.buggify;
+        config.max_events = self.max_events;
+        config.max_events_per_instant = self.max_events_per_instant;
+        config
+    }
+}
+
+impl Default for SimSettings {
+    /// The defaults of [`Settings`].
+    fn default() -> Self {
+        SimSettings::from_settings(&Settings::defaults()).expect("default settings are valid")
+    }
+}
+
+/// The budget a failed run went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetSpent {
+    /// Events of the run ([`SimSettings::max_events`]).
+    Events(u64),
+    /// Events at one virtual instant: time stopped moving on (a livelock).
+    EventsPerInstant(u64),
+    /// Wall time of the seed ([`SimSettings::seed_timeout`]).
+    WallTime(Duration),
+}
+
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetSpent::Events(n) => write!(
+                f,
+                "event budget of {n} events (DISTZERO_MAX_EVENTS, --max-events)"
+            ),
+            BudgetSpent::EventsPerInstant(n) => write!(
+                f,
+                "budget of {n} events at one virtual instant (time stopped moving on: a livelock)"
+            ),
+            BudgetSpent::WallTime(d) => write!(
+                f,
+                "wall-time budget of {d:?} (DISTZERO_SWEEP_SEED_TIMEOUT, --seed-timeout)"
+            ),
+        }
+    }
+}
+
+/// How a simulated run failed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RunFailure {
+    /// The first violated assertion or error; for a budget, naming the seed
+    /// and the budget.
+    pub message: String,
+    pub budget: Option<BudgetSpent>,
+}
 
 /// A failed simulated run: what to print and how to replay it.
 #[derive(Debug, Clone)]
@@ -77,41 +172,72 @@ pub fn try_workflow(
     registry: Registry,
     body: &dyn Fn(&mut dyn Cluster) -> Result<()>,
 ) -> std::result::Result<(), Failure> {
-    let mut config = SimConfig::new(seed, registry);
-    config.log_dir = log_dir.map(Path::to_path_buf);
-    config.log_level = settings.log_level().unwrap_or(Some(tracing::Level::INFO));
-    config.buggify = settings.buggify().unwrap_or(0.05);
-    run_sim(config, false, "workflow", &mut |c| body(c)).map_err(|message| Failure {
+    let failure = |message: String| Failure {
         test: test.to_string(),
         seed,
         message,
         log_dir: log_dir.map(Path::to_path_buf).unwrap_or_default(),
-    })
+    };
+    let sim = SimSettings::from_settings(settings).map_err(|e| failure(e.to_string()))?;
+    let config = sim.config(seed, registry, log_dir);
+    run_sim(config, false, "workflow", None, &mut |c| body(c)).map_err(|f| failure(f.message))
 }
 
 /// Build a simulated cluster from `config`, run `body` on it (panics
-/// caught, and silenced if `quiet`), log a failure as "`what` failed", and
-/// shut down. The error is the first violated assertion or error.
+/// caught, and silenced if `quiet`), log a failure as "`what` failed" at the
+/// virtual time reached, and shut down. The error is the first violated
+/// assertion or error; a run over a budget names its seed and the budget
+/// (`wall_time`: the budget of the watchdog that may set `config.cancel`).
 pub(crate) fn run_sim(
     config: SimConfig,
     quiet: bool,
     what: &str,
+    wall_time: Option<Duration>,
     body: &mut dyn FnMut(&mut dyn Cluster) -> Result<()>,
-) -> std::result::Result<(), String> {
-    let mut cluster = SimCluster::new(config).map_err(|e| e.to_string())?;
+) -> std::result::Result<(), RunFailure> {
+    let seed = config.seed;
+    let (max_events, per_instant) = (config.max_events, config.max_events_per_instant);
+    let cancel = config.cancel.clone();
+    let mut cluster = SimCluster::new(config).map_err(|e| RunFailure {
+        message: e.to_string(),
+        budget: None,
+    })?;
     let mut run = || catch_unwind(AssertUnwindSafe(|| body(&mut cluster)));
     let outcome = if quiet { quiet_panics(run) } else { run() };
-    let result = match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(panic) => Err(panic_message(&panic)),
+    let (message, over) = match outcome {
+        Ok(Ok(())) => {
+            let _ = cluster.shutdown();
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            let over = matches!(e, Error::Budget(_));
+            (e.to_string(), over)
+        }
+        Err(panic) => (panic_message(&panic), false),
     };
-    if let Err(m) = &result {
-        distzero::log::set_scope(Default::default());
-        tracing::error!(error = %m, "{what} failed");
-    }
+    // Which budget, if any: the watchdog's flag, else the event counts.
+    let budget = if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        Some(BudgetSpent::WallTime(wall_time.unwrap_or_default()))
+    } else if cluster.stats().events >= max_events {
+        Some(BudgetSpent::Events(max_events))
+    } else if over {
+        Some(BudgetSpent::EventsPerInstant(per_instant))
+    } else {
+        None
+    };
+    let message = match budget {
+        Some(b) => format!("seed {seed} went over its {b}: {message}"),
+        None => message,
+    };
+    // Stamped with the virtual time of the failure, so that logs merged by
+    // time put this line where it happened.
+    distzero::log::set_scope(distzero::log::Scope {
+        time: cluster.now(),
+        ..Default::default()
+    });
+    tracing::error!(error = %message, "{what} failed");
     let _ = cluster.shutdown();
-    result
+    Err(RunFailure { message, budget })
 }
 
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -162,4 +288,21 @@ pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     let r = f();
     QUIET.with(|q| q.set(before));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_are_the_simulators_defaults() {
+        let d = SimSettings::default();
+        let c = SimConfig::new(0, Registry::new());
+        assert_eq!(d.max_events, crate::cluster::MAX_EVENTS);
+        assert_eq!(d.max_events, c.max_events);
+        assert_eq!(d.max_events_per_instant, c.max_events_per_instant);
+        assert_eq!(d.buggify, c.buggify);
+        assert_eq!(d.log_level, c.log_level);
+        assert_eq!(d.seed_timeout, Duration::from_secs(60));
+    }
 }

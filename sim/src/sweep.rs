@@ -2,14 +2,14 @@
 //! bar, shrinking of the failing fault schedule, and a determinism check.
 
 use crate::nemesis::Schedule;
-use crate::runner::run_sim;
-use crate::SimConfig;
-use distzero::{Cluster, MachineId, Registry, Result};
+use crate::runner::{run_sim, BudgetSpent, RunFailure, SimSettings};
+use distzero::{Cluster, MachineId, Registry, Result, Settings};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A workload plus a nemesis: what a sweep runs once per seed.
@@ -100,19 +100,34 @@ fn runner_for(seed: u64) -> TestRunner {
     )
 }
 
-/// Run one seed with one schedule. `log_dir` None = no logs (fast).
+/// Run one seed with one schedule, as a sweep does and as its printed
+/// replay does: `sim` read from the settings, a watchdog holding the seed to
+/// its wall-time budget. `log_dir` None = no logs (fast). A failure over a
+/// budget names the seed and the budget.
 pub fn run_once(
     scenario: &dyn Scenario,
     seed: u64,
     schedule: &Schedule,
     log_dir: Option<&Path>,
+    sim: &SimSettings,
 ) -> std::result::Result<(), String> {
-    let mut cfg = SimConfig::new(seed, scenario.registry());
-    cfg.log_dir = log_dir.map(Path::to_path_buf);
-    if log_dir.is_none() {
-        cfg.log_level = None;
-    }
-    run_sim(cfg, true, "scenario", &mut |c| {
+    let watchdog = Watchdog::start();
+    run_seed(scenario, seed, schedule, log_dir, sim, &watchdog).map_err(|f| f.message)
+}
+
+fn run_seed(
+    scenario: &dyn Scenario,
+    seed: u64,
+    schedule: &Schedule,
+    log_dir: Option<&Path>,
+    sim: &SimSettings,
+    watchdog: &Watchdog,
+) -> std::result::Result<(), RunFailure> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut cfg = sim.config(seed, scenario.registry(), log_dir);
+    cfg.cancel = Some(cancel.clone());
+    let _armed = watchdog.arm(sim.seed_timeout, cancel);
+    run_sim(cfg, true, "scenario", Some(sim.seed_timeout), &mut |c| {
         let machines = scenario.setup(c)?;
         scenario.start(c, &machines)?;
         schedule.run(c, &machines, scenario.fault_window())?;
@@ -120,42 +135,213 @@ pub fn run_once(
     })
 }
 
+/// Whether `r` is a failure that replays: any failure but one stopped by
+/// the wall clock (how far a run gets in a given wall time varies).
+fn fails_exactly(r: &std::result::Result<(), RunFailure>) -> Option<&RunFailure> {
+    r.as_ref()
+        .err()
+        .filter(|f| !matches!(f.budget, Some(BudgetSpent::WallTime(_))))
+}
+
 /// Shrink a failing schedule: proptest's simplify/complicate walk, keeping
-/// the seed, at most `budget` runs. Returns the smallest failing schedule.
-pub fn shrink(scenario: &dyn Scenario, seed: u64, budget: usize) -> (Schedule, String) {
+/// the seed, then [`prune`] of the steps left; at most `opts.shrink_budget`
+/// runs in all. Returns the smallest failing schedule and its failure.
+pub fn shrink(scenario: &dyn Scenario, seed: u64, opts: &SweepOptions) -> (Schedule, String) {
+    let watchdog = Watchdog::start();
+    shrink_with(scenario, seed, opts, &watchdog)
+}
+
+fn shrink_with(
+    scenario: &dyn Scenario,
+    seed: u64,
+    opts: &SweepOptions,
+    watchdog: &Watchdog,
+) -> (Schedule, String) {
+    let run = |s: &Schedule| run_seed(scenario, seed, s, None, &opts.sim, watchdog);
     let strat = strategy(scenario);
     let mut runner = runner_for(seed);
     let Ok(mut tree) = strat.new_tree(&mut runner) else {
         return (Schedule::default(), String::new());
     };
     let mut best = tree.current();
-    let mut best_msg = match run_once(scenario, seed, &best, None) {
-        Err(m) => m,
-        Ok(()) => return (best, String::new()),
+    let mut best_msg = match fails_exactly(&run(&best)) {
+        Some(f) => f.message.clone(),
+        None => return (best, String::new()),
     };
     let mut runs = 0;
-    if !tree.simplify() {
-        return (best, best_msg);
-    }
-    while runs < budget {
-        runs += 1;
-        let cur = tree.current();
-        match run_once(scenario, seed, &cur, None) {
-            Err(m) => {
-                best = cur;
-                best_msg = m;
-                if !tree.simplify() {
-                    break;
+    if tree.simplify() {
+        while runs < opts.shrink_budget {
+            runs += 1;
+            let cur = tree.current();
+            match fails_exactly(&run(&cur)) {
+                Some(f) => {
+                    best = cur;
+                    best_msg = f.message.clone();
+                    if !tree.simplify() {
+                        break;
+                    }
                 }
-            }
-            Ok(()) => {
-                if !tree.complicate() {
-                    break;
+                None => {
+                    if !tree.complicate() {
+                        break;
+                    }
                 }
             }
         }
     }
-    (best, best_msg)
+    let mut left = opts.shrink_budget.saturating_sub(runs);
+    prune_with(
+        scenario, seed, best, best_msg, &opts.sim, watchdog, &mut left,
+    )
+}
+
+/// The last pass of shrinking: try the schedule without each of its steps
+/// in turn, and keep a removal when the run still fails. What the
+/// simplify/complicate walk leaves can hold steps that do nothing (a step
+/// simplified into a restart of a running machine, a heal with nothing cut,
+/// a resume of a machine not paused …); this drops them. At most `budget`
+/// runs. Returns the schedule and its failure (`message` if none dropped).
+pub fn prune(
+    scenario: &dyn Scenario,
+    seed: u64,
+    schedule: Schedule,
+    message: String,
+    sim: &SimSettings,
+    budget: usize,
+) -> (Schedule, String) {
+    let watchdog = Watchdog::start();
+    let mut left = budget;
+    prune_with(scenario, seed, schedule, message, sim, &watchdog, &mut left)
+}
+
+fn prune_with(
+    scenario: &dyn Scenario,
+    seed: u64,
+    mut schedule: Schedule,
+    mut message: String,
+    sim: &SimSettings,
+    watchdog: &Watchdog,
+    left: &mut usize,
+) -> (Schedule, String) {
+    // From the last step back: a later step is more often the useless one
+    // (healing what an earlier one cut, …), and indices stay valid.
+    let mut i = schedule.steps.len();
+    while i > 0 && *left > 0 {
+        i -= 1;
+        *left -= 1;
+        let mut without = schedule.clone();
+        without.steps.remove(i);
+        if let Some(f) = fails_exactly(&run_seed(scenario, seed, &without, None, sim, watchdog)) {
+            message = f.message.clone();
+            schedule = without;
+        }
+    }
+    (schedule, message)
+}
+
+/// Holds runs to their wall-time budget: one thread that sets a run's
+/// cancel flag once its deadline passes (the run then fails at its next
+/// check with [`distzero::Error::Budget`]). Only the flag crosses into the
+/// run: the simulated path reads no clock and starts no thread.
+pub struct Watchdog {
+    shared: Arc<(Mutex<Watch>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Watch {
+    next: u64,
+    /// Armed runs: deadline and cancel flag, by arming id.
+    runs: BTreeMap<u64, (Instant, Arc<AtomicBool>)>,
+    stop: bool,
+}
+
+/// An armed run; dropping it disarms the watchdog for that run.
+pub struct Armed<'a> {
+    dog: &'a Watchdog,
+    id: Option<u64>,
+}
+
+impl Watchdog {
+    pub fn start() -> Watchdog {
+        let shared = Arc::new((Mutex::new(Watch::default()), Condvar::new()));
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("distzero-watchdog".into())
+            .spawn(move || watch(&s))
+            .expect("starting the sweep's watchdog thread");
+        Watchdog {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Set `cancel` once `budget` of wall time has passed, unless disarmed first.
+    pub fn arm(&self, budget: Duration, cancel: Arc<AtomicBool>) -> Armed<'_> {
+        let Some(deadline) = Instant::now().checked_add(budget) else {
+            return Armed {
+                dog: self,
+                id: None,
+            }; // never
+        };
+        let (m, cv) = &*self.shared;
+        let mut w = m.lock().unwrap_or_else(|e| e.into_inner());
+        w.next += 1;
+        let id = w.next;
+        w.runs.insert(id, (deadline, cancel));
+        cv.notify_one();
+        Armed {
+            dog: self,
+            id: Some(id),
+        }
+    }
+}
+
+fn watch(shared: &(Mutex<Watch>, Condvar)) {
+    let (m, cv) = shared;
+    let mut w = m.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if w.stop {
+            return;
+        }
+        let now = Instant::now();
+        w.runs.retain(|_, (deadline, cancel)| {
+            let due = *deadline <= now;
+            if due {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            !due
+        });
+        let next = w.runs.values().map(|(d, _)| *d).min();
+        w = match next {
+            Some(d) => {
+                cv.wait_timeout(w, d.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => cv.wait(w).unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let (m, _) = &*self.dog.shared;
+            m.lock().unwrap_or_else(|e| e.into_inner()).runs.remove(&id);
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.shared;
+        m.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// How to sweep.
@@ -175,6 +361,23 @@ pub struct SweepOptions {
     pub shrink_budget: usize,
     /// Root of the logs (`<root>/<scenario>/simulated-<seed>/`).
     pub log_root: PathBuf,
+    /// What every run reads from the settings: buggify, log level, and the
+    /// budgets of one seed (events, wall time). A replay must use the same.
+    pub sim: SimSettings,
+}
+
+impl SweepOptions {
+    /// From the settings: seeds, jobs, log folder and [`SimSettings`]; the
+    /// rest as [`SweepOptions::default`]. A bad value names its variable.
+    pub fn from_settings(settings: &Settings) -> Result<SweepOptions> {
+        Ok(SweepOptions {
+            seeds: 0..settings.sweep_seeds()?,
+            jobs: settings.sweep_jobs()?,
+            log_root: settings.log_dir(),
+            sim: SimSettings::from_settings(settings)?,
+            ..SweepOptions::default()
+        })
+    }
 }
 
 impl Default for SweepOptions {
@@ -188,6 +391,7 @@ impl Default for SweepOptions {
             progress: false,
             shrink_budget: 300,
             log_root: PathBuf::from(".tmp"),
+            sim: SimSettings::default(),
         }
     }
 }
@@ -196,8 +400,11 @@ impl Default for SweepOptions {
 #[derive(Clone, Debug)]
 pub struct SweepFailure {
     pub seed: u64,
-    /// The first violated assertion (or error).
+    /// The first violated assertion (or error); over a budget, it names the
+    /// seed and the budget.
     pub message: String,
+    /// The budget the seed went over, if that is how it failed.
+    pub budget: Option<BudgetSpent>,
     /// Full logs of the failing run.
     pub log_dir: PathBuf,
     pub schedule: Schedule,
@@ -240,7 +447,10 @@ impl std::fmt::Display for SweepReport {
         }
         for fl in &self.failures {
             writeln!(f, "\nFAILED seed {}", fl.seed)?;
-            writeln!(f, "  violated: {}", fl.message)?;
+            match &fl.budget {
+                Some(b) => writeln!(f, "  over budget: {b}\n  violated: {}", fl.message)?,
+                None => writeln!(f, "  violated: {}", fl.message)?,
+            }
             writeln!(f, "  logs:     {}", fl.log_dir.display())?;
             writeln!(f, "  schedule:\n{}", fl.schedule.describe().trim_end())?;
             if let Some((s, m)) = &fl.shrunk {
@@ -248,6 +458,11 @@ impl std::fmt::Display for SweepReport {
                 writeln!(f, "{}", s.describe().trim_end())?;
                 writeln!(f, "  which still fails: {m}")?;
                 writeln!(f, "  as Rust:\n{}", s.to_rust())?;
+            } else if matches!(fl.budget, Some(BudgetSpent::WallTime(_))) {
+                writeln!(
+                    f,
+                    "  not shrunk: how far a run gets in a given wall time varies"
+                )?;
             }
             writeln!(f, "  replay:   {}", fl.replay)?;
         }
@@ -289,9 +504,13 @@ pub fn sweep(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let watchdog = Watchdog::start();
+    let run = |seed: u64, schedule: &Schedule, log_dir: Option<&Path>| {
+        run_seed(scenario, seed, schedule, log_dir, &opts.sim, &watchdog)
+    };
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let failing = Mutex::new(Vec::<(u64, String)>::new());
+    let failing = Mutex::new(Vec::<(u64, RunFailure)>::new());
     let nondet = Mutex::new(Vec::<u64>::new());
     let ran = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -309,9 +528,14 @@ pub fn sweep(
                         base.join(format!("{seed}-a")),
                         base.join(format!("{seed}-b")),
                     );
-                    let r1 = run_once(scenario, seed, &schedule, Some(&a));
-                    let r2 = run_once(scenario, seed, &schedule, Some(&b));
-                    if r1 != r2 || !same_tree(&a, &b) {
+                    let r1 = run(seed, &schedule, Some(&a));
+                    let r2 = run(seed, &schedule, Some(&b));
+                    // A run stopped by the wall clock stops anywhere: no
+                    // two such runs need agree.
+                    let timed_out = [&r1, &r2]
+                        .iter()
+                        .any(|r| r.is_err() && fails_exactly(r).is_none());
+                    if !timed_out && (r1 != r2 || !same_tree(&a, &b)) {
                         nondet.lock().expect("poisoned").push(seed);
                     } else {
                         let _ = std::fs::remove_dir_all(&a);
@@ -319,7 +543,7 @@ pub fn sweep(
                     }
                     r1
                 } else {
-                    run_once(scenario, seed, &schedule, None)
+                    run(seed, &schedule, None)
                 };
                 ran.fetch_add(1, Ordering::Relaxed);
                 if let Err(m) = result {
@@ -336,35 +560,43 @@ pub fn sweep(
     });
     bar.finish_and_clear();
     let mut failing = failing.into_inner().expect("poisoned");
-    failing.sort();
+    failing.sort_by_key(|(seed, _)| *seed);
     if opts.stop_at_first {
         failing.truncate(1);
     }
     let mut failures = Vec::new();
-    for (i, (seed, message)) in failing.into_iter().enumerate() {
+    for (i, (seed, first)) in failing.into_iter().enumerate() {
         let schedule = schedule_for(scenario, seed);
         let log_dir = opts
             .log_root
             .join(scenario.name())
             .join(format!("simulated-{seed}"));
         // Full logs of the failing run (and a check that it fails again).
-        let again = run_once(scenario, seed, &schedule, Some(&log_dir));
-        let message = match again {
-            Err(m) => m,
-            Ok(()) => format!("{message} (but the replay with logs PASSED: nondeterminism?)"),
+        let (message, budget) = match run(seed, &schedule, Some(&log_dir)) {
+            Err(f) => (f.message, f.budget),
+            Ok(()) => (
+                format!(
+                    "{} (but the replay with logs PASSED: nondeterminism?)",
+                    first.message
+                ),
+                first.budget,
+            ),
         };
-        let shrunk = (i == 0 && opts.shrink_budget > 0 && !schedule.is_empty()).then(|| {
-            let (s, m) = shrink(scenario, seed, opts.shrink_budget);
-            let dir = opts
-                .log_root
-                .join(scenario.name())
-                .join(format!("simulated-{seed}-shrunk"));
-            let _ = run_once(scenario, seed, &s, Some(&dir));
-            (s, m)
-        });
+        let exact = !matches!(budget, Some(BudgetSpent::WallTime(_)));
+        let shrunk =
+            (i == 0 && exact && opts.shrink_budget > 0 && !schedule.is_empty()).then(|| {
+                let (s, m) = shrink_with(scenario, seed, opts, &watchdog);
+                let dir = opts
+                    .log_root
+                    .join(scenario.name())
+                    .join(format!("simulated-{seed}-shrunk"));
+                let _ = run(seed, &s, Some(&dir));
+                (s, m)
+            });
         failures.push(SweepFailure {
             seed,
             message,
+            budget,
             log_dir,
             schedule,
             shrunk,

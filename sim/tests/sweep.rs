@@ -1,11 +1,16 @@
 //! Seed sweeps find a planted bug, pass the correct version, shrink the
 //! failing schedule, shard, and check determinism.
 
-use distzero::{Cluster, Context, MachineId, Node, NodeId, Registry, Result, TimerId};
-use distzero_sim::nemesis::Fault;
-use distzero_sim::sweep::{run_once, schedule_for, sweep, Scenario, SweepOptions};
+use distzero::{Cluster, Context, MachineId, Node, NodeId, Registry, Result, Settings, TimerId};
+use distzero_sim::nemesis::{Fault, Schedule, Step};
+use distzero_sim::sweep::{
+    prune, run_once, same_tree, schedule_for, shrink, sweep, Scenario, SweepFailure, SweepOptions,
+    SweepReport, Workflow,
+};
+use distzero_sim::{BudgetSpent, SimSettings};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -184,13 +189,80 @@ fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
         "a crash is needed: {shrunk:?}"
     );
     // The shrunk schedule replays: same seed, same failure.
-    assert!(run_once(&Durability { lazy: true }, f.seed, &shrunk, None).is_err());
+    assert!(run_once(
+        &Durability { lazy: true },
+        f.seed,
+        &shrunk,
+        None,
+        &SimSettings::default()
+    )
+    .is_err());
     let text = report.to_string();
     assert!(
         text.contains(&format!("FAILED seed {}", f.seed)) && text.contains("Schedule::new(vec!["),
         "{text}"
     );
+    // No step of the shrunk schedule can go: without any one of them, it passes.
+    let sim = SimSettings::default();
+    for i in 0..shrunk.steps.len() {
+        let mut without = shrunk.clone();
+        without.steps.remove(i);
+        assert!(
+            run_once(&Durability { lazy: true }, f.seed, &without, None, &sim).is_ok(),
+            "step {i} of the shrunk schedule does nothing: {shrunk:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(opts("found", 0..1).log_root);
+}
+
+#[test]
+fn shrinking_drops_steps_that_do_nothing() {
+    let scenario = Durability { lazy: true };
+    let o = opts("prune", 0..1);
+    // Seed 48: proptest's walk alone leaves [HealAll at 90 ms, Crash(0) at
+    // 91 ms], where the heal (nothing is cut) does nothing.
+    let seed = 48;
+    let (shrunk, msg) = shrink(&scenario, seed, &o);
+    assert!(!msg.is_empty(), "seed {seed} fails");
+    assert!(
+        !shrunk.steps.iter().any(|s| s.fault == Fault::HealAll),
+        "{shrunk:?}"
+    );
+    for i in 0..shrunk.steps.len() {
+        let mut without = shrunk.clone();
+        without.steps.remove(i);
+        assert!(
+            run_once(&scenario, seed, &without, None, &o.sim).is_ok(),
+            "step {i} of the shrunk schedule does nothing: {shrunk:?}"
+        );
+    }
+    // Plant no-ops first: a restart of a running machine and a resume of a
+    // machine not paused, at time 0, before any other step.
+    let planted = [
+        Step {
+            at_ms: 0,
+            fault: Fault::Restart(0),
+        },
+        Step {
+            at_ms: 0,
+            fault: Fault::Resume(1),
+        },
+    ];
+    let mut steps = planted.to_vec();
+    steps.extend(shrunk.steps.iter().cloned());
+    let padded = Schedule::new(steps);
+    assert_eq!(padded.steps.len(), shrunk.steps.len() + 2);
+    let padded_msg = run_once(&scenario, seed, &padded, None, &o.sim).expect_err("still fails");
+    let (pruned, pruned_msg) = prune(&scenario, seed, padded, padded_msg, &o.sim, 50);
+    assert!(
+        pruned.steps.iter().all(|s| !planted.contains(s)),
+        "planted steps left: {pruned:?}"
+    );
+    assert_eq!(pruned, shrunk);
+    assert_eq!(
+        run_once(&scenario, seed, &pruned, None, &o.sim).err(),
+        Some(pruned_msg)
+    );
 }
 
 #[test]
@@ -217,5 +289,251 @@ fn shards_split_seeds_and_determinism_is_checked() {
         schedule_for(&Durability { lazy: false }, 4),
         schedule_for(&Durability { lazy: false }, 4)
     );
+    let _ = std::fs::remove_dir_all(o.log_root);
+}
+
+/// A node whose timer re-arms itself with zero delay: virtual time never
+/// moves on (a livelock).
+struct Spinner;
+
+impl Node for Spinner {
+    type Msg = Msg;
+    fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
+        ctx.set_timer(Duration::ZERO, 0);
+    }
+    fn on_message(&mut self, _ctx: &mut Context<'_, Msg>, _from: NodeId, _msg: Msg) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_, Msg>, _t: TimerId, _tag: u64) {
+        ctx.set_timer(Duration::ZERO, 0);
+    }
+}
+
+/// A node that ticks every millisecond forever: time moves on, events never end.
+struct Ticker;
+
+impl Node for Ticker {
+    type Msg = Msg;
+    fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
+        ctx.set_timer(Duration::from_millis(1), 0);
+    }
+    fn on_message(&mut self, _ctx: &mut Context<'_, Msg>, _from: NodeId, _msg: Msg) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_, Msg>, _t: TimerId, _tag: u64) {
+        ctx.set_timer(Duration::from_millis(1), 0);
+    }
+}
+
+fn budget_registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("spinner", |_: serde_json::Value| Spinner);
+    r.register("ticker", |_: serde_json::Value| Ticker);
+    r
+}
+
+fn workflow(name: &str, body: fn(&mut dyn Cluster) -> Result<()>) -> Workflow {
+    Workflow {
+        name: name.into(),
+        registry: budget_registry(),
+        body,
+    }
+}
+
+/// Sweep `w` over seeds 5..7 with `o`; the one failure reported, and the time it took.
+fn sweep_budget(w: &Workflow, mut o: SweepOptions) -> (SweepFailure, SweepReport, Duration) {
+    o.seeds = 5..7;
+    o.jobs = 1;
+    let start = std::time::Instant::now();
+    let report = sweep(w, &o, &|s| format!("replay {s}"));
+    let took = start.elapsed();
+    assert_eq!(report.failures.len(), 1, "{report}");
+    let _ = std::fs::remove_dir_all(&o.log_root);
+    (report.failures[0].clone(), report, took)
+}
+
+#[test]
+fn a_livelocked_seed_is_a_failure_naming_the_seed_and_its_budget() {
+    let w = workflow("livelock", |c| {
+        let m = c.add_machine()?;
+        c.spawn_node(m, "spinner", ())?;
+        c.run_for(Duration::from_millis(10))
+    });
+    let o = opts("livelock", 0..1);
+    let (f, report, _) = sweep_budget(&w, o.clone());
+    assert_eq!(f.seed, 5);
+    assert_eq!(
+        f.budget,
+        Some(BudgetSpent::EventsPerInstant(o.sim.max_events_per_instant))
+    );
+    assert!(
+        f.message.contains("seed 5 went over its budget of")
+            && f.message.contains("events at one virtual instant"),
+        "{}",
+        f.message
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("FAILED seed 5")
+            && text.contains("over budget:")
+            && text.contains("replay 5"),
+        "{text}"
+    );
+    // The replay fails the same way, byte for byte the same message.
+    let again = run_once(&w, 5, &Schedule::default(), None, &o.sim);
+    assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
+}
+
+#[test]
+fn a_seed_over_its_event_budget_is_a_failure_naming_it() {
+    let w = workflow("event-budget", |c| {
+        let m = c.add_machine()?;
+        c.spawn_node(m, "ticker", ())?;
+        loop {
+            c.run_for(Duration::from_secs(1))?;
+        }
+    });
+    let mut o = opts("event-budget", 0..1);
+    o.sim.max_events = 20_000;
+    let (f, _, _) = sweep_budget(&w, o.clone());
+    assert_eq!(f.budget, Some(BudgetSpent::Events(20_000)));
+    assert!(
+        f.message
+            .contains("seed 5 went over its event budget of 20000 events")
+            && f.message.contains("DISTZERO_MAX_EVENTS"),
+        "{}",
+        f.message
+    );
+    let again = run_once(&w, 5, &Schedule::default(), None, &o.sim);
+    assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
+}
+
+#[test]
+fn a_seed_that_only_lets_time_pass_is_stopped_by_its_wall_time_budget() {
+    let w = workflow("wall-time", |c| loop {
+        c.run_for(Duration::from_millis(1))?;
+    });
+    let mut o = opts("wall-time", 0..1);
+    o.sim.seed_timeout = Duration::from_millis(200);
+    let (f, report, took) = sweep_budget(&w, o.clone());
+    // The failing seed ran twice (the sweep, then its logged replay).
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_eq!(
+        f.budget,
+        Some(BudgetSpent::WallTime(Duration::from_millis(200)))
+    );
+    assert!(
+        f.message
+            .contains("seed 5 went over its wall-time budget of 200ms")
+            && f.message.contains("DISTZERO_SWEEP_SEED_TIMEOUT"),
+        "{}",
+        f.message
+    );
+    assert!(report.to_string().contains("not shrunk"), "{report}");
+    // The replay is held to the same budget: it fails instead of hanging.
+    let again = run_once(&w, 5, &Schedule::default(), None, &o.sim).unwrap_err();
+    assert!(
+        again.contains("seed 5 went over its wall-time budget"),
+        "{again}"
+    );
+}
+
+/// A node that tosses buggify's coin at start and logs the outcomes.
+struct Coins;
+
+impl Node for Coins {
+    type Msg = Msg;
+    fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
+        let tosses: String = (0..64)
+            .map(|_| if ctx.buggify() { '1' } else { '0' })
+            .collect();
+        tracing::info!(%tosses, "buggify");
+    }
+    fn on_message(&mut self, _ctx: &mut Context<'_, Msg>, _from: NodeId, _msg: Msg) {}
+}
+
+fn coins() -> Workflow {
+    let mut registry = Registry::new();
+    registry.register("coins", |_: serde_json::Value| Coins);
+    Workflow {
+        name: "coins".into(),
+        registry,
+        body: |c| {
+            let m = c.add_machine()?;
+            c.spawn_node(m, "coins", ())?;
+            c.run_for(Duration::from_millis(1234))?;
+            Err(distzero::Error::Unsupported("planted failure".into()))
+        },
+    }
+}
+
+fn settings_with(pairs: &[(&str, &str)]) -> Settings {
+    let env: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::from_sources(&env, &BTreeMap::new(), None).unwrap()
+}
+
+#[test]
+fn a_replay_reads_the_sweeps_buggify_and_is_byte_identical() {
+    let root = opts("buggify", 0..1).log_root;
+    let root_s = root.display().to_string();
+    let settings = settings_with(&[
+        ("DISTZERO_BUGGIFY", "0.3"),
+        ("DISTZERO_LOG_DIR", &root_s),
+        ("DISTZERO_LOG_LEVEL", "debug"),
+    ]);
+    let mut o = SweepOptions::from_settings(&settings).unwrap();
+    assert_eq!(o.sim.buggify, 0.3);
+    assert_eq!(o.log_root, root);
+    o.seeds = 3..4;
+    let w = coins();
+    let report = sweep(&w, &o, &|s| format!("replay {s}"));
+    assert_eq!(report.failures.len(), 1, "{report}");
+    let f = &report.failures[0];
+    // The replay as the CLI does it: its options from the same settings.
+    let replay = SweepOptions::from_settings(&settings).unwrap();
+    let dir = root.join("replay");
+    let again = run_once(
+        &w,
+        f.seed,
+        &schedule_for(&w, f.seed),
+        Some(&dir),
+        &replay.sim,
+    );
+    assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
+    assert!(same_tree(&f.log_dir, &dir), "the replay's logs differ");
+    // Under another buggify the logs differ: the comparison can fail.
+    let other = SweepOptions::from_settings(&settings_with(&[
+        ("DISTZERO_LOG_DIR", &root_s),
+        ("DISTZERO_LOG_LEVEL", "debug"),
+    ]))
+    .unwrap();
+    let dir2 = root.join("replay-default-buggify");
+    let _ = run_once(
+        &w,
+        f.seed,
+        &schedule_for(&w, f.seed),
+        Some(&dir2),
+        &other.sim,
+    );
+    assert!(
+        !same_tree(&f.log_dir, &dir2),
+        "buggify must show in the logs"
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn the_failure_line_carries_the_virtual_time_of_the_failure() {
+    let o = opts("failure-time", 0..1);
+    let w = coins();
+    let dir = o.log_root.join("run");
+    let err = run_once(&w, 1, &Schedule::default(), Some(&dir), &o.sim).unwrap_err();
+    assert!(err.contains("planted failure"), "{err}");
+    let text = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
+    let line = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["message"] == "scenario failed")
+        .unwrap_or_else(|| panic!("no failure line in:\n{text}"));
+    assert_eq!(line["time"].as_f64(), Some(1.234), "{line}");
     let _ = std::fs::remove_dir_all(o.log_root);
 }

@@ -11,6 +11,7 @@ use distzero_sim::nemesis::Schedule;
 use distzero_sim::sweep::{run_once, schedule_for, sweep, SweepOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,9 +51,60 @@ struct Args {
     /// With --replay: run this schedule (JSON, as printed) instead of the seed's own.
     #[arg(long)]
     schedule: Option<String>,
+    /// Event budget of one seed (default: DISTZERO_MAX_EVENTS); more fails the seed.
+    #[arg(long)]
+    max_events: Option<u64>,
+    /// Wall-time budget of one seed in seconds (default: DISTZERO_SWEEP_SEED_TIMEOUT, 60);
+    /// more fails the seed.
+    #[arg(long, value_parser = parse_secs)]
+    seed_timeout: Option<Duration>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--seed-timeout takes a positive number of seconds, such as 60 or 0.5; got `{s}`"
+            )
+        })
+}
+
+/// The settings a run reads, as `VAR=value ` words, for those not at their
+/// default: the replay line then reads what the sweep read, wherever it is run.
+fn settings_prefix(settings: &Settings) -> String {
+    const READ: &[&str] = &[
+        "DISTZERO_BUGGIFY",
+        "DISTZERO_LOG_LEVEL",
+        "DISTZERO_LOG_DIR",
+        "DISTZERO_MAX_EVENTS",
+        "DISTZERO_SWEEP_SEED_TIMEOUT",
+    ];
+    let defaults = Settings::defaults();
+    let mut out = String::new();
+    for var in READ {
+        let v = settings.raw(var);
+        if v != defaults.raw(var) {
+            out.push_str(&format!("{var}={} ", shell_word(v)));
+        }
+    }
+    out
+}
+
+fn shell_word(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:,+=@".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', r"'\''"))
+    }
 }
 
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -96,9 +148,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log_root = settings.log_dir();
+    // The one place the sweep and its replay get what a run reads.
+    let mut opts = match SweepOptions::from_settings(&settings) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut budget_args = String::new();
+    if let Some(n) = args.max_events {
+        opts.sim.max_events = n;
+        budget_args.push_str(&format!(" --max-events {n}"));
+    }
+    if let Some(d) = args.seed_timeout {
+        opts.sim.seed_timeout = d;
+        budget_args.push_str(&format!(" --seed-timeout {}", d.as_secs_f64()));
+    }
+    let log_root = opts.log_root.clone();
+    let prefix = settings_prefix(&settings);
     let command = |seed: u64| {
-        format!("cargo run --release -p distzero-examples --bin distzero-sweep -- {name} --replay {seed}")
+        format!("{prefix}cargo run --release -p distzero-examples --bin distzero-sweep -- {name} --replay {seed}{budget_args}")
     };
 
     if let Some(seed) = args.replay {
@@ -124,7 +194,7 @@ fn main() -> ExitCode {
             "replaying {name} with seed {seed}; schedule:\n{}",
             schedule.describe().trim_end()
         );
-        let result = run_once(scenario.as_ref(), seed, &schedule, Some(&dir));
+        let result = run_once(scenario.as_ref(), seed, &schedule, Some(&dir), &opts.sim);
         println!("logs: {}", dir.display());
         return match result {
             Ok(()) => {
@@ -138,30 +208,16 @@ fn main() -> ExitCode {
         };
     }
 
-    let seeds = match args.seeds.map(Ok).unwrap_or_else(|| settings.sweep_seeds()) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let jobs = match args.jobs.map(Ok).unwrap_or_else(|| settings.sweep_jobs()) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let opts = SweepOptions {
-        seeds: args.first..args.first.saturating_add(seeds),
-        jobs,
-        stop_at_first: !args.keep_going,
-        shard: args.shard,
-        check_determinism: args.check_determinism,
-        progress: !args.quiet,
-        shrink_budget: if args.no_shrink { 0 } else { 300 },
-        log_root,
-    };
+    let seeds = args.seeds.unwrap_or(opts.seeds.end);
+    opts.seeds = args.first..args.first.saturating_add(seeds);
+    opts.jobs = args.jobs.unwrap_or(opts.jobs);
+    opts.stop_at_first = !args.keep_going;
+    opts.shard = args.shard;
+    opts.check_determinism = args.check_determinism;
+    opts.progress = !args.quiet;
+    if args.no_shrink {
+        opts.shrink_budget = 0;
+    }
     let report = sweep(scenario.as_ref(), &opts, &command);
     print!("{report}");
     if let Some(f) = report.failures.first() {
