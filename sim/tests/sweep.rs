@@ -219,15 +219,14 @@ fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
 fn shrinking_drops_steps_that_do_nothing() {
     let scenario = Durability { lazy: true };
     let o = opts("prune", 0..1);
-    // Seed 48: proptest's walk alone leaves [HealAll at 90 ms, Crash(0) at
-    // 91 ms], where the heal (nothing is cut) does nothing.
-    let seed = 48;
+    // The first failing seed of the sweep (proptest's walk alone often
+    // leaves a step that does nothing, such as a heal with nothing cut).
+    let mut first = opts("prune-find", 0..400);
+    first.shrink_budget = 0;
+    let found = sweep(&scenario, &first, &|s| format!("replay {s}"));
+    let seed = found.failures.first().expect("a failing seed").seed;
     let (shrunk, msg) = shrink(&scenario, seed, &o);
     assert!(!msg.is_empty(), "seed {seed} fails");
-    assert!(
-        !shrunk.steps.iter().any(|s| s.fault == Fault::HealAll),
-        "{shrunk:?}"
-    );
     for i in 0..shrunk.steps.len() {
         let mut without = shrunk.clone();
         without.steps.remove(i);
