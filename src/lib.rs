@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod check;
 pub mod cluster;
+pub mod conformance;
 pub mod context;
 pub mod error;
 pub mod history;

@@ -59,6 +59,16 @@ impl Registry {
         self
     }
 
+    /// Add every kind of `other`; a kind registered in both takes
+    /// `other`'s constructor. `extend` merges registries of several crates
+    /// into one agent binary.
+    pub fn extend(&mut self, other: &Registry) -> &mut Self {
+        for (kind, make) in &other.makers {
+            self.makers.insert(kind.clone(), make.clone());
+        }
+        self
+    }
+
     pub fn build(&self, spec: &NodeSpec) -> Result<Box<dyn AnyNode>> {
         match self.makers.get(&spec.kind) {
             Some(make) => make(&spec.config),

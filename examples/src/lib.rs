@@ -27,7 +27,9 @@ pub mod wordcount;
 use distzero::Registry;
 
 /// Every example kind: `pingpong`, `kv`, `kv-client`, `wordcount-source`,
-/// `wordcount-splitter`, `wordcount-counter`.
+/// `wordcount-splitter`, `wordcount-counter`; and the conformance probe of
+/// [`distzero::conformance`] (`dz-probe`), so that the agent binary can run
+/// `tests/conformance.rs` in virtual and cloud modes.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(pingpong::KIND, pingpong::PingPong::new);
@@ -36,6 +38,7 @@ pub fn registry() -> Registry {
     r.register(wordcount::SOURCE, wordcount::Source::new);
     r.register(wordcount::SPLITTER, wordcount::Splitter::new);
     r.register(wordcount::COUNTER, wordcount::Counter::new);
+    r.extend(&distzero::conformance::registry());
     r
 }
 
@@ -45,6 +48,7 @@ mod tests {
     fn registry_has_every_kind() {
         let kinds = super::registry().kinds();
         for k in [
+            "dz-probe",
             "kv",
             "pingpong",
             "wordcount-counter",
