@@ -64,16 +64,26 @@ pub trait Cluster {
     /// Let the cluster run (virtual time in simulation, real time elsewhere).
     fn run_for(&mut self, duration: Duration) -> Result<()>;
 
-    /// Drop everything from `from` to `to` (one way). Connections across it stall.
+    /// Drop everything from `from` to `to` (one way), including what is
+    /// already in flight on that link (even if healed before it would have
+    /// arrived). In real modes the receiver also drops real packets where
+    /// the host allows packet filters (iptables in the receiver's network
+    /// namespace). `from == to` is refused: a machine has no link to
+    /// itself. See [`crate::net`] for the whole delivery contract.
     fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()>;
-    /// Undo `cut` (and `hold`) of one direction.
+    /// Undo `cut` and `hold` of one direction; what the hold queued is
+    /// dropped (as a cut would have).
     fn heal(&mut self, from: MachineId, to: MachineId) -> Result<()>;
-    /// Undo every cut and hold.
+    /// Undo every cut and hold (dropping what holds queued).
     fn heal_all(&mut self) -> Result<()>;
-    /// Queue messages from `from` to `to` until `release`; nothing is lost.
+    /// Queue the messages `from` sends to `to` from now on, until `release`
+    /// (bounded: past [`crate::net::MAX_QUEUED_PER_PAIR`] they are lost).
     fn hold(&mut self, from: MachineId, to: MachineId) -> Result<()>;
+    /// End a hold: what it queued is sent on in order (its latency starts
+    /// now), ahead of anything sent later.
     fn release(&mut self, from: MachineId, to: MachineId) -> Result<()>;
-    /// Latency and loss of the one-way link `from` -> `to`.
+    /// Latency and loss of the one-way link `from` -> `to` (messages
+    /// already in flight keep their time; FIFO per pair holds regardless).
     fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()>;
 
     /// Kill the machine: its nodes lose their memory; its disk is kept.
