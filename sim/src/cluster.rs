@@ -37,6 +37,9 @@ pub struct SimConfig {
     /// Most events at one virtual instant (zero-delay timers or zero-latency
     /// links that never let time advance); more is a failure.
     pub max_events_per_instant: u64,
+    /// Most events waiting in the queue at once (messages in flight, timers
+    /// set): a message storm fails the run before it eats the memory.
+    pub max_pending: usize,
     /// Set from outside (a sweep's watchdog) to stop the run: the next
     /// check (every few thousand events) fails it with [`Error::Budget`].
     pub cancel: Option<Arc<AtomicBool>>,
@@ -46,7 +49,10 @@ pub struct SimConfig {
 pub const MAX_EVENTS: u64 = 1_000_000_000;
 /// Default of [`SimConfig::max_events_per_instant`].
 pub const MAX_EVENTS_PER_INSTANT: u64 = 1_000_000;
-/// Events between two looks at [`SimConfig::cancel`] (a power of two).
+/// Default of [`SimConfig::max_pending`] (about 1 GiB of events).
+pub const MAX_PENDING: usize = 16_000_000;
+/// Events between two looks at [`SimConfig::cancel`] and the queue's
+/// length (a power of two).
 const CANCEL_EVERY: u64 = 1 << 14;
 
 impl SimConfig {
@@ -62,6 +68,7 @@ impl SimConfig {
             duplicate: 0.0,
             max_events: MAX_EVENTS,
             max_events_per_instant: MAX_EVENTS_PER_INSTANT,
+            max_pending: MAX_PENDING,
             cancel: None,
         }
     }
@@ -360,12 +367,27 @@ pub struct SimCluster {
 struct Budget {
     max_events: u64,
     max_per_instant: u64,
+    max_pending: usize,
     cancel: Option<Arc<AtomicBool>>,
     /// The virtual time of the last event, and how many events ran at it.
     instant: u64,
     at_instant: u64,
     /// Why the run went over budget (it stays over).
     over: Option<String>,
+    spent: Option<Spent>,
+}
+
+/// The budget a run went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spent {
+    /// [`SimConfig::max_events`].
+    Events,
+    /// [`SimConfig::max_events_per_instant`].
+    EventsPerInstant,
+    /// [`SimConfig::max_pending`].
+    Pending,
+    /// [`SimConfig::cancel`] was set (a wall-time budget).
+    Cancelled,
 }
 
 /// From this many machines on, the event loop prefetches (see `prefetch`).
@@ -448,10 +470,12 @@ impl SimCluster {
             budget: Budget {
                 max_events: config.max_events,
                 max_per_instant: config.max_events_per_instant,
+                max_pending: config.max_pending,
                 cancel: config.cancel,
                 instant: 0,
                 at_instant: 0,
                 over: None,
+                spent: None,
             },
         };
         tracing::info!(seed = config.seed, "simulated cluster started");
@@ -598,7 +622,8 @@ impl SimCluster {
         if b.at_instant > b.max_per_instant
             || events >= b.max_events
             || (events & (CANCEL_EVERY - 1) == 0
-                && b.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)))
+                && (self.core.queue.len() > b.max_pending
+                    || b.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))))
         {
             return Err(self.over_budget(time));
         }
@@ -610,27 +635,51 @@ impl SimCluster {
     fn over_budget(&mut self, time: u64) -> Error {
         let b = &mut self.budget;
         let at = Duration::from_nanos(time);
-        let why = if b.at_instant > b.max_per_instant {
-            format!(
-                "simulation budget spent: more than {} events at virtual time {at:?} without time \
-                 moving on (a livelock: zero-delay timers or zero-latency links feeding each other?); \
-                 the limit is SimConfig::max_events_per_instant",
-                b.max_per_instant
+        let pending = self.core.queue.len();
+        let (spent, why) = if b.at_instant > b.max_per_instant {
+            (
+                Spent::EventsPerInstant,
+                format!(
+                    "simulation budget spent: more than {} events at virtual time {at:?} without \
+                     time moving on (a livelock: zero-delay timers or zero-latency messages \
+                     feeding each other?); the limit is SimConfig::max_events_per_instant",
+                    b.max_per_instant
+                ),
             )
         } else if self.core.stats.events >= b.max_events {
-            format!(
-                "simulation budget spent: {} events by virtual time {at:?}; the limit is \
-                 SimConfig::max_events (DISTZERO_MAX_EVENTS)",
-                b.max_events
+            (
+                Spent::Events,
+                format!(
+                    "simulation budget spent: {} events by virtual time {at:?}; the limit is \
+                     SimConfig::max_events (DISTZERO_MAX_EVENTS)",
+                    b.max_events
+                ),
+            )
+        } else if pending > b.max_pending {
+            (
+                Spent::Pending,
+                format!(
+                    "simulation budget spent: {pending} events pending at virtual time {at:?} \
+                     (a message storm?); the limit is SimConfig::max_pending",
+                ),
             )
         } else {
-            format!(
-                "run cancelled at virtual time {at:?} after {} events (wall-time budget)",
-                self.core.stats.events
+            (
+                Spent::Cancelled,
+                format!(
+                    "run cancelled at virtual time {at:?} after {} events (wall-time budget)",
+                    self.core.stats.events
+                ),
             )
         };
+        b.spent = Some(spent);
         b.over = Some(why.clone());
         Error::Budget(why)
+    }
+
+    /// Which budget the run went over, if any.
+    pub fn spent(&self) -> Option<Spent> {
+        self.budget.spent
     }
 
     /// Many machines: their state does not stay in cache, and the events

@@ -18,7 +18,7 @@ mod runner;
 pub mod sweep;
 pub mod workload;
 
-pub use cluster::{SimCluster, SimConfig, SimStats};
+pub use cluster::{SimCluster, SimConfig, SimStats, Spent};
 pub use nemesis::{Fault, Schedule, Step};
 pub use runner::{
     log_dir_for, run_workflow, seed_for, try_workflow, BudgetSpent, Failure, SimSettings,

@@ -106,7 +106,7 @@ impl<T> Default for Queue<T> {
 }
 
 impl<T> Queue<T> {
-    #[cfg(test)]
+    /// Events waiting.
     pub fn len(&self) -> usize {
         self.len
     }

@@ -1,11 +1,11 @@
 //! Running a workflow test in simulation, and the failure report.
 
+use crate::cluster::Spent;
 use crate::{SimCluster, SimConfig};
 use distzero::settings::{SeedChoice, Settings};
 use distzero::{Cluster, Error, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What a simulated run takes from the [`Settings`]: the one place that
@@ -69,6 +69,8 @@ pub enum BudgetSpent {
     Events(u64),
     /// Events at one virtual instant: time stopped moving on (a livelock).
     EventsPerInstant(u64),
+    /// Events waiting at once (a message storm).
+    Pending(usize),
     /// Wall time of the seed ([`SimSettings::seed_timeout`]).
     WallTime(Duration),
 }
@@ -84,6 +86,7 @@ impl std::fmt::Display for BudgetSpent {
                 f,
                 "budget of {n} events at one virtual instant (time stopped moving on: a livelock)"
             ),
+            BudgetSpent::Pending(n) => write!(f, "budget of {n} pending events (a message storm)"),
             BudgetSpent::WallTime(d) => write!(
                 f,
                 "wall-time budget of {d:?} (DISTZERO_SWEEP_SEED_TIMEOUT, --seed-timeout)"
@@ -196,8 +199,11 @@ pub(crate) fn run_sim(
     body: &mut dyn FnMut(&mut dyn Cluster) -> Result<()>,
 ) -> std::result::Result<(), RunFailure> {
     let seed = config.seed;
-    let (max_events, per_instant) = (config.max_events, config.max_events_per_instant);
-    let cancel = config.cancel.clone();
+    let (max_events, per_instant, max_pending) = (
+        config.max_events,
+        config.max_events_per_instant,
+        config.max_pending,
+    );
     let mut cluster = SimCluster::new(config).map_err(|e| RunFailure {
         message: e.to_string(),
         budget: None,
@@ -215,15 +221,14 @@ pub(crate) fn run_sim(
         }
         Err(panic) => (panic_message(&panic), false),
     };
-    // Which budget, if any: the watchdog's flag, else the event counts.
-    let budget = if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-        Some(BudgetSpent::WallTime(wall_time.unwrap_or_default()))
-    } else if cluster.stats().events >= max_events {
-        Some(BudgetSpent::Events(max_events))
-    } else if over {
-        Some(BudgetSpent::EventsPerInstant(per_instant))
-    } else {
-        None
+    // Which budget, if any: the cluster knows.
+    let budget = match cluster.spent() {
+        _ if !over => None,
+        Some(Spent::Cancelled) => Some(BudgetSpent::WallTime(wall_time.unwrap_or_default())),
+        Some(Spent::Events) => Some(BudgetSpent::Events(max_events)),
+        Some(Spent::EventsPerInstant) => Some(BudgetSpent::EventsPerInstant(per_instant)),
+        Some(Spent::Pending) => Some(BudgetSpent::Pending(max_pending)),
+        None => None,
     };
     let message = match budget {
         Some(b) => format!("seed {seed} went over its {b}: {message}"),

@@ -226,7 +226,7 @@ pub(crate) async fn peer_link(
     ident: Arc<Ident>,
     to: MachineId,
     addr: SocketAddr,
-    mut rx: UnboundedReceiver<PeerFrame>,
+    mut rx: tokio::sync::mpsc::Receiver<PeerFrame>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let me = ident.machine;

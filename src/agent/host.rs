@@ -104,7 +104,8 @@ struct Host {
     t0: Instant,
     /// Messages waiting out their link latency, per destination, bounded.
     delayed: BTreeMap<MachineId, VecDeque<Delayed>>,
-    out: BTreeMap<MachineId, UnboundedSender<PeerFrame>>,
+    /// The outgoing link task of each peer, fed through a bounded channel.
+    out: BTreeMap<MachineId, tokio::sync::mpsc::Sender<PeerFrame>>,
     /// The newest inbound link of each peer (connection ids grow).
     peer_in: BTreeMap<MachineId, u64>,
     local: VecDeque<(NodeId, NodeId, Vec<u8>)>,
@@ -406,19 +407,27 @@ impl Host {
     }
 
     fn write_peer(&mut self, dest: MachineId, mut frame: PeerFrame) {
+        use tokio::sync::mpsc::error::TrySendError;
         if let Some(tx) = self.out.get(&dest) {
-            match tx.send(frame) {
+            match tx.try_send(frame) {
                 Ok(()) => return,
-                Err(back) => frame = back.0,
+                Err(TrySendError::Full(_)) => {
+                    // The peer does not keep up (or its link stalls under a
+                    // real cut): a legal loss, counted.
+                    self.net.stats.count(Loss::Full);
+                    tracing::debug!(to = %dest, "lost: the peer link's queue is full");
+                    return;
+                }
+                Err(TrySendError::Closed(back)) => frame = back,
             }
         }
         let Some(addr) = self.peers.get(&dest).copied() else {
             tracing::warn!(to = %dest, "no address for this machine (SetPeers has not named it); message dropped");
             return;
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_QUEUED_PER_PAIR);
         tokio::spawn(conn::peer_link(self.ident.clone(), dest, addr, rx));
-        let _ = tx.send(frame);
+        let _ = tx.try_send(frame);
         self.out.insert(dest, tx);
     }
 
