@@ -51,9 +51,9 @@ pub const MAX_EVENTS: u64 = 1_000_000_000;
 pub const MAX_EVENTS_PER_INSTANT: u64 = 1_000_000;
 /// Default of [`SimConfig::max_pending`] (about 1 GiB of events).
 pub const MAX_PENDING: usize = 16_000_000;
-/// Events between two looks at [`SimConfig::cancel`] and the queue's
-/// length (a power of two).
-const CANCEL_EVERY: u64 = 1 << 14;
+/// Events between two looks at the budgets (the cancel flag, the queue's
+/// length, events at one instant; fewer if the instant budget is small).
+const CHECK_EVERY: u64 = 1 << 14;
 
 impl SimConfig {
     pub fn new(seed: u64, registry: Registry) -> Self {
@@ -369,9 +369,15 @@ struct Budget {
     max_per_instant: u64,
     max_pending: usize,
     cancel: Option<Arc<AtomicBool>>,
-    /// The virtual time of the last event, and how many events ran at it.
+    /// The virtual time at the last look at the budgets, and how many
+    /// events ran at it since (counted at each look).
     instant: u64,
     at_instant: u64,
+    /// The event count at the last look, and at the next.
+    checked_at: u64,
+    next_check: u64,
+    /// Events between two looks.
+    interval: u64,
     /// Why the run went over budget (it stays over).
     over: Option<String>,
     spent: Option<Spent>,
@@ -474,6 +480,9 @@ impl SimCluster {
                 cancel: config.cancel,
                 instant: 0,
                 at_instant: 0,
+                checked_at: 0,
+                next_check: 0,
+                interval: CHECK_EVERY.min((config.max_events_per_instant / 4).max(1)),
                 over: None,
                 spent: None,
             },
@@ -607,23 +616,41 @@ impl SimCluster {
         result
     }
 
-    /// Count one event at `time` against the budgets.
+    /// Count one event at `time` against the budgets: one compare per
+    /// event; the budgets themselves are looked at every few thousand
+    /// events (at fixed event counts, so a run fails at the same event
+    /// whatever the machine).
     #[inline(always)]
     fn charge(&mut self, time: u64) -> Result<()> {
         debug_assert!(time >= self.core.now, "virtual time went backwards");
+        if self.core.stats.events >= self.budget.next_check {
+            return self.check_budgets(time);
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_budgets(&mut self, time: u64) -> Result<()> {
+        let events = self.core.stats.events;
         let b = &mut self.budget;
+        // Time only grows: if it is where it was at the last look, every
+        // event since then happened at this one instant.
+        let since = events - b.checked_at;
         if time == b.instant {
-            b.at_instant += 1;
+            b.at_instant += since;
         } else {
             b.instant = time;
-            b.at_instant = 1;
+            b.at_instant = 0;
         }
-        let events = self.core.stats.events;
+        b.checked_at = events;
+        b.next_check = events
+            .saturating_add(b.interval)
+            .min(b.max_events.max(events + 1));
         if b.at_instant > b.max_per_instant
             || events >= b.max_events
-            || (events & (CANCEL_EVERY - 1) == 0
-                && (self.core.queue.len() > b.max_pending
-                    || b.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))))
+            || self.core.queue.len() > b.max_pending
+            || b.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
         {
             return Err(self.over_budget(time));
         }
