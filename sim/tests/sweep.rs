@@ -521,7 +521,7 @@ fn a_replay_reads_the_sweeps_buggify_and_is_byte_identical() {
 }
 
 #[test]
-fn the_failure_line_carries_the_virtual_time_of_the_failure() {
+fn the_failure_line_carries_the_simulated_time_of_the_failure() {
     let o = opts("failure-time", 0..1);
     let w = coins();
     let dir = o.log_root.join("run");
