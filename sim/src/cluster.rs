@@ -763,6 +763,7 @@ impl SimCluster {
                 node,
                 incarnation: inc,
             } => {
+                debug_assert!(inc <= incarnation, "a start from a future life");
                 if inc != incarnation {
                     return;
                 }
@@ -806,6 +807,7 @@ impl SimCluster {
             } => {
                 // Its id leaves the pending set whatever happens next.
                 let cancelled = !self.core.pending.remove(&id);
+                debug_assert!(inc <= incarnation, "a timer from a future life");
                 if cancelled || inc != incarnation {
                     return;
                 }
@@ -1064,5 +1066,58 @@ impl Cluster for SimCluster {
         );
         self.flush_logs();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distzero::{Context, Node};
+
+    /// Sets a timer on start; cancels it when told (after it fired).
+    struct Timed {
+        timer: Option<TimerId>,
+        fired: u32,
+    }
+
+    impl Node for Timed {
+        type Msg = u8;
+        fn on_start(&mut self, ctx: &mut Context<'_, u8>) {
+            self.timer = Some(ctx.set_timer(Duration::from_millis(5), 0));
+            let never = ctx.set_timer(Duration::from_millis(10), 1);
+            ctx.cancel_timer(never);
+        }
+        fn on_message(&mut self, ctx: &mut Context<'_, u8>, from: NodeId, _m: u8) {
+            if let Some(t) = self.timer.take() {
+                ctx.cancel_timer(t);
+            }
+            ctx.send(from, self.fired as u8);
+        }
+        fn on_timer(&mut self, _ctx: &mut Context<'_, u8>, _t: TimerId, _tag: u64) {
+            self.fired += 1;
+        }
+    }
+
+    #[test]
+    fn cancelling_a_fired_timer_leaves_nothing_behind() {
+        let mut r = Registry::new();
+        r.register("timed", |_: serde_json::Value| Timed {
+            timer: None,
+            fired: 0,
+        });
+        let mut sim = SimCluster::new(SimConfig::new(1, r)).unwrap();
+        let c: &mut dyn Cluster = &mut sim;
+        let m = c.add_machine().unwrap();
+        let n = c.spawn_node(m, "timed", serde_json::json!({})).unwrap();
+        c.run_for(Duration::from_millis(50)).unwrap();
+        // The 5 ms timer fired once; the cancelled 10 ms one never did.
+        let fired: u8 = c.call(n, &0u8, Duration::from_secs(1)).unwrap();
+        assert_eq!(fired, 1);
+        c.run_for(Duration::from_millis(50)).unwrap();
+        assert!(
+            sim.core.pending.is_empty(),
+            "ids of fired or cancelled timers stay: {:?}",
+            sim.core.pending
+        );
     }
 }

@@ -629,6 +629,15 @@ impl Host {
                 }
             }
             Command::Join { state } => {
+                // Lives agree: the controller counts this machine up.
+                let mine = state.lives.iter().find(|(m, _)| *m == self.me());
+                if mine.is_some_and(|(_, life)| life % 2 == 1) {
+                    return Err(format!(
+                        "the controller counts {} as down (life {:?}) while its agent runs",
+                        self.me(),
+                        mine.map(|(_, l)| *l)
+                    ));
+                }
                 let now = self.model_now();
                 self.net.load(&state, now);
             }
