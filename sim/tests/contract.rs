@@ -382,6 +382,11 @@ fn buggify_is_seeded_and_sometimes_true() {
     let a = run(1, 0.05);
     let hits = a.iter().filter(|b| **b).count();
     assert!((20..=90).contains(&hits), "about 5% true, got {hits}/1000");
+    let half = run(1, 0.5).iter().filter(|b| **b).count();
+    assert!(
+        (400..=600).contains(&half),
+        "about 50% true, got {half}/1000"
+    );
     assert_eq!(a, run(1, 0.05), "same seed, same faults");
     assert_ne!(a, run(2, 0.05), "another seed, other faults");
     assert!(
