@@ -817,4 +817,23 @@ fn loopback_controller_redials_after_another_takes_its_link() {
         c.call::<_, Msg>(a, &Msg::Ping(6), secs(3)).unwrap(),
         Msg::Pong(6)
     );
+    // The link was taken over and dialed again (not merely left alone).
+    let dir = rc.log_dir().to_path_buf();
+    rc.shutdown().unwrap();
+    let ctl = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
+    let m0 = |l: &&str| l.contains("\"event_machine\":\"m0\"");
+    assert!(
+        ctl.lines()
+            .filter(m0)
+            .any(|l| l.contains("re-dialing the control link")),
+        "no re-dial of m0 in:\n{ctl}"
+    );
+    assert!(
+        ctl.lines()
+            .filter(m0)
+            .filter(|l| l.contains("control link up"))
+            .count()
+            >= 2,
+        "m0's control link came up once only:\n{ctl}"
+    );
 }
