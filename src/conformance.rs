@@ -279,6 +279,7 @@ const RELEASE: &str =
 const HOLD: &str = "hold queues messages until release (nothing arrives while held)";
 const HEAL_HOLD: &str = "heal ends a hold and drops what the hold queued";
 const PAUSE: &str = "messages to a paused machine wait and arrive in order on resume";
+const PAUSED: &str = "a paused machine handles nothing until it is resumed";
 const SAME_MACHINE: &str =
     "messages between nodes of the same machine use no link: in order, never lost or cut, lost if the machine crashes";
 const SELF_LINK: &str =
@@ -825,6 +826,25 @@ pub fn pause_then_resume_delivers_in_order(c: &mut dyn Cluster) -> Result<()> {
     c.pause(b)?;
     hammer(c, p[0], p[1], 100, 10, 10)?;
     until_sent(c, p[0], millis(300))?;
+    // It is paused: it answers nothing (a pause that did nothing would pass
+    // the rest of this probe).
+    match c.call::<ProbeMsg, ProbeMsg>(p[1], &ProbeMsg::Report, millis(300)) {
+        Err(e) if e.is_timeout() => {}
+        Ok(reply) => {
+            return Err(broken(
+                PAUSED,
+                format!(
+                    "{} answered {} while its machine was paused",
+                    p[1],
+                    match reply {
+                        ProbeMsg::Seen(s) => format!("a report of {} received", s.got.len()),
+                        other => format!("{other:?}"),
+                    }
+                ),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
     c.resume(b)?;
     c.run_for(millis(500))?;
     let s = seen(c, p[1])?;

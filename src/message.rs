@@ -48,7 +48,13 @@ mod tests {
     fn round_trip_and_garbage_is_an_error() {
         let b = encode(&Msg::Put("x".into(), 7)).unwrap();
         assert_eq!(decode::<Msg>(&b).unwrap(), Msg::Put("x".into(), 7));
-        assert!(decode::<Msg>(&[0xff, 0xff, 0xff]).is_err());
+        let e = decode::<Msg>(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::Codec(_))
+                && e.to_string()
+                    .starts_with("could not encode or decode a message: "),
+            "{e:?}"
+        );
     }
 
     #[test]

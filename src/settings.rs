@@ -117,13 +117,20 @@ impl Settings {
         Self::from_sources(&BTreeMap::new(), &BTreeMap::new(), None).expect("defaults are valid")
     }
 
-    /// Override one value (for tools and tests), validating it.
+    /// Override one value (for tools and tests), validating it. A refused
+    /// value is not kept.
     pub fn set(&mut self, name: &'static str, value: impl Into<String>) -> Result<()> {
         if !VARS.iter().any(|v| v.name == name) {
             return Err(Error::Setting(format!("{name} is not a distzero setting")));
         }
-        self.values.insert(name, value.into());
-        self.validate()
+        let old = self.values.insert(name, value.into());
+        let checked = self.validate();
+        if checked.is_err() {
+            if let Some(old) = old {
+                self.values.insert(name, old);
+            }
+        }
+        checked
     }
 
     fn validate(&self) -> Result<()> {
@@ -416,32 +423,118 @@ mod tests {
         );
         let e = Settings::from_sources(&env(&[("DISTZERO_LOG_LEVEL", "loud")]), &env(&[]), None)
             .unwrap_err();
-        assert!(e.to_string().contains("off, error, warn"), "{e}");
+        assert!(
+            matches!(e, Error::Setting(_))
+                && e.to_string().starts_with("DISTZERO_LOG_LEVEL=\"loud\"")
+                && e.to_string().contains("off, error, warn"),
+            "{e}"
+        );
         let e = Settings::from_sources(
             &env(&[("DISTZERO_CLOUD_HOSTS", "a:99999")]),
             &env(&[]),
             None,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("DISTZERO_CLOUD_HOSTS"), "{e}");
+        assert!(
+            e.to_string().contains("DISTZERO_CLOUD_HOSTS=\"a:99999\"")
+                && e.to_string().contains("a port from 1 to 65535"),
+            "{e}"
+        );
         let e =
             Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEEED", "1")]), None).unwrap_err();
-        assert!(e.to_string().contains("DISTZERO_SEEED"), "{e}");
-        for (var, value) in [
-            ("DISTZERO_MAX_EVENTS", "0"),
-            ("DISTZERO_MAX_EVENTS", "many"),
-            ("DISTZERO_SWEEP_SEED_TIMEOUT", "0"),
-            ("DISTZERO_SWEEP_SEED_TIMEOUT", "-1"),
-            ("DISTZERO_SWEEP_SEED_TIMEOUT", "1m"),
-            ("DISTZERO_BUGGIFY", "2"),
+        assert!(
+            e.to_string().starts_with("DISTZERO_SEEED in ")
+                && e.to_string()
+                    .contains("is not a distzero setting; the known ones are in .env.template"),
+            "{e}"
+        );
+        // Every validated variable: a bad value is refused in one line that
+        // names the variable, the value and what it accepts.
+        for (var, value, accepts) in [
+            (
+                "DISTZERO_MAX_EVENTS",
+                "0",
+                "a positive whole number of events",
+            ),
+            (
+                "DISTZERO_MAX_EVENTS",
+                "many",
+                "a positive whole number of events",
+            ),
+            (
+                "DISTZERO_SWEEP_SEED_TIMEOUT",
+                "0",
+                "a positive number of seconds",
+            ),
+            (
+                "DISTZERO_SWEEP_SEED_TIMEOUT",
+                "-1",
+                "a positive number of seconds",
+            ),
+            (
+                "DISTZERO_SWEEP_SEED_TIMEOUT",
+                "1m",
+                "a positive number of seconds",
+            ),
+            ("DISTZERO_BUGGIFY", "2", "a probability from 0.0 to 1.0"),
+            ("DISTZERO_BUGGIFY", "often", "a probability from 0.0 to 1.0"),
+            (
+                "DISTZERO_AGENT_ORPHAN_SECS",
+                "0",
+                "a whole number of seconds, at least 1",
+            ),
+            ("DISTZERO_SWEEP_SEEDS", "0", "a positive whole number"),
+            (
+                "DISTZERO_SWEEP_JOBS",
+                "-1",
+                "a whole number (0 = one per core)",
+            ),
+            (
+                "DISTZERO_DOCKER_SUBNET",
+                "172.29",
+                "three octets such as 172.29.7",
+            ),
+            (
+                "DISTZERO_DOCKER_SUBNET",
+                "172.29.300",
+                "three octets such as 172.29.7",
+            ),
+            (
+                "DISTZERO_CLOUD_HOSTS",
+                "@h",
+                "comma-separated [user@]host[:port]",
+            ),
         ] {
             let e = Settings::from_sources(&env(&[(var, value)]), &env(&[]), None).unwrap_err();
             let msg = e.to_string();
             assert!(
-                msg.starts_with(&format!("{var}=")) && !msg.contains('\n'),
-                "{msg}"
+                msg.starts_with(&format!(
+                    "{var}={value:?} is not valid: {var} accepts {accepts}"
+                )) && !msg.contains('\n'),
+                "{var}={value}: {msg}"
             );
+            // The same from .env, and through `set`.
+            let e = Settings::from_sources(&env(&[]), &env(&[(var, value)]), None).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{var}=")), "{e}");
+            let mut s = Settings::defaults();
+            let e = s.set(var, value);
+            assert!(
+                e.unwrap_err().to_string().starts_with(&format!("{var}=")),
+                "set({var}, {value})"
+            );
+            // A refused value is not kept: the settings stay valid.
+            assert_eq!(
+                s.raw(var),
+                VARS.iter().find(|v| v.name == var).unwrap().default,
+                "set({var}, {value}) was refused but kept"
+            );
+            s.set("DISTZERO_SEED", "5").unwrap();
         }
+        let e = Settings::defaults()
+            .set("DISTZERO_NOPE", "1")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "DISTZERO_NOPE is not a distzero setting");
     }
 
     #[test]

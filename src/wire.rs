@@ -644,7 +644,12 @@ mod tests {
         let acc = async move { accept_handshake(&mut b, b"k", "run-b", MachineId(0)).await };
         let (d, a) = tokio::join!(d, acc);
         assert!(d.unwrap_err().to_string().contains("run `run-a`"));
-        assert!(a.is_err());
+        let a = a.unwrap_err();
+        assert!(a.is_auth(), "{a:?}");
+        assert_eq!(
+            a.to_string(),
+            "handshake failed: run `run-a` dialed an agent of run `run-b`"
+        );
     }
 
     proptest! {

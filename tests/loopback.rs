@@ -586,13 +586,20 @@ fn loopback_shutdown_leaves_nothing_listening() {
     let dir = rc.log_dir().to_path_buf();
     rc.shutdown().unwrap();
     rc.shutdown().unwrap(); // idempotent
-    assert!(
-        std::net::TcpStream::connect_timeout(&addr, millis(500)).is_err(),
-        "agent still listening"
-    );
+    assert_refused(addr, "agent still listening");
     let ctl = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
     assert!(ctl.contains("shut down"), "controller log written");
     assert!(dir.join("m0.jsonl").exists() && dir.join("m1.log").exists());
+}
+
+/// Nothing listens at `addr` any more: a connection is refused (not merely
+/// slow, which would also be an error).
+fn assert_refused(addr: std::net::SocketAddr, what: &str) {
+    match std::net::TcpStream::connect_timeout(&addr, millis(500)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("{what}? connecting to {addr} failed otherwise: {e}"),
+        Ok(_) => panic!("{what}: {addr} accepted a connection"),
+    }
 }
 
 /// Set when this test binary is started as an agent process.
@@ -692,10 +699,7 @@ fn loopback_process_agents_crash_restart_pause() {
         rc.addrs(a.machine).unwrap().control
     };
     rc.shutdown().unwrap();
-    assert!(
-        std::net::TcpStream::connect_timeout(&addr, millis(500)).is_err(),
-        "agent process still listening"
-    );
+    assert_refused(addr, "agent process still listening");
 }
 
 /// An agent process with no controller; returns it and its log folder.
@@ -812,5 +816,24 @@ fn loopback_controller_redials_after_another_takes_its_link() {
     assert_eq!(
         c.call::<_, Msg>(a, &Msg::Ping(6), secs(3)).unwrap(),
         Msg::Pong(6)
+    );
+    // The link was taken over and dialed again (not merely left alone).
+    let dir = rc.log_dir().to_path_buf();
+    rc.shutdown().unwrap();
+    let ctl = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
+    let m0 = |l: &&str| l.contains("\"event_machine\":\"m0\"");
+    assert!(
+        ctl.lines()
+            .filter(m0)
+            .any(|l| l.contains("re-dialing the control link")),
+        "no re-dial of m0 in:\n{ctl}"
+    );
+    assert!(
+        ctl.lines()
+            .filter(m0)
+            .filter(|l| l.contains("control link up"))
+            .count()
+            >= 2,
+        "m0's control link came up once only:\n{ctl}"
     );
 }

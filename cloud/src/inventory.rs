@@ -207,6 +207,10 @@ mod tests {
         assert_eq!(got, ["a", "b", "a"]);
         assert_eq!(inv.acquire("r", 2).unwrap(), vec![h("b"), h("a")]);
         assert_eq!(inv.known(), vec![h("a"), h("b")]);
+        // Static hosts are shared, not owned: giving one back keeps it known
+        // and in the rotation.
         inv.release("r", &[h("a")]).unwrap();
+        assert_eq!(inv.known(), vec![h("a"), h("b")]);
+        assert_eq!(inv.acquire("r", 2).unwrap(), vec![h("b"), h("a")]);
     }
 }

@@ -736,10 +736,16 @@ mod tests {
     #[test]
     fn bad_configs_are_refused_not_panicked() {
         let kv = Kv::new(KvConfig::new(vec![], 0));
-        assert!(kv.broken.is_some());
+        assert_eq!(kv.broken.as_deref(), Some("me = 0 but only 0 replicas"));
         let mut cfg = KvConfig::new(vec![NodeId::new(MachineId(0), 0)], 0);
         cfg.bug = Some("bogus".into());
-        assert!(Kv::new(cfg).broken.is_some());
+        assert_eq!(
+            Kv::new(cfg).broken.as_deref(),
+            Some("unknown bug `bogus` (known: ack-before-replicate, stale-read)")
+        );
+        let mut cfg = KvConfig::new(vec![NodeId::new(MachineId(0), 0)], 0);
+        cfg.bug = Some("stale-read".into());
+        assert_eq!(Kv::new(cfg).broken, None, "a known bug is a valid config");
     }
 
     #[test]

@@ -204,11 +204,47 @@ mod tests {
             TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
         );
         let strat = Schedule::strategy(3, 1000, 8);
+        let mut lengths = std::collections::BTreeSet::new();
+        let mut kinds = std::collections::HashSet::new();
         for _ in 0..100 {
             let s = strat.new_tree(&mut runner).unwrap().current();
             assert!(s.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
             assert!(s.steps.iter().all(|st| st.at_ms < 1000));
+            assert!(s.steps.len() <= 8, "{s:?}");
+            for st in &s.steps {
+                let machines: Vec<u32> = match &st.fault {
+                    Fault::Partition(groups) => {
+                        assert_eq!(groups.len(), 2, "{st:?}");
+                        let mut all: Vec<u32> = groups.concat();
+                        all.sort();
+                        assert_eq!(
+                            all,
+                            vec![0, 1, 2],
+                            "a partition splits every machine: {st:?}"
+                        );
+                        all
+                    }
+                    Fault::Cut { from, to } => {
+                        assert_ne!(from, to, "{st:?}");
+                        vec![*from, *to]
+                    }
+                    Fault::Crash(i) | Fault::Restart(i) | Fault::Pause(i) | Fault::Resume(i) => {
+                        vec![*i]
+                    }
+                    Fault::Latency { min_ms, max_ms } => {
+                        assert!(min_ms <= max_ms, "{st:?}");
+                        vec![]
+                    }
+                    Fault::HealAll => vec![],
+                };
+                assert!(machines.iter().all(|&m| m < 3), "{st:?}");
+                kinds.insert(std::mem::discriminant(&st.fault));
+            }
+            lengths.insert(s.steps.len());
         }
+        // Not a degenerate strategy: schedules of many lengths and every kind of fault.
+        assert!(lengths.len() >= 5, "lengths {lengths:?}");
+        assert_eq!(kinds.len(), 8, "every kind of fault is generated");
     }
 
     #[test]

@@ -28,6 +28,7 @@ enum Msg {
         fired_at: Vec<u64>,
         started_at: u64,
         disk: Option<u64>,
+        got_at: Vec<u64>,
     },
     Ok,
 }
@@ -35,6 +36,8 @@ enum Msg {
 #[derive(Default)]
 struct Probe {
     got: Vec<(NodeId, u64)>,
+    /// When each of `got` arrived (virtual ns).
+    got_at: Vec<u64>,
     fired_at: Vec<u64>,
     started_at: u64,
 }
@@ -54,7 +57,10 @@ impl Node for Probe {
                 }
                 ctx.send(from, Msg::Ok);
             }
-            Msg::Data { seq } => self.got.push((from, seq)),
+            Msg::Data { seq } => {
+                self.got.push((from, seq));
+                self.got_at.push(ctx.now().as_nanos() as u64);
+            }
             Msg::Arm { after_ms } => {
                 ctx.set_timer(Duration::from_millis(after_ms), after_ms);
                 ctx.send(from, Msg::Ok);
@@ -66,6 +72,7 @@ impl Node for Probe {
                     fired_at: self.fired_at.clone(),
                     started_at: self.started_at,
                     disk,
+                    got_at: self.got_at.clone(),
                 };
                 ctx.send(from, r);
             }
@@ -103,8 +110,9 @@ fn fire(c: &mut dyn Cluster, from: NodeId, to: NodeId, count: u64) {
     assert_eq!(r, Msg::Ok);
 }
 
-/// What a probe saw: messages (sender, seq), timer fire times, start time, boots on disk.
-type Seen = (Vec<(NodeId, u64)>, Vec<u64>, u64, Option<u64>);
+/// What a probe saw: messages (sender, seq), timer fire times, start time,
+/// boots on disk, arrival time of each message.
+type Seen = (Vec<(NodeId, u64)>, Vec<u64>, u64, Option<u64>, Vec<u64>);
 
 fn report(c: &mut dyn Cluster, n: NodeId) -> Seen {
     match c.call(n, &Msg::Query, T).unwrap() {
@@ -113,7 +121,8 @@ fn report(c: &mut dyn Cluster, n: NodeId) -> Seen {
             fired_at,
             started_at,
             disk,
-        } => (got, fired_at, started_at, disk),
+            got_at,
+        } => (got, fired_at, started_at, disk, got_at),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -231,7 +240,7 @@ fn crash_loses_memory_keeps_disk_and_restart_starts_from_spec() {
     c.run_for(Duration::from_millis(100)).unwrap();
     let before = c.now();
     c.restart(MachineId(1)).unwrap();
-    let (got, _, started_at, boots) = report(c, n[1]);
+    let (got, _, started_at, boots, _) = report(c, n[1]);
     assert!(
         got.is_empty(),
         "memory is lost, and messages sent while down are lost"
@@ -254,11 +263,15 @@ fn pause_delays_messages_and_timers_until_resume() {
     c.run_for(Duration::from_millis(500)).unwrap();
     let resumed = c.now().as_nanos() as u64;
     c.resume(MachineId(1)).unwrap();
-    let (got, fired, ..) = report(c, n[1]);
+    let (got, fired, _, _, got_at) = report(c, n[1]);
     assert_eq!(
         seqs(&got),
         vec![0, 1, 2],
         "parked messages delivered after resume"
+    );
+    assert!(
+        got_at.iter().all(|&t| t >= resumed),
+        "no message was handled while paused (resumed at {resumed}): {got_at:?}"
     );
     assert_eq!(fired.len(), 1);
     assert!(fired[0] >= resumed, "the timer fired only after resume");
@@ -335,7 +348,10 @@ fn run_until_gives_up_with_an_error() {
     let e = c
         .run_until(Duration::from_secs(2), |_| Ok(false))
         .unwrap_err();
-    assert!(matches!(e, Error::ConditionTimeout(_)));
+    assert!(
+        matches!(e, Error::ConditionTimeout(d) if d == Duration::from_secs(2)),
+        "{e}"
+    );
     assert!(c.now() >= Duration::from_secs(2));
 }
 
@@ -366,6 +382,11 @@ fn buggify_is_seeded_and_sometimes_true() {
     let a = run(1, 0.05);
     let hits = a.iter().filter(|b| **b).count();
     assert!((20..=90).contains(&hits), "about 5% true, got {hits}/1000");
+    let half = run(1, 0.5).iter().filter(|b| **b).count();
+    assert!(
+        (400..=600).contains(&half),
+        "about 50% true, got {half}/1000"
+    );
     assert_eq!(a, run(1, 0.05), "same seed, same faults");
     assert_ne!(a, run(2, 0.05), "another seed, other faults");
     assert!(

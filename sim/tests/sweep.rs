@@ -179,7 +179,7 @@ fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
         "full logs of the failing seed"
     );
     let (shrunk, msg) = f.shrunk.clone().expect("shrunk");
-    assert!(!msg.is_empty());
+    assert!(msg.contains("an acknowledged increment was lost"), "{msg}");
     assert!(shrunk.steps.len() <= f.schedule.steps.len());
     assert!(
         shrunk
@@ -188,15 +188,18 @@ fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
             .any(|s| matches!(s.fault, Fault::Crash(_))),
         "a crash is needed: {shrunk:?}"
     );
-    // The shrunk schedule replays: same seed, same failure.
-    assert!(run_once(
-        &Durability { lazy: true },
-        f.seed,
-        &shrunk,
-        None,
-        &SimSettings::default()
-    )
-    .is_err());
+    // The shrunk schedule replays: same seed, same failure, same message.
+    assert_eq!(
+        run_once(
+            &Durability { lazy: true },
+            f.seed,
+            &shrunk,
+            None,
+            &SimSettings::default()
+        )
+        .err(),
+        Some(msg.clone())
+    );
     let text = report.to_string();
     assert!(
         text.contains(&format!("FAILED seed {}", f.seed)) && text.contains("Schedule::new(vec!["),
@@ -226,7 +229,10 @@ fn shrinking_drops_steps_that_do_nothing() {
     let found = sweep(&scenario, &first, &|s| format!("replay {s}"));
     let seed = found.failures.first().expect("a failing seed").seed;
     let (shrunk, msg) = shrink(&scenario, seed, &o);
-    assert!(!msg.is_empty(), "seed {seed} fails");
+    assert!(
+        msg.contains("acknowledged"),
+        "seed {seed} fails for the planted bug: {msg}"
+    );
     for i in 0..shrunk.steps.len() {
         let mut without = shrunk.clone();
         without.steps.remove(i);
@@ -252,6 +258,10 @@ fn shrinking_drops_steps_that_do_nothing() {
     let padded = Schedule::new(steps);
     assert_eq!(padded.steps.len(), shrunk.steps.len() + 2);
     let padded_msg = run_once(&scenario, seed, &padded, None, &o.sim).expect_err("still fails");
+    assert!(
+        padded_msg.contains("acknowledged"),
+        "the padded schedule fails for the planted bug: {padded_msg}"
+    );
     let (pruned, pruned_msg) = prune(&scenario, seed, padded, padded_msg, &o.sim, 50);
     assert!(
         pruned.steps.iter().all(|s| !planted.contains(s)),
@@ -284,9 +294,60 @@ fn shards_split_seeds_and_determinism_is_checked() {
     let report = sweep(&Durability { lazy: false }, &o, &|s| format!("replay {s}"));
     assert_eq!(report.ran, 3, "seeds 1, 4, 7");
     assert!(report.nondeterministic.is_empty(), "{report}");
-    assert_eq!(
-        schedule_for(&Durability { lazy: false }, 4),
-        schedule_for(&Durability { lazy: false }, 4)
+    // A seed's schedule is a function of the seed: the same twice, and not
+    // the same for every seed.
+    let scenario = Durability { lazy: false };
+    assert_eq!(schedule_for(&scenario, 4), schedule_for(&scenario, 4));
+    let schedules: Vec<Schedule> = (0..10).map(|s| schedule_for(&scenario, s)).collect();
+    assert!(
+        schedules.iter().any(|s| !s.steps.is_empty())
+            && schedules.iter().any(|s| *s != schedules[0]),
+        "seeds give different, non-empty schedules: {schedules:?}"
+    );
+    let _ = std::fs::remove_dir_all(o.log_root);
+}
+
+/// A node that logs a number no seed determines: a counter shared by every
+/// run in this process.
+struct Drifter;
+
+static DRIFT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Node for Drifter {
+    type Msg = Msg;
+    fn on_start(&mut self, _ctx: &mut Context<'_, Msg>) {
+        let n = DRIFT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(n, "drift");
+    }
+    fn on_message(&mut self, _ctx: &mut Context<'_, Msg>, _from: NodeId, _msg: Msg) {}
+}
+
+/// The determinism check can fail: a workflow whose logs differ between two
+/// runs of one seed is reported nondeterministic, and the sweep does not pass.
+#[test]
+fn the_determinism_check_flags_a_seed_whose_runs_differ() {
+    let mut registry = Registry::new();
+    registry.register("drifter", |_: serde_json::Value| Drifter);
+    let w = Workflow {
+        name: "drift".into(),
+        registry,
+        body: |c| {
+            let m = c.add_machine()?;
+            c.spawn_node(m, "drifter", ())?;
+            c.run_for(Duration::from_millis(10))
+        },
+    };
+    let mut o = opts("drift", 0..3);
+    o.check_determinism = true;
+    o.stop_at_first = false;
+    let report = sweep(&w, &o, &|s| format!("replay {s}"));
+    assert_eq!(report.ran, 3, "{report}");
+    assert!(report.failures.is_empty(), "{report}");
+    assert_eq!(report.nondeterministic, vec![0, 1, 2], "{report}");
+    assert!(!report.passed(), "{report}");
+    assert!(
+        report.to_string().contains("3 nondeterministic"),
+        "{report}"
     );
     let _ = std::fs::remove_dir_all(o.log_root);
 }

@@ -134,7 +134,18 @@ mod tests {
             d.keys("n"),
             vec!["n0/a b%/é".to_string(), "n1/x".to_string()]
         );
-        assert!(encode_key(&"k".repeat(300)).is_err());
+        let e = encode_key(&"k".repeat(300)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(
+            e.to_string().contains("disk key of 300 bytes is too long"),
+            "{e}"
+        );
+        // The limit is on the encoded name: each `/` takes three bytes.
+        assert!(encode_key(&"/".repeat(66)).is_ok());
+        assert!(encode_key(&"/".repeat(67))
+            .unwrap_err()
+            .to_string()
+            .contains("disk key of 67 bytes is too long"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -406,6 +406,10 @@ mod tests {
         assert_eq!(cfg.listen, "0.0.0.0:7410".parse().unwrap());
         assert_eq!(cfg.orphan, Duration::from_secs(5));
         assert_eq!(cfg.data_dir, PathBuf::from("/d"));
+        assert_eq!(cfg.log_dir, PathBuf::from("/l"));
+        assert_eq!(cfg.run_id, "r1");
+        assert_eq!(cfg.cookie, "c");
+        assert_eq!(cfg.epoch_micros, 99);
     }
 
     #[test]
@@ -413,7 +417,22 @@ mod tests {
         let e = AgentConfig::from_args(&args("--machine x"), "c", None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("missing") || e.contains("--machine"), "{e}");
+        assert!(
+            e.contains("--machine \"x\" is not valid: it takes a machine number"),
+            "{e}"
+        );
+        let e = AgentConfig::from_args(&args("--machine 1"), "c", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("missing --orphan-secs; usage:"), "{e}");
+        let e = AgentConfig::from_args(&args("--machine 1 --orphan-secs 0"), "c", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--orphan-secs 0 is not valid"), "{e}");
+        let e = AgentConfig::from_args(&args("--machine"), "c", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--machine needs a value"), "{e}");
         let e = AgentConfig::from_args(&args("--bogus 1"), "c", None)
             .unwrap_err()
             .to_string();

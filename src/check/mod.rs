@@ -463,15 +463,21 @@ mod tests {
         assert_eq!(f.ops.len(), 3);
         assert!(v.to_string().contains("on key \"b\""), "{v}");
         // A register history must not have keys, a kv one must.
-        assert!(matches!(
-            check_register(&h, &Budget::default()),
-            Err(HistoryError::BadValue { .. })
-        ));
+        let e = check_register(&h, &Budget::default()).unwrap_err();
+        assert!(
+            matches!(&e, HistoryError::BadValue { index: 0, .. })
+                && e.to_string()
+                    .contains("an op with a key in a register history; check it with check_kv"),
+            "{e}"
+        );
         let h = hist(&[w(1, 1, 0, 10)]);
-        assert!(matches!(
-            check_kv(&h, &Budget::default()),
-            Err(HistoryError::BadValue { .. })
-        ));
+        let e = check_kv(&h, &Budget::default()).unwrap_err();
+        assert!(
+            matches!(&e, HistoryError::BadValue { index: 0, .. })
+                && e.to_string()
+                    .contains("an op without a key in a key-value history"),
+            "{e}"
+        );
         let bad_cas = hist(&[(
             1,
             F::Cas,

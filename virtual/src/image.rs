@@ -387,7 +387,12 @@ mod tests {
 
     #[test]
     fn elf_checks() {
-        assert!(elf_interpreter(b"#!/bin/sh").is_err());
+        assert_eq!(elf_interpreter(b"#!/bin/sh"), Err("no ELF magic"));
+        assert_eq!(
+            elf_interpreter(b"\x7fELF\x01\x01"),
+            Err("not 64-bit little-endian")
+        );
+        assert_eq!(elf_interpreter(b"\x7fELF\x02\x01"), Err("truncated header"));
         // This test binary is dynamically linked in a normal build.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let interp = elf_interpreter(&me).unwrap();

@@ -174,7 +174,11 @@ fn virtual_machines_start_kill_restart_pause() {
     p.kill(MachineId(1)).unwrap();
     p.restart(&launch(&run, 1)).unwrap();
     assert_eq!(ask(b.control, "ping", SEC).as_deref(), Some("pong"));
-    assert!(p.start(&launch(&run, 1)).is_err(), "a machine starts once");
+    let e = p.start(&launch(&run, 1)).unwrap_err().to_string();
+    assert!(
+        e.contains("machine m1 is already started; use restart after a kill"),
+        "a machine starts once: {e}"
+    );
     assert!(
         p.start(&launch("another-run", 2)).is_err(),
         "one run per provider"
