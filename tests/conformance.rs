@@ -3,14 +3,12 @@
 //! `virtual`, `cloud`). Each probe fails naming the clause it saw broken.
 
 use distzero::conformance::*;
+use distzero::sim::{SimCluster, SimConfig};
 use distzero::Cluster;
-use distzero_sim::{SimCluster, SimConfig};
 
-fn registry() -> distzero::Registry {
-    distzero::conformance::registry()
-}
-
-distzero::workflow_tests!(
+distzero::workflow_tests! {
+    registry: distzero::conformance::registry(),
+    tests: [
     fifo_when_latency_drops_mid_flight,
     fifo_under_uniform_latency,
     cut_loses_in_flight_even_if_healed,
@@ -23,7 +21,8 @@ distzero::workflow_tests!(
     pause_then_resume_delivers_in_order,
     same_machine_in_order_and_not_cut,
     self_link_faults_refused,
-);
+    ],
+}
 
 /// Every probe of `probes()` is instantiated above (a new probe is not
 /// forgotten here).

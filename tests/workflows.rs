@@ -733,14 +733,12 @@ fn wordcount_exact_across_crash_and_partition(c: &mut dyn Cluster) -> Result<()>
     Ok(())
 }
 
-fn registry() -> distzero::Registry {
-    distzero_examples::registry()
-}
-
 // Each body runs as simulated::*, loopback_mode::* (agents in this process
 // over 127.0.0.1: real time and the real wire, without Docker; in CI),
 // virtual_mode::* and cloud_mode::*.
-distzero::workflow_tests!(
+distzero::workflow_tests! {
+    registry: distzero_examples::registry(),
+    tests: [
     pingpong_answers_calls,
     ping_timer_fires_on_schedule,
     ping_rtt_follows_link_latency,
@@ -756,17 +754,18 @@ distzero::workflow_tests!(
     kv_linearizable_under_faults,
     wordcount_exact_under_loss,
     wordcount_exact_across_crash_and_partition,
-);
+    ],
+}
 
 /// A workflow is also a sweep scenario: the linearizability workflow holds
 /// on many seeds, not only on the one its name gives (and each seed's run is
 /// deterministic).
 #[test]
 fn simulated_sweep_of_kv_linearizable_under_faults() {
-    use distzero_sim::sweep::{sweep, SweepOptions, Workflow};
+    use distzero::sim::sweep::{sweep, SweepOptions, Workflow};
     let scenario = Workflow {
         name: "kv_linearizable_under_faults".into(),
-        registry: registry(),
+        registry: distzero_examples::registry(),
         body: kv_linearizable_under_faults,
     };
     let root = std::env::temp_dir().join(format!("distzero-wf-sweep-{}", std::process::id()));

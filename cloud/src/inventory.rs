@@ -6,7 +6,7 @@
 //! launch instances tagged with the run id in `acquire`, terminate them in
 //! `release`, and list the instances it may have left behind in `known`.
 
-use distzero::{Error, Result, Settings};
+use distzero_core::{Error, Result, Settings};
 
 /// One host reached over SSH.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -7,13 +7,13 @@
 //! - [`ssh`]: the OpenSSH client (`ssh`, `scp`) run non-interactively with
 //!   deadlines, its failures classified (unreachable, auth refused, host key);
 //!   shared connections and long-lived shell sessions for fast faults;
-//! - [`provider`]: [`SshProvider`], the `distzero::provider::Provider` that
+//! - [`provider`]: [`SshProvider`], the `distzero_real::provider::Provider` that
 //!   copies the static agent, starts it detached, kills (SIGKILL), freezes
 //!   (SIGSTOP/SIGCONT), cuts links with iptables tagged with the run id, pulls
 //!   the logs back and cleans up; the host side is `hostctl.sh`;
 //! - [`run_workflow`]: what `distzero::workflow_tests!` calls for `cloud_mode::*`.
 //!
-//! Settings come from `distzero::Settings` only: `DISTZERO_CLOUD_HOSTS`,
+//! Settings come from `distzero_core::Settings` only: `DISTZERO_CLOUD_HOSTS`,
 //! `DISTZERO_CLOUD_USER`, `DISTZERO_CLOUD_SSH_KEY`,
 //! `DISTZERO_CLOUD_KNOWN_HOSTS`, `DISTZERO_CLOUD_DIR`,
 //! `DISTZERO_CLOUD_CONTROLLER_ADDR`, `DISTZERO_AGENT_BIN`,
@@ -31,17 +31,20 @@ pub mod ssh;
 pub use inventory::{Host, Inventory, StaticInventory};
 pub use provider::SshProvider;
 
-use distzero::provider::Provider;
+use distzero_real::provider::Provider;
 
 /// Run one workflow test body on agents deployed to the cloud hosts of the
-/// settings (a `distzero::remote::RemoteCluster` over an [`SshProvider`]).
+/// settings (a `distzero_real::remote::RemoteCluster` over an [`SshProvider`]).
 /// Panics, failing the test, with a message naming the test, the cause and
 /// the log folder (`<DISTZERO_LOG_DIR>/<test>/cloud-<run id>/`); with no
 /// `DISTZERO_CLOUD_HOSTS`, the message says how to get hosts.
-pub fn run_workflow(test_name: &str, body: fn(&mut dyn distzero::Cluster) -> distzero::Result<()>) {
-    distzero::remote::run_remote_workflow(
+pub fn run_workflow(
+    test_name: &str,
+    body: fn(&mut dyn distzero_core::Cluster) -> distzero_core::Result<()>,
+) {
+    distzero_real::remote::run_remote_workflow(
         test_name,
-        distzero::Mode::Cloud,
+        distzero_core::Mode::Cloud,
         |settings, run_id, log_dir| {
             let provider = SshProvider::for_run(settings, run_id, log_dir)?;
             Ok(Box::new(provider) as Box<dyn Provider>)

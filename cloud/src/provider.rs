@@ -47,8 +47,8 @@ use crate::inventory::{Host, Inventory, StaticInventory};
 use crate::ssh::{
     shell_line, shell_quote, CallError, HostKeys, Output, Session, Ssh, COMMAND_TIMEOUT,
 };
-use distzero::provider::{AgentLaunch, MachineAddrs, Provider};
-use distzero::{Error, MachineId, Mode, Result, Settings};
+use distzero_core::{Error, MachineId, Mode, Result, Settings};
+use distzero_real::provider::{AgentLaunch, MachineAddrs, Provider};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -175,7 +175,7 @@ pub fn hostctl_path(dir: &str) -> String {
 
 /// A short hex hash (the first 16 of sha256).
 fn short_hash(bytes: &[u8]) -> String {
-    distzero_virtual::image::sha256_hex(bytes)[..16].to_string()
+    distzero_real::artifact::sha256_hex(bytes)[..16].to_string()
 }
 
 /// Agents on cloud hosts over SSH. Mode: cloud.
@@ -242,7 +242,7 @@ impl SshProvider {
             )));
         }
         let mut ssh = ssh_from_settings(settings, log_dir)?;
-        let agent_local = distzero_virtual::image::agent_binary(settings)?;
+        let agent_local = distzero_real::artifact::agent_binary(settings)?;
         let bytes = std::fs::read(&agent_local).map_err(|e| {
             Error::io(
                 format!("reading the agent binary {}", agent_local.display()),

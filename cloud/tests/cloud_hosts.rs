@@ -483,7 +483,7 @@ fn exiting_agent() -> PathBuf {
                 "target-feature=+crt-static",
                 "--target",
             ])
-            .arg(distzero_virtual::image::static_target())
+            .arg(distzero::artifact::static_target())
             .arg("-o")
             .arg(&bin)
             .arg(&src)

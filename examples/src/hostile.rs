@@ -4,8 +4,8 @@
 
 use crate::kv::{self, KvMsg};
 use crate::wordcount::{count_words, Pipeline};
+use distzero::sim::{SimCluster, SimConfig};
 use distzero::{millis, secs, Cluster, Link, NodeId, Result};
-use distzero_sim::{SimCluster, SimConfig};
 
 const SEEDS: u64 = 40;
 

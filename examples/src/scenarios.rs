@@ -15,8 +15,8 @@ use crate::kv_client::{self, KvClientConfig};
 use crate::wordcount::{self, CounterConfig, SourceConfig, SplitterConfig, WcMsg, WcStatus};
 use distzero::check::{check_kv, Budget};
 use distzero::history::{History, Op};
+use distzero::sim::Scenario;
 use distzero::{Cluster, Error, MachineId, NodeId, Registry, Result};
-use distzero_sim::Scenario;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The `distzero-sweep` binary: the replay line it prints re-runs the
 //! failing seed exactly, with the settings the sweep read.
 
-use distzero_sim::sweep::same_tree;
+use distzero::sim::sweep::same_tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

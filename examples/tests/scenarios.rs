@@ -1,8 +1,8 @@
 //! Every planted bug is found by a sweep of the default size; every correct
 //! system survives the same sweep; sweeps are deterministic.
 
+use distzero::sim::sweep::{run_once, same_tree, schedule_for, sweep, SweepOptions};
 use distzero_examples::scenarios::by_name;
-use distzero_sim::sweep::{run_once, same_tree, schedule_for, sweep, SweepOptions};
 
 fn opts(name: &str) -> SweepOptions {
     SweepOptions {

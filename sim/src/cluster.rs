@@ -2,10 +2,10 @@
 
 use crate::payload::Payload;
 use crate::queue::Queue;
-use distzero::context::{DiskStore, Env, MemDisk};
-use distzero::log::{self, Clock, RunLog, Scope};
-use distzero::net::{self, FxBuild, Net, NetOp, Verdict};
-use distzero::{
+use distzero_core::context::{DiskStore, Env, MemDisk};
+use distzero_core::log::{self, Clock, RunLog, Scope};
+use distzero_core::net::{self, FxBuild, Net, NetOp, Verdict};
+use distzero_core::{
     AnyNode, Cluster, Error, Link, MachineId, Mode, NodeId, NodeSpec, Registry, Result, TimerId,
 };
 use rand::{Rng, SeedableRng};
@@ -1072,7 +1072,7 @@ impl Cluster for SimCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distzero::{Context, Node};
+    use distzero_core::{Context, Node};
 
     /// Sets a timer on start; cancels it when told (after it fired).
     struct Timed {

@@ -4,8 +4,8 @@
 //! choice drawn from one ChaCha rng seeded from the cluster seed. Same seed,
 //! same code: the same events in the same order and the same log bytes.
 //!
-//! - [`SimCluster`]: the [`distzero::Cluster`] on the deterministic event loop.
-//! - the network model is `distzero::net`, shared with the agent.
+//! - [`SimCluster`]: the [`distzero_core::Cluster`] on the deterministic event loop.
+//! - the network model is `distzero_core::net`, shared with the agent.
 //! - [`workload`]: the ping-pong benchmark workload (`benches/pingpong.rs`).
 //! - [`run_workflow`]: what `workflow_tests!` calls for `simulated::*` tests.
 

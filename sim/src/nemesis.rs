@@ -2,7 +2,7 @@
 //! strategies so a failing schedule shrinks to a minimal one, and printed as
 //! Rust a person can paste into a test.
 
-use distzero::{Cluster, Latency, Link, MachineId, Result};
+use distzero_core::{Cluster, Latency, Link, MachineId, Result};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

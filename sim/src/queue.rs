@@ -18,7 +18,7 @@
 //! The time -> bucket map is lookup-only (never iterated), so its hasher
 //! cannot leak into the order of events.
 
-use distzero::net::FxBuild;
+use distzero_core::net::FxBuild;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 

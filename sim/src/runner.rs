@@ -2,8 +2,8 @@
 
 use crate::cluster::Spent;
 use crate::{SimCluster, SimConfig};
-use distzero::settings::{SeedChoice, Settings};
-use distzero::{Cluster, Error, Registry, Result};
+use distzero_core::settings::{SeedChoice, Settings};
+use distzero_core::{Cluster, Error, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -236,7 +236,7 @@ pub(crate) fn run_sim(
     };
     // Stamped with the virtual time of the failure, so that logs merged by
     // time put this line where it happened.
-    distzero::log::set_scope(distzero::log::Scope {
+    distzero_core::log::set_scope(distzero_core::log::Scope {
         time: cluster.now(),
         ..Default::default()
     });

@@ -3,7 +3,7 @@
 
 use crate::nemesis::Schedule;
 use crate::runner::{run_sim, BudgetSpent, RunFailure, SimSettings};
-use distzero::{Cluster, MachineId, Registry, Result, Settings};
+use distzero_core::{Cluster, MachineId, Registry, Result, Settings};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::collections::BTreeMap;
@@ -241,7 +241,7 @@ fn prune_with(
 
 /// Holds runs to their wall-time budget: one thread that sets a run's
 /// cancel flag once its deadline passes (the run then fails at its next
-/// check with [`distzero::Error::Budget`]). Only the flag crosses into the
+/// check with [`distzero_core::Error::Budget`]). Only the flag crosses into the
 /// run: the simulated path reads no clock and starts no thread.
 pub struct Watchdog {
     shared: Arc<(Mutex<Watch>, Condvar)>,

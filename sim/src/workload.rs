@@ -9,7 +9,7 @@
 //! drawn from a seeded rng.
 
 use crate::{SimCluster, SimConfig};
-use distzero::{Cluster, Context, Link, MachineId, Node, NodeId, NodeSpec, Registry};
+use distzero_core::{Cluster, Context, Link, MachineId, Node, NodeId, NodeSpec, Registry};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -221,7 +221,7 @@ pub const LATENCY: Duration = Duration::from_millis(1);
 
 /// Build the cluster, run `rounds` rounds, check every message arrived.
 /// The wall time covers spawning and running, not building the graph.
-pub fn run(n: u32, shape: Shape, rounds: u32, seed: u64) -> distzero::Result<Outcome> {
+pub fn run(n: u32, shape: Shape, rounds: u32, seed: u64) -> distzero_core::Result<Outcome> {
     let topo = Arc::new(Topology::new(n, shape, seed));
     let mut registry = Registry::new();
     let t = topo.clone();
@@ -250,7 +250,7 @@ pub fn run(n: u32, shape: Shape, rounds: u32, seed: u64) -> distzero::Result<Out
     let stats = cluster.stats();
     let expected = topo.deliveries(rounds);
     if stats.delivered != expected {
-        return Err(distzero::Error::Unsupported(format!(
+        return Err(distzero_core::Error::Unsupported(format!(
             "ping-pong n={n} {}: {} of {expected} messages delivered",
             shape.name(),
             stats.delivered
@@ -276,7 +276,7 @@ impl Node for Idle {
 
 /// Bytes of memory per idle simulated machine (one idle node each), as the
 /// growth of the resident set while adding `count` of them.
-pub fn idle_machine_bytes(count: u32) -> distzero::Result<f64> {
+pub fn idle_machine_bytes(count: u32) -> distzero_core::Result<f64> {
     let mut registry = Registry::new();
     registry.register("idle", |_: ()| Idle);
     let config = SimConfig {

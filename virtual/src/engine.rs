@@ -9,7 +9,7 @@ use bollard::query_parameters::{
     ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
-use distzero::{Error, Result, Settings};
+use distzero_core::{Error, Result, Settings};
 use std::collections::HashMap;
 use std::future::Future;
 

@@ -4,11 +4,11 @@
 //!   a root filesystem tar, imported and tagged by the binary's hash);
 //! - [`engine`]: the Docker engine driven synchronously, the labels of a
 //!   run, and the sweep of what killed runs left behind;
-//! - [`provider`]: [`DockerProvider`], the `distzero::provider::Provider`
+//! - [`provider`]: [`DockerProvider`], the `distzero_real::provider::Provider`
 //!   that starts, kills, freezes and cuts off containers;
 //! - [`run_workflow`]: what `distzero::workflow_tests!` calls for `virtual_mode::*`.
 //!
-//! Settings come from `distzero::Settings` only: `DISTZERO_DOCKER_HOST`,
+//! Settings come from `distzero_core::Settings` only: `DISTZERO_DOCKER_HOST`,
 //! `DISTZERO_DOCKER_SUBNET`, `DISTZERO_AGENT_BIN`, `DISTZERO_AGENT_ORPHAN_SECS`.
 
 pub mod engine;
@@ -21,16 +21,19 @@ pub use engine::{Controller, Engine, SweepReport};
 pub use image::AgentImage;
 pub use provider::DockerProvider;
 
-use distzero::provider::Provider;
+use distzero_real::provider::Provider;
 
 /// Run one workflow test body on a cluster of containers (a
-/// `distzero::remote::RemoteCluster` over a [`DockerProvider`]). Panics,
+/// `distzero_real::remote::RemoteCluster` over a [`DockerProvider`]). Panics,
 /// failing the test, with a message naming the test, the cause and the log
 /// folder (`<DISTZERO_LOG_DIR>/<test>/virtual-<run id>/`).
-pub fn run_workflow(test_name: &str, body: fn(&mut dyn distzero::Cluster) -> distzero::Result<()>) {
-    distzero::remote::run_remote_workflow(
+pub fn run_workflow(
+    test_name: &str,
+    body: fn(&mut dyn distzero_core::Cluster) -> distzero_core::Result<()>,
+) {
+    distzero_real::remote::run_remote_workflow(
         test_name,
-        distzero::Mode::Virtual,
+        distzero_core::Mode::Virtual,
         |settings, run_id, _log_dir| {
             let provider = DockerProvider::for_run(settings, run_id)?;
             Ok(Box::new(provider) as Box<dyn Provider>)

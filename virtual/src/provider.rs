@@ -22,8 +22,8 @@ use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions, LogsOptions,
     RemoveContainerOptions,
 };
-use distzero::provider::{AgentLaunch, MachineAddrs, Provider};
-use distzero::{Error, MachineId, Mode, Result, Settings};
+use distzero_core::{Error, MachineId, Mode, Result, Settings};
+use distzero_real::provider::{AgentLaunch, MachineAddrs, Provider};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};

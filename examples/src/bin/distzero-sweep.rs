@@ -5,10 +5,10 @@
 //!     cargo run --release -p distzero-examples --bin distzero-sweep -- kv-ack-before-replicate --replay 17
 
 use clap::Parser;
+use distzero::sim::nemesis::Schedule;
+use distzero::sim::sweep::{run_once, schedule_for, sweep, SweepOptions};
 use distzero::Settings;
 use distzero_examples::scenarios;
-use distzero_sim::nemesis::Schedule;
-use distzero_sim::sweep::{run_once, schedule_for, sweep, SweepOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

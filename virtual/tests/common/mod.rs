@@ -37,7 +37,7 @@ pub fn standin(fail: bool) -> PathBuf {
             "target-feature=+crt-static",
             "--target",
         ])
-        .arg(distzero_virtual::image::static_target())
+        .arg(distzero::artifact::static_target())
         .arg("-o")
         .arg(&out)
         .arg(src);

@@ -1,7 +1,7 @@
 //! The agent: the real process that hosts the nodes of one machine.
 //!
 //! One current-thread tokio runtime. One loop (`host.rs`) owns the nodes and
-//! is their [`crate::Env`]: real time since the cluster's epoch, timers on
+//! is their [`distzero_core::Env`]: real time since the cluster's epoch, timers on
 //! tokio time, a ChaCha rng seeded from the seed, the machine and its boot
 //! count, a file-backed disk in the data dir, buggify always false. Socket
 //! tasks (`conn.rs`) only move frames between TCP and that loop.
@@ -21,11 +21,11 @@ pub(crate) mod conn;
 pub mod disk;
 mod host;
 
-use crate::error::{Error, Result};
-use crate::ids::MachineId;
-use crate::log::{Clock, RunLog};
-use crate::registry::Registry;
-use crate::settings::Settings;
+use distzero_core::error::{Error, Result};
+use distzero_core::ids::MachineId;
+use distzero_core::log::{Clock, RunLog};
+use distzero_core::registry::Registry;
+use distzero_core::settings::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};

@@ -8,8 +8,8 @@
 //! Shared contract of `src/remote.rs` (the RemoteCluster), `virtual/` and
 //! `cloud/`: change it only additively (new methods with defaults).
 
-use crate::error::Result;
-use crate::ids::MachineId;
+use distzero_core::error::Result;
+use distzero_core::ids::MachineId;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -68,7 +68,7 @@ pub struct MachineAddrs {
 /// Starts and stops agents and applies host-level faults.
 pub trait Provider {
     /// `virtual`, `cloud`, `loopback`: used in log folder names.
-    fn mode(&self) -> crate::Mode;
+    fn mode(&self) -> distzero_core::Mode;
 
     /// Start the agent of a new machine; return once its process runs (the
     /// remote cluster then dials it, retrying for a while).

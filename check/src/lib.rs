@@ -1,8 +1,8 @@
 //! Checkers for operation histories ([`crate::history`]).
 //!
 //! ```
-//! use distzero::check::{check_register, Budget};
-//! use distzero::history::{History, Value, F};
+//! use distzero_check::{check_register, Budget};
+//! use distzero_check::history::{History, Value, F};
 //! use std::time::Duration;
 //!
 //! let ms = Duration::from_millis;
@@ -23,6 +23,7 @@
 //! not happen) nor `info` reads (they constrain nothing).
 
 pub mod generate;
+pub mod history;
 pub mod linearizability;
 pub mod models;
 

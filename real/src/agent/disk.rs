@@ -4,7 +4,7 @@
 //! leaves either the old or the new value. No fsync: a crash here is a killed
 //! process, and the page cache survives it (a power cut is not modelled).
 
-use crate::context::DiskStore;
+use distzero_core::context::DiskStore;
 use std::collections::BTreeMap;
 use std::io::{Error as IoError, ErrorKind};
 use std::path::{Path, PathBuf};

@@ -38,16 +38,16 @@
 //! agent died on its own (a node panicked) starts it again. Agents listen on
 //! [`DEFAULT_AGENT_PORT`] unless the provider picks another.
 
-use crate::cluster::{Cluster, Mode};
-use crate::error::{Error, Result};
-use crate::ids::{MachineId, NodeId};
-use crate::link::Link;
-use crate::log::{Clock, RunLog};
-use crate::net::{self, Net, NetOp};
 use crate::provider::{AgentLaunch, MachineAddrs, Provider};
-use crate::registry::NodeSpec;
-use crate::settings::{SeedChoice, Settings};
 use crate::wire::{self, Command, FromAgent, Role, ToAgent, WireError};
+use distzero_core::cluster::{Cluster, Mode};
+use distzero_core::error::{Error, Result};
+use distzero_core::ids::{MachineId, NodeId};
+use distzero_core::link::Link;
+use distzero_core::log::{Clock, RunLog};
+use distzero_core::net::{self, Net, NetOp};
+use distzero_core::registry::NodeSpec;
+use distzero_core::settings::{SeedChoice, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;

@@ -65,9 +65,3 @@ impl From<postcard::Error> for Error {
         Error::Codec(e.to_string())
     }
 }
-
-impl From<crate::history::HistoryError> for Error {
-    fn from(e: crate::history::HistoryError) -> Self {
-        Error::Check(e.to_string())
-    }
-}

@@ -584,7 +584,7 @@ mod tests {
 
     #[test]
     fn template_lists_every_variable_with_its_default() {
-        let text = include_str!("../.env.template");
+        let text = include_str!("../../.env.template");
         let vals = parse_env_text(text, ".env.template").unwrap();
         for v in VARS {
             assert_eq!(

@@ -17,8 +17,8 @@
 //!   agent dials its own connection to each peer it sends to, so the order of
 //!   one TCP stream is the order per (sender, receiver) pair.
 
-use crate::ids::{MachineId, NodeId};
-use crate::net::{NetOp, NetState, Stamp};
+use distzero_core::ids::{MachineId, NodeId};
+use distzero_core::net::{NetOp, NetState, Stamp};
 use hmac::{Hmac, Mac};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
@@ -117,7 +117,7 @@ pub enum Command {
     },
     /// Where peer agents listen (replaces the whole table).
     SetPeers { peers: Vec<(MachineId, SocketAddr)> },
-    /// A change to the network model (`crate::net`): the controller sends
+    /// A change to the network model (`distzero_core::net`): the controller sends
     /// it to the agents at both ends of the pair it touches.
     Net { op: NetOp },
     /// The network as it is, for an agent that just (re)started: sent
@@ -549,7 +549,7 @@ mod tests {
         let b = ToAgent::Cmd {
             seq: 7,
             cmd: Command::Net {
-                op: crate::net::NetOp::Cut {
+                op: distzero_core::net::NetOp::Cut {
                     from: MachineId(0),
                     to: MachineId(1),
                 },

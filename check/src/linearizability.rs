@@ -1080,8 +1080,8 @@ mod tests {
 
     mod against_brute_force {
         use super::*;
-        use crate::check::models::{KvModel, KvOp, RegisterModel, RegisterOp, RegisterOutput};
         use crate::history::Value;
+        use crate::models::{KvModel, KvOp, RegisterModel, RegisterOp, RegisterOutput};
         use proptest::prelude::*;
 
         type RegOp = Operation<RegisterOp, RegisterOutput>;

@@ -1,5 +1,5 @@
 //! Operation histories, as recorded by clients, for the checkers in
-//! [`crate::check`].
+//! [`crate`].
 //!
 //! A history is a sequence of [`Op`]s. A client records an [`OpKind::Invoke`]
 //! when it starts an operation and one completion when it learns the outcome,
@@ -650,6 +650,12 @@ pub fn read_history_dir(dir: &Path) -> Result<History, HistoryError> {
     ))
 }
 
+impl From<HistoryError> for distzero_core::Error {
+    fn from(e: HistoryError) -> Self {
+        distzero_core::Error::Check(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,8 +760,8 @@ mod tests {
 
     #[test]
     fn logged_ops_are_read_back_from_run_logs() {
-        use crate::ids::{MachineId, NodeId};
-        use crate::log::{set_scope, Clock, RunLog, Scope};
+        use distzero_core::ids::{MachineId, NodeId};
+        use distzero_core::log::{set_scope, Clock, RunLog, Scope};
         let dir =
             std::env::temp_dir().join(format!("distzero-history-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -3,8 +3,8 @@
 //! Nothing here touches a node; a failing connection is logged and closed,
 //! and the agent keeps serving the others.
 
-use crate::ids::{MachineId, NodeId};
 use crate::wire::{self, FromAgent, PeerFrame, Role, ToAgent, WireError};
+use distzero_core::ids::{MachineId, NodeId};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub(crate) enum Event {
         conn: u64,
         from: NodeId,
         to: NodeId,
-        stamp: crate::net::Stamp,
+        stamp: distzero_core::net::Stamp,
         bytes: Vec<u8>,
     },
 }

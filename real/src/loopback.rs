@@ -15,12 +15,12 @@
 //! kill is SIGKILL, pause is SIGSTOP, and the orphan rule is real.
 
 use crate::agent::{run_agent, AgentConfig, Exit, StopHandle};
-use crate::cluster::{Cluster, Mode};
-use crate::error::{Error, Result};
-use crate::ids::MachineId;
 use crate::provider::{AgentLaunch, MachineAddrs, Provider};
-use crate::registry::Registry;
-use crate::settings::Settings;
+use distzero_core::cluster::{Cluster, Mode};
+use distzero_core::error::{Error, Result};
+use distzero_core::ids::MachineId;
+use distzero_core::registry::Registry;
+use distzero_core::settings::Settings;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
