@@ -162,3 +162,9 @@ macro_rules! workflow_tests {
         }
     };
 }
+
+/// The README's code blocks, compiled (and run) as doctests, so the README
+/// cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
