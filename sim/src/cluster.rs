@@ -187,7 +187,7 @@ impl Slots {
 }
 
 /// Everything but the nodes: what a node's context reaches.
-struct Core {
+struct World {
     now: u64,
     /// Events in (time, insertion) order: the order of a heap keyed by
     /// (virtual time, sequence number).
@@ -209,7 +209,7 @@ struct Core {
     stats: SimStats,
 }
 
-impl Core {
+impl World {
     #[inline]
     fn push(&mut self, time: u64, event: Event) {
         self.queue.push(time, event);
@@ -293,7 +293,7 @@ impl Core {
     }
 }
 
-impl Env for Core {
+impl Env for World {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.now)
     }
@@ -349,7 +349,7 @@ pub struct SimCluster {
     seed: u64,
     run_id: String,
     registry: Registry,
-    core: Core,
+    world: World,
     machines: Vec<Machine>,
     next_client: u32,
     /// The spec of the last spawn, shared with the next if it is the same.
@@ -452,7 +452,7 @@ impl SimCluster {
             seed: config.seed,
             run_id: format!("sim-{}", config.seed),
             registry: config.registry,
-            core: Core {
+            world: World {
                 now: 0,
                 queue: Queue::default(),
                 rng: ChaCha8Rng::seed_from_u64(config.seed),
@@ -492,7 +492,7 @@ impl SimCluster {
     }
 
     pub fn stats(&self) -> SimStats {
-        self.core.stats
+        self.world.stats
     }
 
     /// Flush log files (also done on drop).
@@ -534,14 +534,14 @@ impl SimCluster {
                 tracing::info!("{what}");
             }
         }
-        let now = self.core.now;
-        for ((f, t, bytes), stamp) in self.core.net.apply(&op, now) {
+        let now = self.world.now;
+        for ((f, t, bytes), stamp) in self.world.net.apply(&op, now) {
             match self
-                .core
+                .world
                 .net
-                .reroute(&mut self.core.rng, now, f.machine, t.machine, stamp)
+                .reroute(&mut self.world.rng, now, f.machine, t.machine, stamp)
             {
-                Verdict::At(at, stamp) => self.core.push(
+                Verdict::At(at, stamp) => self.world.push(
                     at,
                     Event::Deliver {
                         from: f,
@@ -550,7 +550,7 @@ impl SimCluster {
                         bytes,
                     },
                 ),
-                _ => self.core.stats.lost += 1,
+                _ => self.world.stats.lost += 1,
             }
         }
         Ok(())
@@ -570,46 +570,46 @@ impl SimCluster {
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
             // Also when no event comes: a body that only lets time pass.
-            return Err(self.over_budget(self.core.now));
+            return Err(self.over_budget(self.world.now));
         }
         let result = match client {
             None if self.machines.len() >= PREFETCH_FROM => loop {
-                let Some((time, event)) = self.core.queue.pop_until(until) else {
+                let Some((time, event)) = self.world.queue.pop_until(until) else {
                     break Ok(());
                 };
                 if let Err(e) = self.charge(time) {
                     break Err(e);
                 }
                 self.prefetch();
-                self.core.now = time;
+                self.world.now = time;
                 self.step(Entry { time, event });
             },
             None => loop {
-                let Some((time, event)) = self.core.queue.pop_until(until) else {
+                let Some((time, event)) = self.world.queue.pop_until(until) else {
                     break Ok(());
                 };
                 if let Err(e) = self.charge(time) {
                     break Err(e);
                 }
-                self.core.now = time;
+                self.world.now = time;
                 self.step(Entry { time, event });
             },
             Some(c) => loop {
-                if self.core.inbox.contains_key(&c) {
+                if self.world.inbox.contains_key(&c) {
                     break Ok(());
                 }
-                let Some((time, event)) = self.core.queue.pop_until(until) else {
+                let Some((time, event)) = self.world.queue.pop_until(until) else {
                     break Ok(());
                 };
                 if let Err(e) = self.charge(time) {
                     break Err(e);
                 }
-                self.core.now = time;
+                self.world.now = time;
                 self.step(Entry { time, event });
             },
         };
-        if result.is_ok() && !client.is_some_and(|c| self.core.inbox.contains_key(&c)) {
-            self.core.now = self.core.now.max(until);
+        if result.is_ok() && !client.is_some_and(|c| self.world.inbox.contains_key(&c)) {
+            self.world.now = self.world.now.max(until);
         }
         // Back to the controller's scope, at the time reached.
         self.controller_log();
@@ -622,8 +622,8 @@ impl SimCluster {
     /// whatever the machine).
     #[inline(always)]
     fn charge(&mut self, time: u64) -> Result<()> {
-        debug_assert!(time >= self.core.now, "virtual time went backwards");
-        if self.core.stats.events >= self.budget.next_check {
+        debug_assert!(time >= self.world.now, "virtual time went backwards");
+        if self.world.stats.events >= self.budget.next_check {
             return self.check_budgets(time);
         }
         Ok(())
@@ -632,7 +632,7 @@ impl SimCluster {
     #[cold]
     #[inline(never)]
     fn check_budgets(&mut self, time: u64) -> Result<()> {
-        let events = self.core.stats.events;
+        let events = self.world.stats.events;
         let b = &mut self.budget;
         // Time only grows: if it is where it was at the last look, every
         // event since then happened at this one instant.
@@ -649,7 +649,7 @@ impl SimCluster {
             .min(b.max_events.max(events + 1));
         if b.at_instant > b.max_per_instant
             || events >= b.max_events
-            || self.core.queue.len() > b.max_pending
+            || self.world.queue.len() > b.max_pending
             || b.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
         {
             return Err(self.over_budget(time));
@@ -662,7 +662,7 @@ impl SimCluster {
     fn over_budget(&mut self, time: u64) -> Error {
         let b = &mut self.budget;
         let at = Duration::from_nanos(time);
-        let pending = self.core.queue.len();
+        let pending = self.world.queue.len();
         let (spent, why) = if b.at_instant > b.max_per_instant {
             (
                 Spent::EventsPerInstant,
@@ -673,7 +673,7 @@ impl SimCluster {
                     b.max_per_instant
                 ),
             )
-        } else if self.core.stats.events >= b.max_events {
+        } else if self.world.stats.events >= b.max_events {
             (
                 Spent::Events,
                 format!(
@@ -695,7 +695,7 @@ impl SimCluster {
                 Spent::Cancelled,
                 format!(
                     "run cancelled at virtual time {at:?} after {} events (wall-time budget)",
-                    self.core.stats.events
+                    self.world.stats.events
                 ),
             )
         };
@@ -715,12 +715,12 @@ impl SimCluster {
     /// ahead, and the node of the one right behind it.
     #[inline(always)]
     fn prefetch(&self) {
-        if let Some(e) = self.core.queue.peek_ahead(PREFETCH_MACHINE) {
+        if let Some(e) = self.world.queue.peek_ahead(PREFETCH_MACHINE) {
             if let Some(m) = self.machines.get(e.target().0 as usize) {
                 prefetch(m as *const Machine as *const u8);
             }
         }
-        if let Some(e) = self.core.queue.peek_ahead(PREFETCH_NODE) {
+        if let Some(e) = self.world.queue.peek_ahead(PREFETCH_NODE) {
             if let Some(m) = self.machines.get(e.target().0 as usize) {
                 if let Slots::One(Slot { node: Some(n), .. }) = &m.slots {
                     prefetch(&**n as *const dyn AnyNode as *const u8);
@@ -731,12 +731,12 @@ impl SimCluster {
 
     #[inline]
     fn step(&mut self, entry: Entry) {
-        self.core.stats.events += 1;
+        self.world.stats.events += 1;
         let target = entry.event.target();
         if target.is_controller() {
             if let Event::Deliver { to, bytes, .. } = entry.event {
-                if self.core.waiting.remove(&to.local) {
-                    self.core.inbox.insert(to.local, bytes.into_vec());
+                if self.world.waiting.remove(&to.local) {
+                    self.world.inbox.insert(to.local, bytes.into_vec());
                 }
             }
             return;
@@ -747,7 +747,7 @@ impl SimCluster {
         match machine.state {
             State::Down => {
                 if let Event::Deliver { .. } = entry.event {
-                    self.core.stats.lost += 1;
+                    self.world.stats.lost += 1;
                 }
                 return;
             }
@@ -757,7 +757,7 @@ impl SimCluster {
             }
             State::Up => {}
         }
-        let incarnation = self.core.net.life(target);
+        let incarnation = self.world.net.life(target);
         match entry.event {
             Event::Start {
                 node,
@@ -771,9 +771,9 @@ impl SimCluster {
                     return;
                 };
                 let Some(n) = slot.node.as_mut() else { return };
-                enter(self.scoped, target, node, self.core.now);
+                enter(self.scoped, target, node, self.world.now);
                 tracing::info!(kind = %slot.spec.kind, "node started");
-                n.start(&mut self.core, node);
+                n.start(&mut self.world, node);
             }
             Event::Deliver {
                 from,
@@ -781,9 +781,9 @@ impl SimCluster {
                 stamp,
                 bytes,
             } => {
-                if !self.core.net.accept(from.machine, to.machine, stamp) {
+                if !self.world.net.accept(from.machine, to.machine, stamp) {
                     // An end crashed or the link was cut since it was sent.
-                    self.core.stats.lost += 1;
+                    self.world.stats.lost += 1;
                     return;
                 }
                 let Some(n) = machine
@@ -792,12 +792,12 @@ impl SimCluster {
                     .get_mut(to.local as usize)
                     .and_then(|s| s.node.as_mut())
                 else {
-                    self.core.stats.lost += 1;
+                    self.world.stats.lost += 1;
                     return;
                 };
-                self.core.stats.delivered += 1;
-                enter(self.scoped, target, to, self.core.now);
-                n.message(&mut self.core, to, from, bytes.as_slice());
+                self.world.stats.delivered += 1;
+                enter(self.scoped, target, to, self.world.now);
+                n.message(&mut self.world, to, from, bytes.as_slice());
             }
             Event::Timer {
                 node,
@@ -806,7 +806,7 @@ impl SimCluster {
                 tag,
             } => {
                 // Its id leaves the pending set whatever happens next.
-                let cancelled = !self.core.pending.remove(&id);
+                let cancelled = !self.world.pending.remove(&id);
                 debug_assert!(inc <= incarnation, "a timer from a future life");
                 if cancelled || inc != incarnation {
                     return;
@@ -819,9 +819,9 @@ impl SimCluster {
                 else {
                     return;
                 };
-                self.core.stats.timers += 1;
-                enter(self.scoped, target, node, self.core.now);
-                n.timer(&mut self.core, node, TimerId(id), tag);
+                self.world.stats.timers += 1;
+                enter(self.scoped, target, node, self.world.now);
+                n.timer(&mut self.world, node, TimerId(id), tag);
             }
         }
     }
@@ -844,7 +844,7 @@ impl SimCluster {
         log::set_scope(Scope {
             machine: None,
             node: None,
-            time: Duration::from_nanos(self.core.now),
+            time: Duration::from_nanos(self.world.now),
         });
     }
 }
@@ -873,7 +873,7 @@ impl Cluster for SimCluster {
     }
 
     fn now(&self) -> Duration {
-        Duration::from_nanos(self.core.now)
+        Duration::from_nanos(self.world.now)
     }
 
     fn add_machine(&mut self) -> Result<MachineId> {
@@ -886,7 +886,7 @@ impl Cluster for SimCluster {
             slots: Slots::Zero,
             parked: Vec::new(),
         });
-        self.core.disks.push(MemDisk::default());
+        self.world.disks.push(MemDisk::default());
         self.controller_log();
         tracing::debug!(machine = %id, "machine added");
         Ok(id)
@@ -907,8 +907,8 @@ impl Cluster for SimCluster {
                 spec
             }
         };
-        let now = self.core.now;
-        let incarnation = self.core.net.life(machine);
+        let now = self.world.now;
+        let incarnation = self.world.net.life(machine);
         let m = self.machine_mut(machine)?;
         let id = NodeId::new(machine, m.slots.len() as u32);
         let up = m.state != State::Down;
@@ -917,7 +917,7 @@ impl Cluster for SimCluster {
             node: up.then_some(node),
         });
         if up {
-            self.core.push(
+            self.world.push(
                 now,
                 Event::Start {
                     node: id,
@@ -931,27 +931,27 @@ impl Cluster for SimCluster {
     fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
         self.check_node(to)?;
         let from = self.new_client();
-        self.core.route(from, to, Payload::from_vec(bytes));
+        self.world.route(from, to, Payload::from_vec(bytes));
         Ok(())
     }
 
     fn call_bytes(&mut self, to: NodeId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         self.check_node(to)?;
         let from = self.new_client();
-        self.core.waiting.insert(from.local);
-        self.core.route(from, to, Payload::from_vec(bytes));
-        let deadline = self.core.now + timeout.as_nanos() as u64;
+        self.world.waiting.insert(from.local);
+        self.world.route(from, to, Payload::from_vec(bytes));
+        let deadline = self.world.now + timeout.as_nanos() as u64;
         let ran = self.run_to(deadline, Some(from.local));
-        self.core.waiting.remove(&from.local);
+        self.world.waiting.remove(&from.local);
         ran?;
-        match self.core.inbox.remove(&from.local) {
+        match self.world.inbox.remove(&from.local) {
             Some(reply) => Ok(reply),
             None => Err(Error::Timeout { to, after: timeout }),
         }
     }
 
     fn run_for(&mut self, duration: Duration) -> Result<()> {
-        let until = self.core.now + duration.as_nanos() as u64;
+        let until = self.world.now + duration.as_nanos() as u64;
         self.run_to(until, None)
     }
 
@@ -990,7 +990,7 @@ impl Cluster for SimCluster {
         for slot in m.slots.as_mut_slice() {
             slot.node = None;
         }
-        self.core.net.crash(machine);
+        self.world.net.crash(machine);
         self.controller_log();
         tracing::info!(%machine, "crash");
         Ok(())
@@ -1006,9 +1006,9 @@ impl Cluster for SimCluster {
         for slot in self.machine(machine)?.slots.as_slice() {
             built.push(self.registry.build(&slot.spec)?);
         }
-        let now = self.core.now;
-        self.core.net.restart(machine);
-        let inc = self.core.net.life(machine);
+        let now = self.world.now;
+        self.world.net.restart(machine);
+        let inc = self.world.net.life(machine);
         let m = self.machine_mut(machine)?;
         m.state = State::Up;
         let mut starts = Vec::new();
@@ -1019,7 +1019,7 @@ impl Cluster for SimCluster {
         self.controller_log();
         tracing::info!(%machine, "restart");
         for node in starts {
-            self.core.push(
+            self.world.push(
                 now,
                 Event::Start {
                     node,
@@ -1041,7 +1041,7 @@ impl Cluster for SimCluster {
     }
 
     fn resume(&mut self, machine: MachineId) -> Result<()> {
-        let now = self.core.now;
+        let now = self.world.now;
         let m = self.machine_mut(machine)?;
         if m.state != State::Paused {
             return Ok(());
@@ -1051,7 +1051,7 @@ impl Cluster for SimCluster {
         self.controller_log();
         tracing::info!(%machine, parked = parked.len(), "resume");
         for e in parked {
-            self.core.push(now.max(e.time), e.event);
+            self.world.push(now.max(e.time), e.event);
         }
         Ok(())
     }
@@ -1059,9 +1059,9 @@ impl Cluster for SimCluster {
     fn shutdown(&mut self) -> Result<()> {
         self.controller_log();
         tracing::info!(
-            events = self.core.stats.events,
-            delivered = self.core.stats.delivered,
-            lost = self.core.stats.lost,
+            events = self.world.stats.events,
+            delivered = self.world.stats.delivered,
+            lost = self.world.stats.lost,
             "simulated cluster stopped"
         );
         self.flush_logs();
@@ -1115,9 +1115,9 @@ mod tests {
         assert_eq!(fired, 1);
         c.run_for(Duration::from_millis(50)).unwrap();
         assert!(
-            sim.core.pending.is_empty(),
+            sim.world.pending.is_empty(),
             "ids of fired or cancelled timers stay: {:?}",
-            sim.core.pending
+            sim.world.pending
         );
     }
 }

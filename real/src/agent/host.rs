@@ -38,7 +38,7 @@ fn later(now: Instant, d: Duration) -> Instant {
 }
 
 /// What the nodes see: the parts of the agent an [`Env`] needs.
-struct Core {
+struct HostEnv {
     machine: MachineId,
     clock: AgentClock,
     rng: ChaCha8Rng,
@@ -49,7 +49,7 @@ struct Core {
     outbox: Vec<(NodeId, NodeId, Vec<u8>)>,
 }
 
-impl Env for Core {
+impl Env for HostEnv {
     fn now(&self) -> Duration {
         self.clock.now()
     }
@@ -92,7 +92,7 @@ struct Delayed {
 struct Host {
     ident: Arc<Ident>,
     registry: Registry,
-    core: Core,
+    env: HostEnv,
     nodes: BTreeMap<u32, Box<dyn AnyNode>>,
     /// Randomness of the links (loss, latency), apart from the nodes' rng.
     net_rng: ChaCha8Rng,
@@ -165,7 +165,7 @@ pub(super) async fn run(
     let mut host = Host {
         ident,
         registry,
-        core: Core {
+        env: HostEnv {
             machine: me,
             clock,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix),
@@ -234,7 +234,7 @@ pub(super) async fn run(
         }
 
         let mut deadline = next_tick;
-        if let Some(((at, _), _)) = host.core.timers.first_key_value() {
+        if let Some(((at, _), _)) = host.env.timers.first_key_value() {
             deadline = deadline.min(*at);
         }
         for q in host.delayed.values() {
@@ -299,14 +299,14 @@ fn signals() -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
 
 impl Host {
     fn me(&self) -> MachineId {
-        self.core.machine
+        self.env.machine
     }
 
     /// Call a node's callback with the log scope set, then route its sends.
     fn with_node(
         &mut self,
         local: u32,
-        f: impl FnOnce(&mut dyn AnyNode, &mut Core, NodeId),
+        f: impl FnOnce(&mut dyn AnyNode, &mut HostEnv, NodeId),
     ) -> bool {
         let Some(mut node) = self.nodes.remove(&local) else {
             return false;
@@ -315,9 +315,9 @@ impl Host {
         let prev = log::set_scope(Scope {
             machine: Some(self.me()),
             node: Some(id),
-            time: self.core.clock.now(),
+            time: self.env.clock.now(),
         });
-        f(node.as_mut(), &mut self.core, id);
+        f(node.as_mut(), &mut self.env, id);
         log::set_scope(prev);
         self.nodes.insert(local, node);
         self.route_outbox();
@@ -325,7 +325,7 @@ impl Host {
     }
 
     fn route_outbox(&mut self) {
-        let out = std::mem::take(&mut self.core.outbox);
+        let out = std::mem::take(&mut self.env.outbox);
         for (from, to, bytes) in out {
             self.route(from, to, bytes);
         }
@@ -458,7 +458,7 @@ impl Host {
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
-        let delivered = self.with_node(to.local, |n, core, me| n.message(core, me, from, &bytes));
+        let delivered = self.with_node(to.local, |n, env, me| n.message(env, me, from, &bytes));
         if !delivered {
             tracing::debug!(%from, %to, "no such node here; message dropped");
         }
@@ -467,19 +467,17 @@ impl Host {
     fn fire_timers(&mut self) {
         let now = Instant::now();
         for _ in 0..EVENT_BATCH {
-            let Some((&(at, id), _)) = self.core.timers.first_key_value() else {
+            let Some((&(at, id), _)) = self.env.timers.first_key_value() else {
                 return;
             };
             if at > now {
                 return;
             }
-            let Some((node, tag)) = self.core.timers.remove(&(at, id)) else {
+            let Some((node, tag)) = self.env.timers.remove(&(at, id)) else {
                 return;
             };
-            self.core.timer_at.remove(&id);
-            self.with_node(node.local, |n, core, me| {
-                n.timer(core, me, TimerId(id), tag)
-            });
+            self.env.timer_at.remove(&id);
+            self.with_node(node.local, |n, env, me| n.timer(env, me, TimerId(id), tag));
         }
     }
 
@@ -600,7 +598,7 @@ impl Host {
                     .map_err(|e| format!("{e} (in the agent's registry)"))?;
                 tracing::info!(kind = %spec.kind, local, "spawned");
                 self.nodes.insert(local, node);
-                self.with_node(local, |n, core, me| n.start(core, me));
+                self.with_node(local, |n, env, me| n.start(env, me));
             }
             Command::SetPeers { peers } => {
                 let new: BTreeMap<MachineId, SocketAddr> = peers.into_iter().collect();
