@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::ids::{MachineId, NodeId};
 use crate::link::Link;
 use crate::message::{decode, encode};
-use crate::registry::NodeSpec;
+use crate::registry::{KindOf, NodeSpec};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -101,6 +101,21 @@ pub trait Cluster {
     fn shutdown(&mut self) -> Result<()>;
 }
 
+/// A request whose reply has a type of its own: `c.request(node, &req,
+/// timeout)` returns a `Reply`, so the test cannot ask for the wrong one.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Get { key: String }
+/// #[derive(Serialize, Deserialize)]
+/// struct Value(Option<String>);
+/// impl distzero_core::Request for Get { type Reply = Value; }
+/// ```
+pub trait Request: Serialize {
+    type Reply: DeserializeOwned;
+}
+
 /// How often `run_until` checks its condition.
 pub const POLL: Duration = Duration::from_millis(10);
 
@@ -114,15 +129,28 @@ impl<'a> dyn Cluster + 'a {
         Ok(out)
     }
 
-    /// Spawn a node of a registered kind with a serializable config.
-    pub fn spawn_node(
+    /// Spawn a node of a registered kind with its config: with a
+    /// [`Kind<C>`](crate::Kind) the config must be a `C` (checked at compile
+    /// time); with a `&str`, any serializable config.
+    pub fn spawn_node<C: Serialize>(
         &mut self,
         machine: MachineId,
-        kind: &str,
-        config: impl Serialize,
+        kind: impl KindOf<C>,
+        config: C,
     ) -> Result<NodeId> {
-        let spec = NodeSpec::new(kind, config)?;
+        let spec = NodeSpec::new(kind.kind_name(), config)?;
         self.spawn(machine, spec)
+    }
+
+    /// Send a typed request and wait for its typed reply (the reply type is
+    /// the request's [`Request::Reply`]).
+    pub fn request<R: Request>(
+        &mut self,
+        to: NodeId,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Reply> {
+        self.call(to, req, timeout)
     }
 
     /// Send a typed message to a node, no reply expected.

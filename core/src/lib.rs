@@ -18,12 +18,12 @@ pub mod node;
 pub mod registry;
 pub mod settings;
 
-pub use cluster::{millis, secs, Cluster, Mode};
+pub use cluster::{millis, secs, Cluster, Mode, Request};
 pub use context::{Context, Disk, DiskStore, Env, MemDisk};
 pub use error::{Error, Result};
 pub use ids::{MachineId, NodeId, TimerId};
 pub use link::{Latency, Link};
 pub use message::{decode, encode, Message};
 pub use node::{AnyNode, Node};
-pub use registry::{NodeSpec, Registry};
+pub use registry::{Kind, KindOf, NodeSpec, Registry};
 pub use settings::Settings;

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub const KIND: &str = "kv";
+pub const KIND: distzero::Kind<KvConfig> = distzero::Kind::new("kv");
 
 /// At most this many entries go in one `Append`.
 pub const MAX_BATCH: usize = 64;
@@ -708,7 +708,7 @@ pub fn spawn_group_with(
     for (i, &m) in machines.iter().enumerate() {
         let mut cfg = KvConfig::new(ids.clone(), i);
         tweak(&mut cfg);
-        let got = c.spawn_node(m, KIND, &cfg)?;
+        let got = c.spawn_node(m, KIND, cfg.clone())?;
         if got != ids[i] {
             return Err(distzero::Error::Unsupported(format!(
                 "kv::spawn_group needs fresh machines: replica {i} was expected as {} but got {got}",

@@ -18,7 +18,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-pub const KIND: &str = "kv-client";
+pub const KIND: distzero::Kind<KvClientConfig> = distzero::Kind::new("kv-client");
 
 fn default_keys() -> u64 {
     3

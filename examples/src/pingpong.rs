@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub const KIND: &str = "pingpong";
+pub const KIND: distzero::Kind<PingConfig> = distzero::Kind::new("pingpong");
 
 /// At most this many tick times and round trips are recorded (explicit limit).
 pub const MAX_RECORDED: usize = 1000;

@@ -95,7 +95,7 @@ impl Scenario for KvScenario {
             cfg.ops = 60;
             cfg.keys = 2;
             cfg.think_ms = 40;
-            c.spawn_node(m, kv_client::KIND, &cfg)?;
+            c.spawn_node(m, kv_client::KIND, cfg.clone())?;
         }
         Ok(())
     }
@@ -217,7 +217,7 @@ impl Scenario for WordCountScenario {
         cfg.lines = Self::lines();
         // Few lines in flight, so the stream runs through the fault window.
         cfg.window = 2;
-        c.spawn_node(m[0], wordcount::SOURCE, &cfg)?;
+        c.spawn_node(m[0], wordcount::SOURCE, cfg.clone())?;
         Ok(())
     }
     fn check(&self, c: &mut dyn Cluster, m: &[MachineId]) -> Result<()> {

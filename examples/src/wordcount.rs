@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-pub const SOURCE: &str = "wordcount-source";
-pub const SPLITTER: &str = "wordcount-splitter";
-pub const COUNTER: &str = "wordcount-counter";
+pub const SOURCE: distzero::Kind<SourceConfig> = distzero::Kind::new("wordcount-source");
+pub const SPLITTER: distzero::Kind<SplitterConfig> = distzero::Kind::new("wordcount-splitter");
+pub const COUNTER: distzero::Kind<CounterConfig> = distzero::Kind::new("wordcount-counter");
 
 fn default_retry_ms() -> u64 {
     100
