@@ -116,6 +116,12 @@ impl<'a, M: Message> Context<'a, M> {
         self.env.set_timer(self.me, after, tag)
     }
 
+    /// [`Context::set_timer`] with a typed tag: `on_timer` gets it back
+    /// with [`TimerTag::from_tag`].
+    pub fn schedule<T: TimerTag>(&mut self, after: Duration, tag: T) -> TimerId {
+        self.env.set_timer(self.me, after, tag.to_tag())
+    }
+
     pub fn cancel_timer(&mut self, timer: TimerId) {
         self.env.cancel_timer(self.me, timer)
     }
@@ -176,4 +182,51 @@ impl Disk<'_> {
             .map(|k| k[self.prefix.len()..].to_string())
             .collect()
     }
+}
+
+/// A timer's tag as a type of its own: set with [`Context::schedule`],
+/// read back in `on_timer` with `from_tag`. [`crate::timer_tags!`] makes
+/// one from a list of names:
+///
+/// ```
+/// distzero_core::timer_tags! {
+///     pub enum Tick { Heartbeat, Election }
+/// }
+/// use distzero_core::TimerTag;
+/// assert_eq!(Tick::from_tag(Tick::Election.to_tag()), Some(Tick::Election));
+/// assert_eq!(Tick::from_tag(7), None);
+/// ```
+pub trait TimerTag: Sized {
+    fn to_tag(&self) -> u64;
+    /// `None` for a tag no value of this type gives.
+    fn from_tag(tag: u64) -> Option<Self>;
+}
+
+impl TimerTag for u64 {
+    fn to_tag(&self) -> u64 {
+        *self
+    }
+    fn from_tag(tag: u64) -> Option<Self> {
+        Some(tag)
+    }
+}
+
+/// Declare a field-less enum of timer tags that implements [`TimerTag`]
+/// (and `Clone`, `Copy`, `Debug`, `PartialEq`, `Eq`).
+#[macro_export]
+macro_rules! timer_tags {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        $vis enum $name { $($variant),+ }
+
+        impl $crate::TimerTag for $name {
+            fn to_tag(&self) -> u64 {
+                *self as u64
+            }
+            fn from_tag(tag: u64) -> Option<Self> {
+                [$($name::$variant),+].into_iter().find(|v| *v as u64 == tag)
+            }
+        }
+    };
 }

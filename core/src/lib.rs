@@ -19,7 +19,7 @@ pub mod registry;
 pub mod settings;
 
 pub use cluster::{millis, secs, Cluster, Mode, Request};
-pub use context::{Context, Disk, DiskStore, Env, MemDisk};
+pub use context::{Context, Disk, DiskStore, Env, MemDisk, TimerTag};
 pub use error::{Error, Result};
 pub use ids::{MachineId, NodeId, TimerId};
 pub use link::{Latency, Link};

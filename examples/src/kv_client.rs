@@ -13,7 +13,7 @@
 
 use crate::kv::KvMsg;
 use distzero::history::{log_op, Op, OpKind, Value, F};
-use distzero::{Context, Node, NodeId, TimerId};
+use distzero::{Context, Node, NodeId, TimerId, TimerTag};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -67,8 +67,10 @@ impl KvClientConfig {
     }
 }
 
-const NEXT: u64 = 1;
-const TIMEOUT: u64 = 2;
+distzero::timer_tags! {
+    /// The client's timers: think time before the next op, and the op's timeout.
+    enum ClientTimer { Next, Timeout }
+}
 
 struct InFlight {
     /// The request id the answer must carry.
@@ -124,7 +126,7 @@ impl KvClient {
             return;
         }
         let think = ctx.rng().gen_range(0..=self.cfg.think_ms);
-        ctx.set_timer(Duration::from_millis(think), NEXT);
+        ctx.schedule(Duration::from_millis(think), ClientTimer::Next);
     }
 
     fn start_op(&mut self, ctx: &mut Context<'_, KvMsg>) {
@@ -155,7 +157,10 @@ impl KvClient {
         };
         self.record(invoke.clone());
         ctx.send(to, req);
-        let timer = ctx.set_timer(Duration::from_millis(self.cfg.timeout_ms.max(1)), TIMEOUT);
+        let timer = ctx.schedule(
+            Duration::from_millis(self.cfg.timeout_ms.max(1)),
+            ClientTimer::Timeout,
+        );
         self.current = Some(InFlight { id, invoke, timer });
     }
 
@@ -223,9 +228,11 @@ impl Node for KvClient {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, KvMsg>, timer: TimerId, tag: u64) {
-        match tag {
-            NEXT => self.start_op(ctx),
-            TIMEOUT if self.current.as_ref().is_some_and(|c| c.timer == timer) => {
+        match ClientTimer::from_tag(tag) {
+            Some(ClientTimer::Next) => self.start_op(ctx),
+            Some(ClientTimer::Timeout)
+                if self.current.as_ref().is_some_and(|c| c.timer == timer) =>
+            {
                 self.complete(ctx, OpKind::Info, Value::Nil);
             }
             _ => {}
