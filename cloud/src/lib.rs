@@ -40,13 +40,14 @@ use distzero_real::provider::Provider;
 /// `DISTZERO_CLOUD_HOSTS`, the message says how to get hosts.
 pub fn run_workflow(
     test_name: &str,
+    agent: &distzero_real::artifact::AgentSource,
     body: fn(&mut dyn distzero_core::Cluster) -> distzero_core::Result<()>,
 ) {
     distzero_real::remote::run_remote_workflow(
         test_name,
         distzero_core::Mode::Cloud,
         |settings, run_id, log_dir| {
-            let provider = SshProvider::for_run(settings, run_id, log_dir)?;
+            let provider = SshProvider::for_run_with_agent(settings, run_id, log_dir, agent)?;
             Ok(Box::new(provider) as Box<dyn Provider>)
         },
         body,
