@@ -150,6 +150,13 @@ pub fn ensure_image(engine: &Engine, artifact: &Artifact) -> Result<AgentImage> 
         .block(docker.inspect_image(&reference))
         .map_err(|e| engine.err(&format!("finding image {reference} after import"), e))?;
     let took = started.elapsed();
+    eprintln!(
+        "distzero-virtual: imported image {reference} ({}: {} files, {:.1} MB) in {:.1} s",
+        artifact.origin,
+        artifact.files.len(),
+        artifact.size() as f64 / 1e6,
+        took.as_secs_f64()
+    );
     tracing::info!(
         image = %reference,
         origin = %artifact.origin,
