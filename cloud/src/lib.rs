@@ -8,7 +8,8 @@
 //!   deadlines, its failures classified (unreachable, auth refused, host key);
 //!   shared connections and long-lived shell sessions for fast faults;
 //! - [`provider`]: [`SshProvider`], the `distzero_real::provider::Provider` that
-//!   copies the static agent, starts it detached, kills (SIGKILL), freezes
+//!   copies the agent bundle (the test binary with its libraries and loader,
+//!   or a static agent), starts it detached, kills (SIGKILL), freezes
 //!   (SIGSTOP/SIGCONT), cuts links with iptables tagged with the run id, pulls
 //!   the logs back and cleans up; the host side is `hostctl.sh`;
 //! - [`run_workflow`]: what `distzero::workflow_tests!` calls for `cloud_mode::*`.
