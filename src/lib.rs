@@ -78,31 +78,81 @@ pub mod modes {
         }
     }
 
-    /// `virtual_mode::<test>`: one Docker container per machine.
-    pub fn docker(test: &str, registry: Registry, body: Body) {
+    /// The name of the hidden agent test of [`workflow_tests!`] that was
+    /// expanded in the module `module_path` (`module_path!()` there): its
+    /// full libtest name, without the crate's name.
+    pub fn agent_test_name(module_path: &str) -> String {
+        match module_path.split_once("::") {
+            Some((_, inner)) => format!("{inner}::{AGENT_TEST}"),
+            None => AGENT_TEST.to_string(),
+        }
+    }
+
+    /// The name of the hidden test that [`workflow_tests!`] adds.
+    pub const AGENT_TEST: &str = "__distzero_agent";
+
+    /// The hidden test `__distzero_agent`: nothing in a normal run; when a
+    /// real mode starts this test binary as an agent (launch arguments in
+    /// `DISTZERO_AGENT_ARGS`), the agent's `main` for the nodes of
+    /// `registry`, which exits the process. So a user's own test binary is
+    /// the agent: no agent binary to write or build. Without the `loopback`
+    /// feature there is no agent runtime and it does nothing.
+    pub fn agent_entry(registry: fn() -> Registry) {
+        #[cfg(feature = "loopback")]
+        if let Some(args) = crate::Settings::agent_args_from_environment() {
+            distzero_real::agent::main_with_args(registry(), args)
+        }
+        #[cfg(not(feature = "loopback"))]
+        let _ = registry;
+    }
+
+    /// `virtual_mode::<test>`: one Docker container per machine, each
+    /// running this test binary as its agent (`agent_module` is the
+    /// `module_path!()` where [`workflow_tests!`] made the hidden agent
+    /// test).
+    pub fn docker(test: &str, registry: Registry, body: Body, agent_module: &str) {
         #[cfg(feature = "docker")]
         {
             let _ = registry;
-            distzero_virtual::run_workflow(test, body);
+            let agent = distzero_real::artifact::AgentSource::TestBinary {
+                test: agent_test_name(agent_module),
+            };
+            distzero_virtual::run_workflow(test, &agent, body);
         }
         #[cfg(not(feature = "docker"))]
         {
-            let _ = (test, registry, body);
+            let _ = (test, registry, body, agent_module);
             feature_off("virtual", "docker")
         }
     }
 
-    /// `cloud_mode::<test>`: hosts over SSH.
-    pub fn cloud(test: &str, registry: Registry, body: Body) {
+    /// `cloud_mode::<test>`: hosts over SSH, each agent this test binary
+    /// (see [`docker`]).
+    pub fn cloud(test: &str, registry: Registry, body: Body, agent_module: &str) {
         #[cfg(feature = "ssh")]
         {
             let _ = registry;
-            distzero_cloud::run_workflow(test, body);
+            let agent = distzero_real::artifact::AgentSource::TestBinary {
+                test: agent_test_name(agent_module),
+            };
+            distzero_cloud::run_workflow(test, &agent, body);
         }
         #[cfg(not(feature = "ssh"))]
         {
-            let _ = (test, registry, body);
+            let _ = (test, registry, body, agent_module);
             feature_off("cloud", "ssh")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn agent_test_names_drop_the_crate() {
+            assert_eq!(super::agent_test_name("workflows"), "__distzero_agent");
+            assert_eq!(
+                super::agent_test_name("workflows::inner::deep"),
+                "inner::deep::__distzero_agent"
+            );
         }
     }
 }
@@ -121,12 +171,28 @@ pub mod modes {
 /// `loopback`, `virtual`, `cloud`) selects by mode. `registry` is any
 /// expression giving the [`Registry`] of the nodes the tests spawn; each
 /// test is a `fn(&mut dyn Cluster) -> Result<()>` in scope.
+///
+/// It also makes one hidden test, `__distzero_agent`, which passes at once
+/// in a normal run: virtual and cloud mode start this same test binary on
+/// each machine with that test selected and the launch arguments in
+/// `DISTZERO_AGENT_ARGS`, and there it runs the agent for `registry`
+/// ([`modes::agent_entry`]). No agent binary to write or build. Use the
+/// macro once per module.
 #[macro_export]
 macro_rules! workflow_tests {
     (registry: $registry:expr, tests: [$($name:ident),+ $(,)?] $(,)?) => {
         #[allow(dead_code)]
         fn __distzero_registry() -> $crate::Registry {
             $registry
+        }
+        #[allow(dead_code)]
+        fn __distzero_module() -> &'static str {
+            module_path!()
+        }
+        /// Runs the agent when a real mode starts this test binary as one.
+        #[test]
+        fn __distzero_agent() {
+            $crate::modes::agent_entry(__distzero_registry);
         }
         mod simulated {
             $(
@@ -148,7 +214,7 @@ macro_rules! workflow_tests {
             $(
                 #[test]
                 fn $name() {
-                    $crate::modes::docker(stringify!($name), super::__distzero_registry(), super::$name);
+                    $crate::modes::docker(stringify!($name), super::__distzero_registry(), super::$name, super::__distzero_module());
                 }
             )+
         }
@@ -156,7 +222,7 @@ macro_rules! workflow_tests {
             $(
                 #[test]
                 fn $name() {
-                    $crate::modes::cloud(stringify!($name), super::__distzero_registry(), super::$name);
+                    $crate::modes::cloud(stringify!($name), super::__distzero_registry(), super::$name, super::__distzero_module());
                 }
             )+
         }

@@ -25,11 +25,15 @@ alive() {
     [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]
 }
 
-# Is pid $1 an agent of run $2 (its command line says so)?
+# Is pid $1 an agent of run $2 (its command line says so, or, for a test
+# binary started as an agent, the arguments in its DISTZERO_AGENT_ARGS,
+# separated by U+001F)?
 is_agent() {
     case "$1" in ''|*[!0-9]*) return 1;; esac
     alive "$1" || return 1
-    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q -e "--run-id $2 "
+    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q -e "--run-id $2 " && return 0
+    tr '\0\037' '\n ' < "/proc/$1/environ" 2>/dev/null |
+        grep -q -e "^DISTZERO_AGENT_ARGS=.*--run-id $2 "
 }
 
 wait_gone() { # pid, tenths of a second
@@ -78,8 +82,11 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
 start)
-    # start DIR RUN K BIN PORT LOGLEVEL CONTROLLER -- AGENT ARGS...; cookie on stdin
-    [ $# -ge 8 ] || fail 2 "usage: start DIR RUN K BIN PORT LOGLEVEL CONTROLLER -- ARGS"
+    # start DIR RUN K BIN PORT LOGLEVEL CONTROLLER -- COMMAND...; on stdin
+    # the cookie, then DISTZERO_*=value lines for the agent's environment.
+    # BIN is the agent's program (there means installed); COMMAND starts it
+    # (the program itself or its loader first).
+    [ $# -ge 8 ] || fail 2 "usage: start DIR RUN K BIN PORT LOGLEVEL CONTROLLER -- COMMAND"
     dir=$1 run=$2 k=$3 bin=$4 port=$5 level=$6 ctl=$7
     shift 7
     [ "$1" = "--" ] || fail 2 "start: expected -- before the agent's arguments"
@@ -87,6 +94,13 @@ start)
     safe "$run"; safe "$k"
     IFS= read -r cookie || true
     [ -n "$cookie" ] || fail 2 "no cookie on stdin"
+    while IFS= read -r kv; do
+        case "$kv" in
+        DISTZERO_[A-Z_]*=*) export "$kv";;
+        '') ;;
+        *) fail 2 "bad environment line on stdin";;
+        esac
+    done
     [ -x "$bin" ] || fail 98 "no agent binary at $bin"
     mdir="$dir/$run/m$k"
     mkdir -p "$mdir/data" || fail 2 "cannot create $mdir"
@@ -97,7 +111,7 @@ start)
     listening "$port" && fail 75 "port $port is taken"
     cd "$mdir" || fail 2 "cannot enter $mdir"
     echo "--- start $(date -u +%Y-%m-%dT%H:%M:%SZ) port $port" >> "m$k.stderr"
-    DISTZERO_COOKIE=$cookie DISTZERO_LOG_LEVEL=$level setsid "$bin" "$@" \
+    DISTZERO_COOKIE=$cookie DISTZERO_LOG_LEVEL=$level setsid "$@" \
         < /dev/null >> "m$k.stderr" 2>&1 &
     pid=$!
     echo "$pid" > agent.pid

@@ -8,7 +8,8 @@
 //!   deadlines, its failures classified (unreachable, auth refused, host key);
 //!   shared connections and long-lived shell sessions for fast faults;
 //! - [`provider`]: [`SshProvider`], the `distzero_real::provider::Provider` that
-//!   copies the static agent, starts it detached, kills (SIGKILL), freezes
+//!   copies the agent bundle (the test binary with its libraries and loader,
+//!   or a static agent), starts it detached, kills (SIGKILL), freezes
 //!   (SIGSTOP/SIGCONT), cuts links with iptables tagged with the run id, pulls
 //!   the logs back and cleans up; the host side is `hostctl.sh`;
 //! - [`run_workflow`]: what `distzero::workflow_tests!` calls for `cloud_mode::*`.
@@ -40,13 +41,14 @@ use distzero_real::provider::Provider;
 /// `DISTZERO_CLOUD_HOSTS`, the message says how to get hosts.
 pub fn run_workflow(
     test_name: &str,
+    agent: &distzero_real::artifact::AgentSource,
     body: fn(&mut dyn distzero_core::Cluster) -> distzero_core::Result<()>,
 ) {
     distzero_real::remote::run_remote_workflow(
         test_name,
         distzero_core::Mode::Cloud,
         |settings, run_id, log_dir| {
-            let provider = SshProvider::for_run(settings, run_id, log_dir)?;
+            let provider = SshProvider::for_run_with_agent(settings, run_id, log_dir, agent)?;
             Ok(Box::new(provider) as Box<dyn Provider>)
         },
         body,

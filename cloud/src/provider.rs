@@ -1,8 +1,12 @@
 //! `SshProvider`: agents on hosts from an [`Inventory`], driven over SSH.
 //!
 //! Per host, in `<DISTZERO_CLOUD_DIR>` (`<dir>` below):
-//! - `bin/distzero-agent-<sha16>`: the static agent, copied with scp once per
-//!   binary (to a temporary name, then renamed: concurrent runs are safe);
+//! - `bin/agent-<sha16>/`: the agent bundle (`distzero_real::artifact`: the
+//!   program as `agent`, its shared libraries and loader in `lib/`, started
+//!   through the loader), named by the bundle's hash and copied with scp
+//!   once per bundle, each file to a temporary name, then renamed, the
+//!   program last (concurrent runs are safe: the program there means the
+//!   bundle is whole);
 //! - `bin/hostctl-<sha16>.sh`: the host side ([`HOSTCTL`], a POSIX sh
 //!   script) that starts, signals and cleans up agents;
 //! - `<run id>/controller`: who runs the run (boot id, pid, start time, host
@@ -48,6 +52,7 @@ use crate::ssh::{
     shell_line, shell_quote, CallError, HostKeys, Output, Session, Ssh, COMMAND_TIMEOUT,
 };
 use distzero_core::{Error, MachineId, Mode, Result, Settings};
+use distzero_real::artifact::{AgentSource, Artifact, PROGRAM};
 use distzero_real::provider::{AgentLaunch, MachineAddrs, Provider};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -187,8 +192,9 @@ pub struct SshProvider {
     dir: String,
     /// The run's local log folder.
     log_dir: PathBuf,
-    agent_local: PathBuf,
-    agent_remote: String,
+    /// The agent bundle and its folder on the hosts.
+    artifact: Artifact,
+    agent_dir: String,
     hostctl_remote: String,
     log_level: String,
     controller: ControllerRecord,
@@ -215,8 +221,19 @@ impl SshProvider {
     /// build of this workspace's. Sweeps what dead runs left on the hosts
     /// (once per process).
     pub fn for_run(settings: &Settings, run_id: &str, log_dir: &Path) -> Result<SshProvider> {
+        Self::for_run_with_agent(settings, run_id, log_dir, &AgentSource::Workspace)
+    }
+
+    /// [`SshProvider::for_run`] with the agent from `source` (a test made by
+    /// `workflow_tests!` passes its own test binary).
+    pub fn for_run_with_agent(
+        settings: &Settings,
+        run_id: &str,
+        log_dir: &Path,
+        source: &AgentSource,
+    ) -> Result<SshProvider> {
         let inventory = StaticInventory::from_settings(settings)?;
-        Self::with_inventory(Box::new(inventory), settings, run_id, log_dir)
+        Self::with_inventory_and_agent(Box::new(inventory), settings, run_id, log_dir, source)
     }
 
     /// Same, with any inventory.
@@ -225,6 +242,23 @@ impl SshProvider {
         settings: &Settings,
         run_id: &str,
         log_dir: &Path,
+    ) -> Result<SshProvider> {
+        Self::with_inventory_and_agent(
+            inventory,
+            settings,
+            run_id,
+            log_dir,
+            &AgentSource::Workspace,
+        )
+    }
+
+    /// Same, with any inventory and the agent from `source`.
+    pub fn with_inventory_and_agent(
+        inventory: Box<dyn Inventory>,
+        settings: &Settings,
+        run_id: &str,
+        log_dir: &Path,
+        source: &AgentSource,
     ) -> Result<SshProvider> {
         if run_id.is_empty()
             || !run_id
@@ -242,14 +276,8 @@ impl SshProvider {
             )));
         }
         let mut ssh = ssh_from_settings(settings, log_dir)?;
-        let agent_local = distzero_real::artifact::agent_binary(settings)?;
-        let bytes = std::fs::read(&agent_local).map_err(|e| {
-            Error::io(
-                format!("reading the agent binary {}", agent_local.display()),
-                e,
-            )
-        })?;
-        let agent_remote = format!("{dir}/bin/distzero-agent-{}", short_hash(&bytes));
+        let artifact = Artifact::resolve(settings, source)?;
+        let agent_dir = format!("{dir}/bin/agent-{}", artifact.tag());
         let hostctl_remote = hostctl_path(&dir);
         // One shared connection per host for the run (short path: a unix
         // socket path has ~100 bytes at most).
@@ -262,8 +290,8 @@ impl SshProvider {
             run_id: run_id.to_string(),
             dir,
             log_dir: log_dir.to_path_buf(),
-            agent_local,
-            agent_remote,
+            artifact,
+            agent_dir,
             hostctl_remote,
             log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
             controller: ControllerRecord::current(),
@@ -281,7 +309,8 @@ impl SshProvider {
             run = %p.run_id,
             inventory = %p.inventory.describe(),
             controller = settings.cloud_controller_addr().unwrap_or("-"),
-            agent = %p.agent_local.display(),
+            agent = %p.artifact.program().display(),
+            bundle = %p.agent_dir,
             "cloud provider ready"
         );
         Ok(p)
@@ -336,55 +365,91 @@ impl SshProvider {
         self.ctl(host, args, b"")
     }
 
+    /// The program's path on the hosts: there means the bundle is whole.
+    fn agent_remote(&self) -> String {
+        format!("{}/{PROGRAM}", self.agent_dir)
+    }
+
+    /// Copy the bundle to `host`: each file to a temporary name, then all
+    /// renamed in one go, the program last.
     fn install_agent(&self, host: &Host) -> Result<()> {
-        let tmp = format!(
-            "{}.tmp-{}-{}",
-            self.agent_remote,
-            self.run_id,
-            std::process::id()
+        let suffix = format!(".tmp-{}-{}", self.run_id, std::process::id());
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        for f in &self.artifact.files {
+            let remote = format!("{}/{}", self.agent_dir, f.path);
+            if let Some((d, _)) = remote.rsplit_once('/') {
+                dirs.insert(d.to_string());
+            }
+        }
+        let mkdir = format!(
+            "mkdir -p {}",
+            dirs.iter()
+                .map(|d| shell_quote(d))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-        let mkdir = format!("mkdir -p {}", shell_quote(&format!("{}/bin", self.dir)));
         let out = self
             .ssh
             .run(host, &mkdir, b"", COMMAND_TIMEOUT)
             .map_err(|e| host_err(host, "preparing the agent's folder", e))?;
         if out.code != 0 {
             return Err(infra(format!(
-                "host {host}: copy failed: cannot create {}/bin (check DISTZERO_CLOUD_DIR): {}",
-                self.dir,
+                "host {host}: copy failed: cannot create {} (check DISTZERO_CLOUD_DIR): {}",
+                self.agent_dir,
                 out.text()
             )));
         }
-        if let Err(e) = self.ssh.copy_to(host, &self.agent_local, &tmp) {
-            // Best effort: no half-copied binary left behind.
-            let _ = self.ssh.run(
-                host,
-                &format!("rm -f {}", shell_quote(&tmp)),
-                b"",
-                COMMAND_TIMEOUT,
+        // The program last: its presence tells hostctl the bundle is whole.
+        let mut files: Vec<_> = self.artifact.files.iter().collect();
+        files.sort_by_key(|f| f.path == PROGRAM);
+        let tmps: Vec<(String, String)> = files
+            .iter()
+            .map(|f| {
+                let to = format!("{}/{}", self.agent_dir, f.path);
+                (format!("{to}{suffix}"), to)
+            })
+            .collect();
+        let remove_tmps = || {
+            // Best effort: no half-copied file left behind.
+            let rm = format!(
+                "rm -f {}",
+                tmps.iter()
+                    .map(|(t, _)| shell_quote(t))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
-            return Err(host_err(
-                host,
-                &format!(
-                    "copy failed: copying the agent {}",
-                    self.agent_local.display()
-                ),
-                e,
-            ));
+            let _ = self.ssh.run(host, &rm, b"", COMMAND_TIMEOUT);
+        };
+        for (f, (tmp, _)) in files.iter().zip(&tmps) {
+            if let Err(e) = self.ssh.copy_to(host, &f.source, tmp) {
+                remove_tmps();
+                return Err(host_err(
+                    host,
+                    &format!("copy failed: copying {} of the agent", f.source.display()),
+                    e,
+                ));
+            }
         }
-        let mv = format!(
-            "chmod 755 {t} && mv -f {t} {f}",
-            t = shell_quote(&tmp),
-            f = shell_quote(&self.agent_remote)
-        );
+        let mv = tmps
+            .iter()
+            .map(|(t, f)| {
+                format!(
+                    "chmod 755 {t} && mv -f {t} {f}",
+                    t = shell_quote(t),
+                    f = shell_quote(f)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
         let out = self
             .ssh
             .run(host, &mv, b"", COMMAND_TIMEOUT)
             .map_err(|e| host_err(host, "installing the agent", e))?;
         if out.code != 0 {
+            remove_tmps();
             return Err(infra(format!(
-                "host {host}: copy failed: installing the agent as {}: {}",
-                self.agent_remote,
+                "host {host}: copy failed: installing the agent in {}: {}",
+                self.agent_dir,
                 out.text()
             )));
         }
@@ -418,22 +483,30 @@ impl SshProvider {
                 ..launch.clone()
             };
             let agent_args = l.args(&mdir, &format!("{mdir}/data"));
+            let command = self.artifact.command(&self.agent_dir, &agent_args)?;
             let port_s = port.to_string();
             let record = self.controller.line();
+            let agent_remote = self.agent_remote();
             let mut args: Vec<&str> = vec![
                 "start",
                 &self.dir,
                 &self.run_id,
                 &k,
-                &self.agent_remote,
+                &agent_remote,
                 &port_s,
                 &self.log_level,
                 &record,
                 "--",
             ];
-            args.extend(agent_args.iter().map(String::as_str));
+            args.extend(command.argv.iter().map(String::as_str));
+            // The cookie, then the artifact's environment, one `NAME=value`
+            // a line, on stdin: never on a command line.
+            let mut stdin = cookie.clone();
+            for (name, value) in &command.env {
+                stdin.extend_from_slice(format!("{name}={value}\n").as_bytes());
+            }
             let out = self
-                .ctl(&host, &args, &cookie)
+                .ctl(&host, &args, &stdin)
                 .map_err(|e| Error::Infra(format!("{m}: {e}")))?;
             self.used.entry(host.clone()).or_default().insert(m.0);
             match out.code {
@@ -464,7 +537,7 @@ impl SshProvider {
                     });
                 }
                 code::NO_AGENT if !installed => {
-                    tracing::info!(%host, binary = %self.agent_remote, "copying the agent");
+                    tracing::info!(%host, bundle = %self.agent_dir, bytes = self.artifact.size(), "copying the agent");
                     self.install_agent(&host)
                         .map_err(|e| Error::Infra(format!("{m}: {e}")))?;
                     installed = true;

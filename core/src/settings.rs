@@ -23,7 +23,8 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_LOG_LEVEL", default: "info", help: "least level written to the logs: off, error, warn, info, debug or trace" },
     Var { name: "DISTZERO_COOKIE", default: "", help: "cluster cookie that members prove; unset = a fresh random one per run" },
     Var { name: "DISTZERO_BUGGIFY", default: "0.05", help: "probability that ctx.buggify() is true in simulation, 0.0..=1.0" },
-    Var { name: "DISTZERO_AGENT_BIN", default: "", help: "a prebuilt static agent binary to deploy; unset = build distzero-agent from this workspace" },
+    Var { name: "DISTZERO_AGENT_BIN", default: "", help: "a prebuilt static agent binary to deploy; unset = the test binary itself (workflow_tests!), else a static build of distzero-agent from this workspace" },
+    Var { name: "DISTZERO_AGENT_ARGS", default: "", help: "set by real modes on a test binary they start as an agent (its launch arguments); never set it yourself" },
     Var { name: "DISTZERO_AGENT_ORPHAN_SECS", default: "5", help: "seconds an agent lives on without its controller before it exits" },
     Var { name: "DISTZERO_DOCKER_HOST", default: "unix:///var/run/docker.sock", help: "Docker engine to use in virtual mode" },
     Var { name: "DISTZERO_DOCKER_SUBNET", default: "", help: "first three octets of the /24 of a virtual run (e.g. 172.29.7); unset = picked per run from 172.28-31" },
@@ -38,6 +39,10 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_MAX_EVENTS", default: "1000000000", help: "event budget of one simulated run (one seed of a sweep); more fails the run" },
     Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one seed of a sweep or replay, in seconds (decimals allowed); more fails the seed" },
 ];
+
+/// Separates the arguments in `DISTZERO_AGENT_ARGS` (the ASCII unit
+/// separator: no argument a provider makes contains it).
+pub const AGENT_ARGS_SEP: char = '\u{1f}';
 
 /// Loaded settings: raw values from the environment over `.env`, validated.
 #[derive(Clone, Debug)]
@@ -202,6 +207,18 @@ impl Settings {
 
     pub fn agent_bin(&self) -> Option<PathBuf> {
         self.opt("DISTZERO_AGENT_BIN").map(PathBuf::from)
+    }
+
+    /// The launch arguments of a test binary started as an agent (by a real
+    /// mode, through the hidden test of `workflow_tests!`): the value of
+    /// `DISTZERO_AGENT_ARGS` in this process's environment, split at
+    /// [`AGENT_ARGS_SEP`]; `None` in a normal test run.
+    pub fn agent_args_from_environment() -> Option<Vec<String>> {
+        let v = std::env::var("DISTZERO_AGENT_ARGS").ok()?;
+        if v.is_empty() {
+            return None;
+        }
+        Some(v.split(AGENT_ARGS_SEP).map(String::from).collect())
     }
 
     pub fn agent_orphan(&self) -> Result<Duration> {

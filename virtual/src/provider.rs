@@ -12,7 +12,7 @@
 //!   namespace).
 
 use crate::engine::{Controller, Engine};
-use crate::image::{self, AgentImage, DATA_DIR, LOG_DIR};
+use crate::image::{self, AgentImage, AgentSource, Artifact, BUNDLE_DIR, DATA_DIR, LOG_DIR};
 use crate::netfilter::{self, DropRule};
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
@@ -53,6 +53,7 @@ struct Machine {
 /// Docker side of virtual mode.
 pub struct DockerProvider {
     engine: Engine,
+    artifact: Artifact,
     image: AgentImage,
     controller: Controller,
     subnet: Option<[u8; 3]>,
@@ -81,8 +82,15 @@ impl std::fmt::Debug for DockerProvider {
 
 impl DockerProvider {
     /// Connect to Docker, sweep what killed runs left, and make sure the
-    /// agent image exists (building the static agent if needed).
+    /// agent image exists (the agent of `DISTZERO_AGENT_BIN`, else a static
+    /// build of the workspace's `distzero-agent`).
     pub fn new(settings: &Settings) -> Result<DockerProvider> {
+        DockerProvider::with_agent(settings, &AgentSource::Workspace)
+    }
+
+    /// Same, with the agent from `source` (a test made by
+    /// `workflow_tests!` passes its own test binary).
+    pub fn with_agent(settings: &Settings, source: &AgentSource) -> Result<DockerProvider> {
         let engine = Engine::connect(settings)?;
         let swept = engine.sweep()?;
         if !swept.containers.is_empty() || !swept.networks.is_empty() {
@@ -91,10 +99,11 @@ impl DockerProvider {
                 swept.containers, swept.networks
             );
         }
-        let binary = image::agent_binary(settings)?;
-        let image = image::ensure_image(&engine, &binary)?;
+        let artifact = Artifact::resolve(settings, source)?;
+        let image = image::ensure_image(&engine, &artifact)?;
         Ok(DockerProvider {
             engine,
+            artifact,
             image,
             controller: Controller::current(),
             subnet: settings.docker_subnet()?,
@@ -110,7 +119,16 @@ impl DockerProvider {
 
     /// A provider for one run: launches of other runs are refused.
     pub fn for_run(settings: &Settings, run_id: &str) -> Result<DockerProvider> {
-        let mut p = DockerProvider::new(settings)?;
+        DockerProvider::for_run_with_agent(settings, run_id, &AgentSource::Workspace)
+    }
+
+    /// [`DockerProvider::for_run`] with the agent from `source`.
+    pub fn for_run_with_agent(
+        settings: &Settings,
+        run_id: &str,
+        source: &AgentSource,
+    ) -> Result<DockerProvider> {
+        let mut p = DockerProvider::with_agent(settings, source)?;
         p.expected_run = Some(run_id.to_string());
         Ok(p)
     }
@@ -132,6 +150,11 @@ impl DockerProvider {
 
     pub fn image(&self) -> &AgentImage {
         &self.image
+    }
+
+    /// The agent bundle the image holds.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
     }
 
     /// The run id, once the first machine started.
@@ -279,20 +302,23 @@ impl DockerProvider {
         name: &str,
         ip: Ipv4Addr,
     ) -> Result<()> {
-        let mut cmd = vec![image::AGENT_PATH.to_string()];
-        cmd.extend(launch.args(LOG_DIR, DATA_DIR));
+        let start = self
+            .artifact
+            .command(BUNDLE_DIR, &launch.args(LOG_DIR, DATA_DIR))?;
+        let mut env = vec![
+            format!("DISTZERO_COOKIE={}", launch.cookie),
+            format!("DISTZERO_LOG_LEVEL={}", self.log_level),
+            "RUST_BACKTRACE=1".into(),
+        ];
+        env.extend(start.env.iter().map(|(k, v)| format!("{k}={v}")));
         let mut labels = self.controller.labels(&launch.run_id);
         labels.insert("distzero.machine".into(), launch.machine.to_string());
         let body = ContainerCreateBody {
             hostname: Some(launch.machine.to_string()),
             image: Some(self.image.reference.clone()),
-            entrypoint: Some(cmd),
+            entrypoint: Some(start.argv),
             cmd: None,
-            env: Some(vec![
-                format!("DISTZERO_COOKIE={}", launch.cookie),
-                format!("DISTZERO_LOG_LEVEL={}", self.log_level),
-                "RUST_BACKTRACE=1".into(),
-            ]),
+            env: Some(env),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 init: Some(true),

@@ -27,15 +27,20 @@ fn assert_run_gone(engine: &Engine, run: &str) {
 #[test]
 fn virtual_image_is_built_and_reused_by_hash() {
     let engine = Engine::connect(&Settings::load().unwrap()).unwrap();
-    let bin = common::standin(false);
+    let standin =
+        |fail| image::Artifact::static_binary(&common::standin(fail), "stand-in").unwrap();
+    let bin = standin(false);
     let first = image::ensure_image(&engine, &bin).unwrap();
-    let sha = image::sha256_hex(&std::fs::read(&bin).unwrap());
-    assert_eq!(first.sha256, sha);
-    assert_eq!(first.reference, format!("distzero-agent:{}", &sha[..16]));
+    assert_eq!(first.sha256, bin.sha256);
+    assert_eq!(first.bytes, bin.size());
+    assert_eq!(
+        first.reference,
+        format!("distzero-agent:{}", &bin.sha256[..16])
+    );
     let again = image::ensure_image(&engine, &bin).unwrap();
     assert!(again.reused, "the second ensure reuses the image");
     assert_eq!(again.reference, first.reference);
-    let other = image::ensure_image(&engine, &common::standin(true)).unwrap();
+    let other = image::ensure_image(&engine, &standin(true)).unwrap();
     assert_ne!(
         other.reference, first.reference,
         "another binary, another image"
@@ -43,11 +48,7 @@ fn virtual_image_is_built_and_reused_by_hash() {
     // Pruning spares the image named and recent ones.
     image::prune_old_images(&engine, &first.reference, Duration::from_secs(3600));
     assert!(image::ensure_image(&engine, &bin).unwrap().reused);
-    assert!(
-        image::ensure_image(&engine, &common::standin(true))
-            .unwrap()
-            .reused
-    );
+    assert!(image::ensure_image(&engine, &standin(true)).unwrap().reused);
     // Pruning lists images; that listing must parse this engine's answer.
     let listed = engine.block(
         engine
