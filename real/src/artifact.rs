@@ -434,70 +434,10 @@ fn needed_in_standard_paths(elf: &[u8], dirs: &[String]) -> (Vec<(String, PathBu
     (found, missing)
 }
 
-/// The DT_NEEDED names of a 64-bit little-endian ELF file.
-fn elf_needed(b: &[u8]) -> std::result::Result<Vec<String>, &'static str> {
-    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_le_bytes(s.try_into().unwrap_or([0; 4])))
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
-    };
-    if b.get(0..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) {
-        return Err("not a 64-bit little-endian ELF file");
-    }
-    let phoff = u64_at(0x20).ok_or("truncated header")? as usize;
-    let phentsize = u16_at(0x36).ok_or("truncated header")? as usize;
-    let phnum = u16_at(0x38).ok_or("truncated header")? as usize;
-    let mut loads = Vec::new();
-    let mut dynamic = None;
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        let kind = u32_at(ph).ok_or("truncated program headers")?;
-        let offset = u64_at(ph + 8).ok_or("truncated program headers")?;
-        let vaddr = u64_at(ph + 16).ok_or("truncated program headers")?;
-        let filesz = u64_at(ph + 32).ok_or("truncated program headers")?;
-        match kind {
-            1 => loads.push((offset, vaddr, filesz)),
-            2 => dynamic = Some((offset as usize, filesz as usize)),
-            _ => {}
-        }
-    }
-    let Some((off, size)) = dynamic else {
-        return Ok(Vec::new());
-    };
-    let mut needed = Vec::new();
-    let mut strtab = None;
-    for e in (off..off + size).step_by(16) {
-        let tag = u64_at(e).ok_or("truncated dynamic section")?;
-        let val = u64_at(e + 8).ok_or("truncated dynamic section")?;
-        match tag {
-            0 => break,
-            1 => needed.push(val),
-            5 => strtab = Some(val),
-            _ => {}
-        }
-    }
-    let strtab = strtab.ok_or("no string table")?;
-    let strtab = loads
-        .iter()
-        .find(|(_, vaddr, filesz)| strtab >= *vaddr && strtab < vaddr + filesz)
-        .map(|(offset, vaddr, _)| (offset + (strtab - vaddr)) as usize)
-        .ok_or("string table outside the loaded segments")?;
-    needed
-        .into_iter()
-        .map(|n| {
-            let start = strtab + n as usize;
-            let rest = b.get(start..).ok_or("name out of the file")?;
-            let end = rest
-                .iter()
-                .position(|&c| c == 0)
-                .ok_or("unterminated name")?;
-            Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
-        })
-        .collect()
+/// The DT_NEEDED names of an ELF file.
+fn elf_needed(b: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let elf = goblin::elf::Elf::parse(b).map_err(|e| e.to_string())?;
+    Ok(elf.libraries.iter().map(|l| l.to_string()).collect())
 }
 
 /// Package and binary built when `DISTZERO_AGENT_BIN` is unset.
@@ -652,43 +592,13 @@ pub fn check_static(path: &Path, origin: &str) -> Result<()> {
     }
 }
 
-/// The PT_INTERP of a 64-bit little-endian ELF file, if any.
-fn elf_interpreter(b: &[u8]) -> std::result::Result<Option<String>, &'static str> {
-    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_le_bytes(s.try_into().unwrap_or([0; 4])))
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
-    };
-    if b.get(0..4) != Some(b"\x7fELF") {
-        return Err("no ELF magic");
+/// The PT_INTERP of a 64-bit ELF file, if any.
+fn elf_interpreter(b: &[u8]) -> std::result::Result<Option<String>, String> {
+    let elf = goblin::elf::Elf::parse(b).map_err(|e| e.to_string())?;
+    if !elf.is_64 {
+        return Err("a 32-bit ELF file".into());
     }
-    if b.get(4) != Some(&2) || b.get(5) != Some(&1) {
-        return Err("not 64-bit little-endian");
-    }
-    let phoff = u64_at(0x20).ok_or("truncated header")? as usize;
-    let phentsize = u16_at(0x36).ok_or("truncated header")? as usize;
-    let phnum = u16_at(0x38).ok_or("truncated header")? as usize;
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        const PT_INTERP: u32 = 3;
-        if u32_at(ph).ok_or("truncated program headers")? == PT_INTERP {
-            let off = u64_at(ph + 8).ok_or("truncated program headers")? as usize;
-            let size = u64_at(ph + 32).ok_or("truncated program headers")? as usize;
-            let raw = b
-                .get(off..off + size)
-                .ok_or("interpreter out of the file")?;
-            return Ok(Some(
-                String::from_utf8_lossy(raw)
-                    .trim_end_matches('\0')
-                    .to_string(),
-            ));
-        }
-    }
-    Ok(None)
+    Ok(elf.interpreter.map(str::to_string))
 }
 
 /// Hex sha256 of bytes.
@@ -705,14 +615,31 @@ mod tests {
 
     #[test]
     fn elf_checks() {
-        assert_eq!(elf_interpreter(b"#!/bin/sh"), Err("no ELF magic"));
-        assert_eq!(
-            elf_interpreter(b"\x7fELF\x01\x01"),
-            Err("not 64-bit little-endian")
+        let mut script = b"#!/bin/sh\n".to_vec();
+        script.resize(128, b' ');
+        let not_elf = elf_interpreter(&script).unwrap_err();
+        assert!(not_elf.to_lowercase().contains("magic"), "{not_elf}");
+        let truncated = elf_interpreter(b"\x7fELF\x02\x01").unwrap_err();
+        assert!(!truncated.is_empty());
+        // A 32-bit header (the first 52 bytes of an ELFCLASS32 file).
+        let mut elf32 = vec![0u8; 52];
+        elf32[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
+        elf32[16] = 2; // ET_EXEC
+        elf32[18] = 3; // EM_386
+        elf32[20] = 1; // EV_CURRENT
+        elf32[40] = 52; // e_ehsize
+        let e = elf_interpreter(&elf32).unwrap_err();
+        assert!(
+            e.contains("32-bit") || e.to_lowercase().contains("malformed"),
+            "{e}"
         );
-        assert_eq!(elf_interpreter(b"\x7fELF\x02\x01"), Err("truncated header"));
         // This test binary is dynamically linked in a normal build.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let needed = elf_needed(&me).unwrap();
+        assert!(
+            needed.iter().any(|l| l.starts_with("libc.so")),
+            "{needed:?}"
+        );
         let interp = elf_interpreter(&me).unwrap();
         assert!(
             interp.is_some_and(|i| i.contains("ld-")),
