@@ -592,7 +592,8 @@ fn the_failure_line_carries_the_simulated_time_of_the_failure() {
     let line = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["message"] == "scenario failed")
+        // A workflow's failure line, as in `cargo test simulated`.
+        .find(|v| v["message"] == "workflow failed")
         .unwrap_or_else(|| panic!("no failure line in:\n{text}"));
     assert_eq!(line["time"].as_f64(), Some(1.234), "{line}");
     let _ = std::fs::remove_dir_all(o.log_root);
