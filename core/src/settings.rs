@@ -234,7 +234,11 @@ impl Settings {
             return Ok(None);
         };
         let range = match v.split_once("..") {
-            Some((a, b)) => a.trim().parse::<u64>().ok().zip(b.trim().parse::<u64>().ok()),
+            Some((a, b)) => a
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .zip(b.trim().parse::<u64>().ok()),
             None => v.parse::<u64>().ok().map(|n| (0, n)),
         };
         match range {
@@ -631,13 +635,33 @@ mod tests {
             ),
             ("DISTZERO_BUGGIFY", "2", "a probability from 0.0 to 1.0"),
             ("DISTZERO_LOSS", "0.5%", "a probability from 0.0 to 1.0"),
-            ("DISTZERO_DUPLICATE", "-0.1", "a probability from 0.0 to 1.0"),
+            (
+                "DISTZERO_DUPLICATE",
+                "-0.1",
+                "a probability from 0.0 to 1.0",
+            ),
             ("DISTZERO_REORDER", "yes", "0 or 1 (or false, true)"),
             ("DISTZERO_CHECK_DETERMINISM", "2", "0 or 1 (or false, true)"),
-            ("DISTZERO_LATENCY", "fast", "a duration such as 0, 250us, 1ms or 1.5s"),
-            ("DISTZERO_LATENCY", "5", "a duration such as 0, 250us, 1ms or 1.5s"),
-            ("DISTZERO_LATENCY", "2ms..1ms", "a duration such as 0, 250us, 1ms or 1.5s"),
-            ("DISTZERO_LATENCY", "1ms..", "a duration such as 0, 250us, 1ms or 1.5s"),
+            (
+                "DISTZERO_LATENCY",
+                "fast",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            (
+                "DISTZERO_LATENCY",
+                "5",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            (
+                "DISTZERO_LATENCY",
+                "2ms..1ms",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            (
+                "DISTZERO_LATENCY",
+                "1ms..",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
             ("DISTZERO_SEEDS", "0", "a positive number of seeds N"),
             ("DISTZERO_SEEDS", "9..3", "a positive number of seeds N"),
             ("DISTZERO_SEEDS", "many", "a positive number of seeds N"),
@@ -747,7 +771,10 @@ mod tests {
         assert_eq!(s.seeds().unwrap(), Some(0..500));
         assert!(s.check_determinism().unwrap());
         let s = Settings::from_sources(
-            &env(&[("DISTZERO_LATENCY", "0..2s"), ("DISTZERO_SEEDS", "1000..1500")]),
+            &env(&[
+                ("DISTZERO_LATENCY", "0..2s"),
+                ("DISTZERO_SEEDS", "1000..1500"),
+            ]),
             &env(&[]),
             None,
         )
@@ -767,10 +794,15 @@ mod tests {
 
     #[test]
     fn real_modes_refuse_simulation_only_settings() {
-        Settings::defaults().refuse_simulation_only("loopback").unwrap();
+        Settings::defaults()
+            .refuse_simulation_only("loopback")
+            .unwrap();
         // Written out at their defaults they are no change.
         let s = Settings::from_sources(
-            &env(&[("DISTZERO_BUGGIFY", "0.05"), ("DISTZERO_LATENCY", "500us..1500us")]),
+            &env(&[
+                ("DISTZERO_BUGGIFY", "0.05"),
+                ("DISTZERO_LATENCY", "500us..1500us"),
+            ]),
             &env(&[]),
             None,
         )

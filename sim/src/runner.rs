@@ -376,7 +376,10 @@ pub fn check_workflow(
     settings: &Settings,
 ) -> std::result::Result<(), WorkflowFailure> {
     use WorkflowFailure as F;
-    let one_seed = !matches!(settings.seed().map_err(F::Settings)?, SeedChoice::FromTestName);
+    let one_seed = !matches!(
+        settings.seed().map_err(F::Settings)?,
+        SeedChoice::FromTestName
+    );
     if let (Some(seeds), false) = (settings.seeds().map_err(F::Settings)?, one_seed) {
         let scenario = Workflow {
             name: test.to_string(),
