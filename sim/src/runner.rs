@@ -346,9 +346,9 @@ pub enum WorkflowFailure {
     Settings(Error),
     /// The one seed of the test failed (or, under
     /// `DISTZERO_CHECK_DETERMINISM`, its two runs differ).
-    Seed(Failure),
+    Seed(Box<Failure>),
     /// A sweep over `DISTZERO_SEEDS` found a failing or nondeterministic seed.
-    Sweep(SweepReport),
+    Sweep(Box<SweepReport>),
 }
 
 impl std::fmt::Display for WorkflowFailure {
@@ -393,17 +393,18 @@ pub fn check_workflow(
         return if report.passed() {
             Ok(())
         } else {
-            Err(F::Sweep(report))
+            Err(F::Sweep(Box::new(report)))
         };
     }
     let seed = seed_for(test, settings).map_err(F::Settings)?;
     let dir = log_dir_for(settings, test, seed);
-    try_workflow(test, seed, Some(&dir), settings, registry.clone(), &body).map_err(F::Seed)?;
+    try_workflow(test, seed, Some(&dir), settings, registry.clone(), &body)
+        .map_err(|f| F::Seed(Box::new(f)))?;
     if settings.check_determinism().map_err(F::Settings)? {
         let again = dir.with_file_name(format!("simulated-{seed}-again"));
         let second = try_workflow(test, seed, Some(&again), settings, registry, &body);
         if second.is_err() || !sweep::same_tree(&dir, &again) {
-            return Err(F::Seed(Failure {
+            return Err(F::Seed(Box::new(Failure {
                 test: test.to_string(),
                 seed,
                 message: format!(
@@ -413,7 +414,7 @@ pub fn check_workflow(
                 ),
                 log_dir: dir,
                 env: replay_env(settings),
-            }));
+            })));
         }
         let _ = std::fs::remove_dir_all(&again);
     }

@@ -158,10 +158,10 @@ fn a_swept_workflow_finds_the_failing_seed_and_its_replay_is_byte_identical() {
         ("DISTZERO_BUGGIFY", "0.3"),
     ]);
     let report = match check_workflow(name, registry(), fails_on_some_seeds, &swept) {
-        Err(WorkflowFailure::Sweep(r)) => r,
+        Err(WorkflowFailure::Sweep(r)) => *r,
         other => panic!("the sweep must find the planted failure: {other:?}"),
     };
-    let text = WorkflowFailure::Sweep(report.clone()).to_string();
+    let text = WorkflowFailure::Sweep(Box::new(report.clone())).to_string();
     eprintln!("{text}");
     assert_eq!(report.failures.len(), 1, "{text}");
     let f = &report.failures[0];
