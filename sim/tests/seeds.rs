@@ -336,3 +336,37 @@ fn a_bad_latency_fails_with_one_line_naming_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_nemesis_recovery_restores_the_runs_default_link() {
+    use distzero_sim::{Fault, Schedule, Step};
+    let slow = distzero::Link::fixed(millis(1000));
+    // After a latency fault, the recovery sets every link back to `base`.
+    let after_recovery = |base: distzero::Link| {
+        let n = std::cell::Cell::new(0);
+        try_workflow("recovery", 1, None, &settings(&[]), registry(), &|c| {
+            let [a, b] = c.add_machines()?;
+            let sender = c.spawn_node(a, "sender", ())?;
+            let receiver = c.spawn_node(b, "receiver", ())?;
+            let fast = Fault::Latency {
+                min_ms: 0,
+                max_ms: 0,
+            };
+            Schedule::new(vec![Step {
+                at_ms: 0,
+                fault: fast,
+            }])
+            .run_on(c, &[a, b], millis(10), base)?;
+            c.send(sender, &Msg::Go(receiver, 100))?;
+            c.run_for(millis(50))?;
+            if let Msg::Got(got) = c.call(receiver, &Msg::Get, millis(3000))? {
+                n.set(got.len());
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+        n.get()
+    };
+    assert_eq!(after_recovery(distzero::Link::default()), 100);
+    assert_eq!(after_recovery(slow), 0, "the slow base link is back");
+}
