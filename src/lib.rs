@@ -55,8 +55,9 @@ pub mod modes {
         )
     }
 
-    /// `simulated::<test>`: a seeded run; on failure, the seed and the
-    /// command that replays it.
+    /// `simulated::<test>`: a seeded run, or under `DISTZERO_SEEDS` a sweep
+    /// of the test over those seeds; on failure, the seed, its log folder
+    /// and the one command that replays it (`distzero_sim::check_workflow`).
     pub fn simulated(test: &str, registry: Registry, body: Body) {
         #[cfg(feature = "sim")]
         distzero_sim::run_workflow(test, registry, body);

@@ -6,7 +6,9 @@
 //! accepts.
 
 use crate::error::{Error, Result};
+use crate::link::{Latency, Link};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,11 +20,17 @@ pub struct Var {
 }
 
 pub const VARS: &[Var] = &[
-    Var { name: "DISTZERO_SEED", default: "", help: "seed of simulated runs: an unsigned integer, or `random`; unset = derived from the test name" },
+    Var { name: "DISTZERO_SEED", default: "", help: "seed of simulated runs: an unsigned integer, or `random`; unset = derived from the test name; when set, a workflow test runs this one seed, whatever DISTZERO_SEEDS says" },
+    Var { name: "DISTZERO_SEEDS", default: "", help: "seeds of every simulated workflow test (cargo test simulated): N = seeds 0 to N-1, A..B = seeds A to B-1, swept on DISTZERO_SWEEP_JOBS threads; unset = one seed (DISTZERO_SEED or the test name's)" },
+    Var { name: "DISTZERO_CHECK_DETERMINISM", default: "0", help: "1 = run each seed of a simulated test or sweep twice with full logs and compare them byte for byte; 0 = once" },
     Var { name: "DISTZERO_LOG_DIR", default: ".tmp", help: "folder that receives the logs of every run" },
     Var { name: "DISTZERO_LOG_LEVEL", default: "info", help: "least level written to the logs: off, error, warn, info, debug or trace" },
     Var { name: "DISTZERO_COOKIE", default: "", help: "cluster cookie that members prove; unset = a fresh random one per run" },
-    Var { name: "DISTZERO_BUGGIFY", default: "0.05", help: "probability that ctx.buggify() is true in simulation, 0.0..=1.0" },
+    Var { name: "DISTZERO_BUGGIFY", default: "0.05", help: "probability that ctx.buggify() is true in simulation, 0.0..=1.0 (simulation-only: real modes refuse another value)" },
+    Var { name: "DISTZERO_REORDER", default: "0", help: "1 = simulation reorders messages per pair of machines, beyond the delivery contract; 0 = in order (simulation-only)" },
+    Var { name: "DISTZERO_DUPLICATE", default: "0", help: "probability that simulation delivers a message twice, 0.0..=1.0, beyond the delivery contract (simulation-only)" },
+    Var { name: "DISTZERO_LATENCY", default: "500us..1500us", help: "one-way latency of every simulated link a test does not set: a duration (0, 250us, 1ms, 1.5s) or a uniform range min..max such as 500us..1500us; units ns, us, ms, s (simulation-only)" },
+    Var { name: "DISTZERO_LOSS", default: "0", help: "probability that a simulated link a test does not set loses a message, 0.0..=1.0 (simulation-only)" },
     Var { name: "DISTZERO_AGENT_BIN", default: "", help: "a prebuilt static agent binary to deploy; unset = the test binary itself (workflow_tests!), else a static build of distzero-agent from this workspace" },
     Var { name: "DISTZERO_AGENT_ARGS", default: "", help: "set by real modes on a test binary they start as an agent (its launch arguments); never set it yourself" },
     Var { name: "DISTZERO_AGENT_ORPHAN_SECS", default: "5", help: "seconds an agent lives on without its controller before it exits" },
@@ -34,15 +42,28 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_CONTROLLER_ADDR", default: "", help: "address of this controller as the cloud hosts reach it; unset = picked from the route to the first host" },
     Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
     Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
-    Var { name: "DISTZERO_SWEEP_SEEDS", default: "200", help: "default number of seeds of a sweep" },
-    Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep; 0 = one per core" },
+    Var { name: "DISTZERO_SWEEP_SEEDS", default: "200", help: "default number of seeds of distzero-sweep (its --seeds); cargo test reads DISTZERO_SEEDS" },
+    Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep (distzero-sweep, or a workflow test under DISTZERO_SEEDS); 0 = one per core" },
     Var { name: "DISTZERO_MAX_EVENTS", default: "1000000000", help: "event budget of one simulated run (one seed of a sweep); more fails the run" },
-    Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one seed of a sweep or replay, in seconds (decimals allowed); more fails the seed" },
+    Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one simulated run (a workflow test's seed, one seed of a sweep, a replay), in seconds (decimals allowed); more fails the seed" },
 ];
 
 /// Separates the arguments in `DISTZERO_AGENT_ARGS` (the ASCII unit
 /// separator: no argument a provider makes contains it).
 pub const AGENT_ARGS_SEP: char = '\u{1f}';
+
+/// Settings that only simulation honours. A real mode (loopback, virtual,
+/// cloud) refuses to run when one is not at its default
+/// ([`Settings::refuse_simulation_only`]), rather than silently ignore it.
+pub const SIMULATION_ONLY: &[&str] = &[
+    "DISTZERO_SEEDS",
+    "DISTZERO_CHECK_DETERMINISM",
+    "DISTZERO_BUGGIFY",
+    "DISTZERO_REORDER",
+    "DISTZERO_DUPLICATE",
+    "DISTZERO_LATENCY",
+    "DISTZERO_LOSS",
+];
 
 /// Loaded settings: raw values from the environment over `.env`, validated.
 #[derive(Clone, Debug)]
@@ -141,7 +162,12 @@ impl Settings {
     fn validate(&self) -> Result<()> {
         self.seed()?;
         self.log_level()?;
+        self.seeds()?;
+        self.check_determinism()?;
         self.buggify()?;
+        self.reorder()?;
+        self.duplicate()?;
+        self.default_link()?;
         self.agent_orphan()?;
         self.sweep_seeds()?;
         self.sweep_jobs()?;
@@ -198,11 +224,79 @@ impl Settings {
     }
 
     pub fn buggify(&self) -> Result<f64> {
-        let v = self.raw("DISTZERO_BUGGIFY");
-        match v.parse::<f64>() {
-            Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-            _ => Err(bad("DISTZERO_BUGGIFY", v, "a probability from 0.0 to 1.0")),
+        probability(self, "DISTZERO_BUGGIFY")
+    }
+
+    /// The seeds a workflow test sweeps (`DISTZERO_SEEDS`): `N` is `0..N`,
+    /// `A..B` is `A..B` (B excluded); None = one seed.
+    pub fn seeds(&self) -> Result<Option<Range<u64>>> {
+        let Some(v) = self.opt("DISTZERO_SEEDS") else {
+            return Ok(None);
+        };
+        let range = match v.split_once("..") {
+            Some((a, b)) => a
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .zip(b.trim().parse::<u64>().ok()),
+            None => v.parse::<u64>().ok().map(|n| (0, n)),
+        };
+        match range {
+            Some((a, b)) if a < b => Ok(Some(a..b)),
+            _ => Err(bad(
+                "DISTZERO_SEEDS",
+                v,
+                "a positive number of seeds N (seeds 0 to N-1) or a range A..B with A < B (seeds A to B-1)",
+            )),
         }
+    }
+
+    /// Run each seed twice and compare the logs (`DISTZERO_CHECK_DETERMINISM`).
+    pub fn check_determinism(&self) -> Result<bool> {
+        flag(self, "DISTZERO_CHECK_DETERMINISM")
+    }
+
+    /// Simulation reorders messages per pair (`DISTZERO_REORDER`).
+    pub fn reorder(&self) -> Result<bool> {
+        flag(self, "DISTZERO_REORDER")
+    }
+
+    /// Probability that simulation delivers a message twice (`DISTZERO_DUPLICATE`).
+    pub fn duplicate(&self) -> Result<f64> {
+        probability(self, "DISTZERO_DUPLICATE")
+    }
+
+    /// The link of every simulated pair a test does not set:
+    /// `DISTZERO_LATENCY` and `DISTZERO_LOSS`.
+    pub fn default_link(&self) -> Result<Link> {
+        let v = self.raw("DISTZERO_LATENCY");
+        let latency = parse_latency(v).ok_or_else(|| {
+            bad(
+                "DISTZERO_LATENCY",
+                v,
+                "a duration such as 0, 250us, 1ms or 1.5s, or a uniform range min..max such as 500us..1500us (min <= max; units ns, us, ms, s)",
+            )
+        })?;
+        Ok(Link {
+            latency,
+            loss: probability(self, "DISTZERO_LOSS")?,
+        })
+    }
+
+    /// In a real mode (`mode`: its name), refuse the [`SIMULATION_ONLY`]
+    /// settings not at their default: one line naming the first such
+    /// variable and why.
+    pub fn refuse_simulation_only(&self, mode: &str) -> Result<()> {
+        for name in SIMULATION_ONLY {
+            let default = VARS.iter().find(|v| v.name == *name).map(|v| v.default);
+            let value = self.raw(name);
+            if Some(value) != default {
+                return Err(Error::Setting(format!(
+                    "{name}={value:?} is simulation-only and {mode} mode cannot honour it: unset it, or run only the simulated tests (cargo test simulated)"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn agent_bin(&self) -> Option<PathBuf> {
@@ -352,6 +446,52 @@ impl Settings {
     }
 }
 
+fn flag(s: &Settings, var: &str) -> Result<bool> {
+    match s.raw(var) {
+        "0" | "false" => Ok(false),
+        "1" | "true" => Ok(true),
+        v => Err(bad(var, v, "0 or 1 (or false, true)")),
+    }
+}
+
+fn probability(s: &Settings, var: &str) -> Result<f64> {
+    let v = s.raw(var);
+    match v.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(bad(var, v, "a probability from 0.0 to 1.0")),
+    }
+}
+
+/// `0`, or a number and a unit (ns, us, ms, s): `250us`, `1.5ms`.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v == "0" {
+        return Some(Duration::ZERO);
+    }
+    let at = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = v.split_at(at);
+    let unit_ns = match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return None,
+    };
+    let ns = number.trim().parse::<f64>().ok()? * unit_ns;
+    (ns.is_finite() && (0.0..1e18).contains(&ns)).then(|| Duration::from_nanos(ns.round() as u64))
+}
+
+/// A duration (fixed latency) or `min..max` (uniform, min <= max).
+fn parse_latency(v: &str) -> Option<Latency> {
+    match v.split_once("..") {
+        Some((a, b)) => {
+            let (min, max) = (parse_duration(a)?, parse_duration(b)?);
+            (min <= max).then_some(Latency::Uniform { min, max })
+        }
+        None => parse_duration(v).map(Latency::Fixed),
+    }
+}
+
 fn find_env_file(start: &Path) -> Option<PathBuf> {
     let mut dir = Some(start);
     while let Some(d) = dir {
@@ -494,6 +634,37 @@ mod tests {
                 "a positive number of seconds",
             ),
             ("DISTZERO_BUGGIFY", "2", "a probability from 0.0 to 1.0"),
+            ("DISTZERO_LOSS", "0.5%", "a probability from 0.0 to 1.0"),
+            (
+                "DISTZERO_DUPLICATE",
+                "-0.1",
+                "a probability from 0.0 to 1.0",
+            ),
+            ("DISTZERO_REORDER", "yes", "0 or 1 (or false, true)"),
+            ("DISTZERO_CHECK_DETERMINISM", "2", "0 or 1 (or false, true)"),
+            (
+                "DISTZERO_LATENCY",
+                "fast",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            (
+                "DISTZERO_LATENCY",
+                "5",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            (
+                "DISTZERO_LATENCY",
+                "2ms..1ms",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            (
+                "DISTZERO_LATENCY",
+                "1ms..",
+                "a duration such as 0, 250us, 1ms or 1.5s",
+            ),
+            ("DISTZERO_SEEDS", "0", "a positive number of seeds N"),
+            ("DISTZERO_SEEDS", "9..3", "a positive number of seeds N"),
+            ("DISTZERO_SEEDS", "many", "a positive number of seeds N"),
             ("DISTZERO_BUGGIFY", "often", "a probability from 0.0 to 1.0"),
             (
                 "DISTZERO_AGENT_ORPHAN_SECS",
@@ -570,6 +741,89 @@ mod tests {
         .unwrap();
         assert_eq!(s.max_events().unwrap(), 5000);
         assert_eq!(s.sweep_seed_timeout().unwrap(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn hostility_and_seeds_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.default_link().unwrap(), Link::default());
+        assert_eq!((s.reorder().unwrap(), s.duplicate().unwrap()), (false, 0.0));
+        assert_eq!(s.seeds().unwrap(), None);
+        assert!(!s.check_determinism().unwrap());
+        let s = Settings::from_sources(
+            &env(&[
+                ("DISTZERO_LATENCY", "1.5ms"),
+                ("DISTZERO_LOSS", "0.01"),
+                ("DISTZERO_REORDER", "1"),
+                ("DISTZERO_DUPLICATE", "0.05"),
+                ("DISTZERO_SEEDS", "500"),
+                ("DISTZERO_CHECK_DETERMINISM", "true"),
+            ]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            s.default_link().unwrap(),
+            Link::fixed(Duration::from_micros(1500)).with_loss(0.01)
+        );
+        assert_eq!((s.reorder().unwrap(), s.duplicate().unwrap()), (true, 0.05));
+        assert_eq!(s.seeds().unwrap(), Some(0..500));
+        assert!(s.check_determinism().unwrap());
+        let s = Settings::from_sources(
+            &env(&[
+                ("DISTZERO_LATENCY", "0..2s"),
+                ("DISTZERO_SEEDS", "1000..1500"),
+            ]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            s.default_link().unwrap().latency,
+            Latency::Uniform {
+                min: Duration::ZERO,
+                max: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(s.seeds().unwrap(), Some(1000..1500));
+        assert_eq!(parse_duration("250ns"), Some(Duration::from_nanos(250)));
+        assert_eq!(parse_duration("1 ms"), Some(Duration::from_millis(1)));
+        assert_eq!(parse_duration("1m"), None);
+    }
+
+    #[test]
+    fn real_modes_refuse_simulation_only_settings() {
+        Settings::defaults()
+            .refuse_simulation_only("loopback")
+            .unwrap();
+        // Written out at their defaults they are no change.
+        let s = Settings::from_sources(
+            &env(&[
+                ("DISTZERO_BUGGIFY", "0.05"),
+                ("DISTZERO_LATENCY", "500us..1500us"),
+            ]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        s.refuse_simulation_only("loopback").unwrap();
+        for (var, value) in [
+            ("DISTZERO_REORDER", "1"),
+            ("DISTZERO_DUPLICATE", "0.1"),
+            ("DISTZERO_LATENCY", "1ms"),
+            ("DISTZERO_LOSS", "0.01"),
+            ("DISTZERO_BUGGIFY", "0.2"),
+            ("DISTZERO_SEEDS", "50"),
+            ("DISTZERO_CHECK_DETERMINISM", "1"),
+        ] {
+            let s = Settings::from_sources(&env(&[(var, value)]), &env(&[]), None).unwrap();
+            let e = s.refuse_simulation_only("virtual").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("{var}={value:?} is simulation-only and virtual mode cannot honour it: unset it, or run only the simulated tests (cargo test simulated)")
+            );
+        }
     }
 
     #[test]

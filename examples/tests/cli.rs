@@ -69,6 +69,7 @@ fn the_printed_replay_reads_the_sweeps_buggify_and_is_byte_identical() {
     let env = vec![
         ("DISTZERO_BUGGIFY".to_string(), "0.3".to_string()),
         ("DISTZERO_LOG_DIR".to_string(), logs.display().to_string()),
+        ("DISTZERO_LATENCY".to_string(), "1ms..2ms".to_string()),
     ];
     let (ok, text) = cli(
         &dir,
@@ -76,9 +77,10 @@ fn the_printed_replay_reads_the_sweeps_buggify_and_is_byte_identical() {
         &words("kv-ack-before-replicate --quiet --no-shrink --jobs 2 --seeds 50"),
     );
     assert!(!ok, "the planted bug is found:\n{text}");
+    assert!(text.contains("time: first failure after "), "{text}");
     let (replay_env, replay_args) = replay_line(&text);
     assert!(
-        replay_env.contains(&env[0]) && replay_env.contains(&env[1]),
+        env.iter().all(|kv| replay_env.contains(kv)),
         "the replay line repeats the settings: {replay_env:?}"
     );
     let seed: u64 = replay_args.last().unwrap().parse().unwrap();

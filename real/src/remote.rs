@@ -1036,7 +1036,12 @@ pub fn run_remote_workflow(
     make_provider: impl FnOnce(&Settings, &str, &Path) -> Result<Box<dyn Provider>>,
     body: fn(&mut dyn Cluster) -> Result<()>,
 ) {
-    let settings = match Settings::load() {
+    // Simulation-only settings (reorder, latency, buggify, seeds, …) are
+    // refused, not silently ignored.
+    let settings = match Settings::load().and_then(|s| {
+        s.refuse_simulation_only(mode.name())?;
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => panic!(
             "workflow test `{test_name}` ({} mode) cannot start: {e}",

@@ -21,6 +21,7 @@ pub mod workload;
 pub use cluster::{SimCluster, SimConfig, SimStats, Spent};
 pub use nemesis::{Fault, Schedule, Step};
 pub use runner::{
-    log_dir_for, run_workflow, seed_for, try_workflow, BudgetSpent, Failure, SimSettings,
+    check_workflow, log_dir_for, replay_command, replay_env, run_workflow, seed_for, shell_word,
+    try_workflow, BudgetSpent, Failure, SimSettings, WorkflowFailure, RUN_SETTINGS,
 };
 pub use sweep::{sweep, Scenario, SweepOptions, SweepReport, Workflow};

@@ -96,6 +96,17 @@ impl Schedule {
 
     /// Apply one fault now.
     pub fn apply(c: &mut dyn Cluster, machines: &[MachineId], fault: &Fault) -> Result<()> {
+        Self::apply_on(c, machines, fault, Link::default())
+    }
+
+    /// Apply one fault now, on links that are `base` when no fault changed
+    /// them: a latency fault keeps `base`'s loss.
+    pub fn apply_on(
+        c: &mut dyn Cluster,
+        machines: &[MachineId],
+        fault: &Fault,
+        base: Link,
+    ) -> Result<()> {
         let m = |i: &u32| machines[*i as usize % machines.len()];
         tracing::info!(fault = ?fault, "nemesis");
         match fault {
@@ -116,7 +127,7 @@ impl Schedule {
                     min: Duration::from_millis(*min_ms),
                     max: Duration::from_millis(*max_ms),
                 },
-                loss: 0.0,
+                loss: base.loss,
             }),
         }
     }
@@ -125,6 +136,19 @@ impl Schedule {
     /// until `total` has passed; then heal everything, resume and restart
     /// every machine so the system can converge.
     pub fn run(&self, c: &mut dyn Cluster, machines: &[MachineId], total: Duration) -> Result<()> {
+        self.run_on(c, machines, total, Link::default())
+    }
+
+    /// [`Schedule::run`] on a cluster whose links are `base` when no fault
+    /// changed them (the run's default link: `DISTZERO_LATENCY`,
+    /// `DISTZERO_LOSS`): the recovery restores `base`.
+    pub fn run_on(
+        &self,
+        c: &mut dyn Cluster,
+        machines: &[MachineId],
+        total: Duration,
+        base: Link,
+    ) -> Result<()> {
         if machines.is_empty() && self.steps.is_empty() && total.is_zero() {
             return Ok(()); // nothing to fault, nothing to recover
         }
@@ -134,23 +158,28 @@ impl Schedule {
             if at > c.now() {
                 c.run_for(at - c.now())?;
             }
-            Self::apply(c, machines, &step.fault)?;
+            Self::apply_on(c, machines, &step.fault, base)?;
         }
         if start + total > c.now() {
             c.run_for(start + total - c.now())?;
         }
-        Self::recover(c, machines)
+        Self::recover_to(c, machines, base)
     }
 
     /// Heal all links, resume paused and restart crashed machines.
     pub fn recover(c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()> {
+        Self::recover_to(c, machines, Link::default())
+    }
+
+    /// [`Schedule::recover`], setting every link back to `base`.
+    pub fn recover_to(c: &mut dyn Cluster, machines: &[MachineId], base: Link) -> Result<()> {
         tracing::info!("nemesis: heal, resume and restart everything");
         c.heal_all()?;
         for &m in machines {
             c.resume(m)?;
             c.restart(m)?;
         }
-        c.set_all_links(Link::default())
+        c.set_all_links(base)
     }
 
     /// Rust that rebuilds this schedule, to paste into a test.

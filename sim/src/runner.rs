@@ -1,11 +1,14 @@
 //! Running a workflow test in simulation, and the failure report.
 
 use crate::cluster::Spent;
-use crate::{SimCluster, SimConfig};
+use crate::sweep::{self, Workflow};
+use crate::{SimCluster, SimConfig, SweepOptions, SweepReport};
 use distzero_core::settings::{SeedChoice, Settings};
-use distzero_core::{Cluster, Error, Registry, Result};
+use distzero_core::{Cluster, Error, Link, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a simulated run takes from the [`Settings`]: the one place that
@@ -16,6 +19,13 @@ use std::time::Duration;
 pub struct SimSettings {
     /// Probability that `ctx.buggify()` is true (`DISTZERO_BUGGIFY`).
     pub buggify: f64,
+    /// Reorder messages per pair, beyond the contract (`DISTZERO_REORDER`).
+    pub reorder: bool,
+    /// Probability of delivering a message twice (`DISTZERO_DUPLICATE`).
+    pub duplicate: f64,
+    /// Link of every pair a test does not set (`DISTZERO_LATENCY`,
+    /// `DISTZERO_LOSS`); a nemesis's recovery restores it.
+    pub default_link: Link,
     /// Least level written when a run writes logs (`DISTZERO_LOG_LEVEL`).
     pub log_level: Option<tracing::Level>,
     /// Most events of one run, one seed (`DISTZERO_MAX_EVENTS`).
@@ -32,6 +42,9 @@ impl SimSettings {
     pub fn from_settings(settings: &Settings) -> Result<SimSettings> {
         Ok(SimSettings {
             buggify: settings.buggify()?,
+            reorder: settings.reorder()?,
+            duplicate: settings.duplicate()?,
+            default_link: settings.default_link()?,
             log_level: settings.log_level()?,
             max_events: settings.max_events()?,
             max_events_per_instant: crate::cluster::MAX_EVENTS_PER_INSTANT,
@@ -49,9 +62,53 @@ impl SimSettings {
             None
         };
         config.buggify = self.buggify;
+        config.reorder = self.reorder;
+        config.duplicate = self.duplicate;
+        config.default_link = self.default_link;
         config.max_events = self.max_events;
         config.max_events_per_instant = self.max_events_per_instant;
         config
+    }
+}
+
+/// The settings that change what one simulated run does or writes: a
+/// replay command repeats those not at their default, so it reads what the
+/// sweep or the test read.
+pub const RUN_SETTINGS: &[&str] = &[
+    "DISTZERO_BUGGIFY",
+    "DISTZERO_REORDER",
+    "DISTZERO_DUPLICATE",
+    "DISTZERO_LATENCY",
+    "DISTZERO_LOSS",
+    "DISTZERO_LOG_LEVEL",
+    "DISTZERO_LOG_DIR",
+    "DISTZERO_MAX_EVENTS",
+    "DISTZERO_SWEEP_SEED_TIMEOUT",
+];
+
+/// The [`RUN_SETTINGS`] of `settings` not at their default, as shell words
+/// `VAR=value ` (each followed by a space), to put before a replay command.
+pub fn replay_env(settings: &Settings) -> String {
+    let defaults = Settings::defaults();
+    let mut out = String::new();
+    for var in RUN_SETTINGS {
+        let v = settings.raw(var);
+        if v != defaults.raw(var) {
+            out.push_str(&format!("{var}={} ", shell_word(v)));
+        }
+    }
+    out
+}
+
+/// `v` as one shell word: as is if plain, else single-quoted.
+pub fn shell_word(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:,+=@".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', r"'\''"))
     }
 }
 
@@ -111,15 +168,21 @@ pub struct Failure {
     pub seed: u64,
     pub message: String,
     pub log_dir: PathBuf,
+    /// The run's settings not at their default, as `VAR=value ` words
+    /// ([`replay_env`]): the replay command repeats them.
+    pub env: String,
 }
 
 impl Failure {
     pub fn replay_command(&self) -> String {
-        format!(
-            "DISTZERO_SEED={} cargo test simulated::{}",
-            self.seed, self.test
-        )
+        replay_command(&self.test, self.seed, &self.env)
     }
+}
+
+/// `DISTZERO_SEED=<seed> <env>cargo test simulated::<test>`: the one
+/// command that replays a seed of a workflow test exactly.
+pub fn replay_command(test: &str, seed: u64, env: &str) -> String {
+    format!("DISTZERO_SEED={seed} {env}cargo test simulated::{test}")
 }
 
 impl std::fmt::Display for Failure {
@@ -166,7 +229,10 @@ pub fn log_dir_for(settings: &Settings, test: &str, seed: u64) -> PathBuf {
         .join(format!("simulated-{seed}"))
 }
 
-/// Run `body` on a fresh simulated cluster; a panic or error becomes a [`Failure`].
+/// Run `body` on a fresh simulated cluster with `seed` and the run
+/// settings of `settings` ([`SimSettings`]), held to the wall-time budget of
+/// one seed; a panic or error becomes a [`Failure`]. The same run, byte for
+/// byte, as one seed of a sweep of the [`Workflow`].
 pub fn try_workflow(
     test: &str,
     seed: u64,
@@ -180,10 +246,28 @@ pub fn try_workflow(
         seed,
         message,
         log_dir: log_dir.map(Path::to_path_buf).unwrap_or_default(),
+        env: replay_env(settings),
     };
     let sim = SimSettings::from_settings(settings).map_err(|e| failure(e.to_string()))?;
     let config = sim.config(seed, registry, log_dir);
-    run_sim(config, false, "workflow", None, &mut |c| body(c)).map_err(|f| failure(f.message))
+    let watchdog = sweep::Watchdog::start();
+    run_watched(config, &sim, false, "workflow", &watchdog, &mut |c| body(c))
+        .map_err(|f| failure(f.message))
+}
+
+/// [`run_sim`] held to `sim`'s wall-time budget by `watchdog`.
+pub(crate) fn run_watched(
+    mut config: SimConfig,
+    sim: &SimSettings,
+    quiet: bool,
+    what: &str,
+    watchdog: &sweep::Watchdog,
+    body: &mut dyn FnMut(&mut dyn Cluster) -> Result<()>,
+) -> std::result::Result<(), RunFailure> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    config.cancel = Some(cancel.clone());
+    let _armed = watchdog.arm(sim.seed_timeout, cancel);
+    run_sim(config, quiet, what, Some(sim.seed_timeout), body)
 }
 
 /// Build a simulated cluster from `config`, run `body` on it (panics
@@ -255,20 +339,97 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// What `workflow_tests!` calls for `simulated::<test>`: seed from
-/// DISTZERO_SEED (or the test name), logs in `.tmp/<test>/simulated-<seed>/`,
-/// and on failure a report with the seed, the log folder and the replay command.
+/// Why a simulated workflow test failed: what it prints.
+#[derive(Debug)]
+pub enum WorkflowFailure {
+    /// A setting has a bad value.
+    Settings(Error),
+    /// The one seed of the test failed (or, under
+    /// `DISTZERO_CHECK_DETERMINISM`, its two runs differ).
+    Seed(Box<Failure>),
+    /// A sweep over `DISTZERO_SEEDS` found a failing or nondeterministic seed.
+    Sweep(Box<SweepReport>),
+}
+
+impl std::fmt::Display for WorkflowFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkflowFailure::Settings(e) => write!(f, "distzero settings: {e}"),
+            WorkflowFailure::Seed(fl) => write!(f, "{fl}"),
+            WorkflowFailure::Sweep(r) => write!(f, "{}", r.to_string().trim_end()),
+        }
+    }
+}
+
+/// A simulated workflow test under `settings`. With `DISTZERO_SEEDS` (and
+/// no `DISTZERO_SEED`), a [`sweep`](crate::sweep::sweep) of the
+/// [`Workflow`] over those seeds on `DISTZERO_SWEEP_JOBS` threads, stopping
+/// at the first failure, whose seed is run again with full logs; else one
+/// seed (`DISTZERO_SEED`, or the test name's) with logs in
+/// `<DISTZERO_LOG_DIR>/<test>/simulated-<seed>/`. Under
+/// `DISTZERO_CHECK_DETERMINISM` every seed runs twice and the logs of the
+/// two runs must be the same bytes.
+pub fn check_workflow(
+    test: &str,
+    registry: Registry,
+    body: fn(&mut dyn Cluster) -> Result<()>,
+    settings: &Settings,
+) -> std::result::Result<(), WorkflowFailure> {
+    use WorkflowFailure as F;
+    let one_seed = !matches!(
+        settings.seed().map_err(F::Settings)?,
+        SeedChoice::FromTestName
+    );
+    if let (Some(seeds), false) = (settings.seeds().map_err(F::Settings)?, one_seed) {
+        let scenario = Workflow {
+            name: test.to_string(),
+            registry,
+            body,
+        };
+        let mut opts = SweepOptions::from_settings(settings).map_err(F::Settings)?;
+        opts.seeds = seeds;
+        let env = replay_env(settings);
+        let report = sweep::sweep(&scenario, &opts, &|seed| replay_command(test, seed, &env));
+        return if report.passed() {
+            Ok(())
+        } else {
+            Err(F::Sweep(Box::new(report)))
+        };
+    }
+    let seed = seed_for(test, settings).map_err(F::Settings)?;
+    let dir = log_dir_for(settings, test, seed);
+    try_workflow(test, seed, Some(&dir), settings, registry.clone(), &body)
+        .map_err(|f| F::Seed(Box::new(f)))?;
+    if settings.check_determinism().map_err(F::Settings)? {
+        let again = dir.with_file_name(format!("simulated-{seed}-again"));
+        let second = try_workflow(test, seed, Some(&again), settings, registry, &body);
+        if second.is_err() || !sweep::same_tree(&dir, &again) {
+            return Err(F::Seed(Box::new(Failure {
+                test: test.to_string(),
+                seed,
+                message: format!(
+                    "NONDETERMINISTIC: two runs of seed {seed} gave different logs (DISTZERO_CHECK_DETERMINISM): compare {} with {}",
+                    dir.display(),
+                    again.display()
+                ),
+                log_dir: dir,
+                env: replay_env(settings),
+            })));
+        }
+        let _ = std::fs::remove_dir_all(&again);
+    }
+    Ok(())
+}
+
+/// What `workflow_tests!` calls for `simulated::<test>`: [`check_workflow`]
+/// under the settings of the environment and `.env`; a failure panics with
+/// the seed, the log folder and the one command that replays it.
 pub fn run_workflow(test: &str, registry: Registry, body: fn(&mut dyn Cluster) -> Result<()>) {
-    let settings = match Settings::load() {
-        Ok(s) => s,
-        Err(e) => panic!("distzero settings: {e}"),
+    let failure = match Settings::load() {
+        Ok(settings) => check_workflow(test, registry, body, &settings),
+        Err(e) => Err(WorkflowFailure::Settings(e)),
     };
-    let seed = match seed_for(test, &settings) {
-        Ok(s) => s,
-        Err(e) => panic!("distzero settings: {e}"),
-    };
-    let dir = log_dir_for(&settings, test, seed);
-    if let Err(f) = try_workflow(test, seed, Some(&dir), &settings, registry, &body) {
+    if let Err(f) = failure {
         panic!("\n{f}\n");
     }
 }

@@ -2,20 +2,25 @@
 //! bar, shrinking of the failing fault schedule, and a determinism check.
 
 use crate::nemesis::Schedule;
-use crate::runner::{run_sim, BudgetSpent, RunFailure, SimSettings};
+use crate::runner::{run_watched, BudgetSpent, RunFailure, SimSettings};
 use distzero_core::{Cluster, MachineId, Registry, Result, Settings};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A workload plus a nemesis: what a sweep runs once per seed.
 pub trait Scenario: Sync {
     /// Short name: the log folder and the CLI use it.
     fn name(&self) -> &str;
+    /// What it is, in reports and in the log line of a failure
+    /// ("`scenario` failed").
+    fn label(&self) -> &str {
+        "scenario"
+    }
     fn registry(&self) -> Registry;
     /// Machines the nemesis may hit (the scenario adds them in `setup`).
     fn machines(&self) -> u32;
@@ -37,8 +42,10 @@ pub trait Scenario: Sync {
 }
 
 /// A workflow test as a scenario: no nemesis of its own (the body injects
-/// its faults), swept over seeds like any scenario. A failing seed replays
-/// with `DISTZERO_SEED=<seed> cargo test simulated::<name>`.
+/// its faults), swept over seeds like any scenario; what `cargo test
+/// simulated` runs under `DISTZERO_SEEDS`. One seed of it is the same run,
+/// byte for byte, as [`crate::try_workflow`] of that seed (so a failing seed
+/// replays with `DISTZERO_SEED=<seed> cargo test simulated::<name>`).
 pub struct Workflow {
     pub name: String,
     pub registry: Registry,
@@ -48,6 +55,9 @@ pub struct Workflow {
 impl Scenario for Workflow {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn label(&self) -> &str {
+        "workflow"
     }
     fn registry(&self) -> Registry {
         self.registry.clone()
@@ -123,14 +133,11 @@ fn run_seed(
     sim: &SimSettings,
     watchdog: &Watchdog,
 ) -> std::result::Result<(), RunFailure> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut cfg = sim.config(seed, scenario.registry(), log_dir);
-    cfg.cancel = Some(cancel.clone());
-    let _armed = watchdog.arm(sim.seed_timeout, cancel);
-    run_sim(cfg, true, "scenario", Some(sim.seed_timeout), &mut |c| {
+    let cfg = sim.config(seed, scenario.registry(), log_dir);
+    run_watched(cfg, sim, true, scenario.label(), watchdog, &mut |c| {
         let machines = scenario.setup(c)?;
         scenario.start(c, &machines)?;
-        schedule.run(c, &machines, scenario.fault_window())?;
+        schedule.run_on(c, &machines, scenario.fault_window(), sim.default_link)?;
         scenario.check(c, &machines)
     })
 }
@@ -367,12 +374,14 @@ pub struct SweepOptions {
 }
 
 impl SweepOptions {
-    /// From the settings: seeds, jobs, log folder and [`SimSettings`]; the
-    /// rest as [`SweepOptions::default`]. A bad value names its variable.
+    /// From the settings: seeds (`DISTZERO_SWEEP_SEEDS`), jobs, the
+    /// determinism check, log folder and [`SimSettings`]; the rest as
+    /// [`SweepOptions::default`]. A bad value names its variable.
     pub fn from_settings(settings: &Settings) -> Result<SweepOptions> {
         Ok(SweepOptions {
             seeds: 0..settings.sweep_seeds()?,
             jobs: settings.sweep_jobs()?,
+            check_determinism: settings.check_determinism()?,
             log_root: settings.log_dir(),
             sim: SimSettings::from_settings(settings)?,
             ..SweepOptions::default()
@@ -417,11 +426,21 @@ pub struct SweepFailure {
 #[derive(Clone, Debug, Default)]
 pub struct SweepReport {
     pub scenario: String,
+    /// The scenario's [`Scenario::label`]: "scenario", "workflow".
+    pub label: String,
+    /// Whether the scenario has a nemesis (machines to fault and room for
+    /// faults): without one there is no schedule to shrink.
+    pub nemesis: bool,
     pub ran: u64,
     pub failures: Vec<SweepFailure>,
     /// Seeds whose two runs gave different logs.
     pub nondeterministic: Vec<u64>,
+    /// Wall time of the whole sweep (running, re-running with logs, shrinking).
     pub elapsed: Duration,
+    /// Wall time from the start until a seed first failed.
+    pub to_first_failure: Option<Duration>,
+    /// Wall time spent shrinking (zero if nothing was shrunk).
+    pub shrinking: Duration,
 }
 
 impl SweepReport {
@@ -435,13 +454,30 @@ impl std::fmt::Display for SweepReport {
         let rate = self.ran as f64 / self.elapsed.as_secs_f64().max(1e-9);
         writeln!(
             f,
-            "scenario {}: {} seeds in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
+            "{} {}: {} seeds in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
+            if self.label.is_empty() {
+                "scenario"
+            } else {
+                &self.label
+            },
             self.scenario,
             self.ran,
             self.elapsed.as_secs_f64(),
             self.failures.len(),
             self.nondeterministic.len()
         )?;
+        if let Some(t) = self.to_first_failure {
+            let shrinking = if self.shrinking.is_zero() {
+                "no shrinking".to_string()
+            } else {
+                format!("{:.2} s shrinking", self.shrinking.as_secs_f64())
+            };
+            writeln!(
+                f,
+                "time: first failure after {:.2} s, {shrinking}",
+                t.as_secs_f64()
+            )?;
+        }
         for s in &self.nondeterministic {
             writeln!(f, "NONDETERMINISTIC seed {s}: two runs gave different logs")?;
         }
@@ -452,7 +488,15 @@ impl std::fmt::Display for SweepReport {
                 None => writeln!(f, "  violated: {}", fl.message)?,
             }
             writeln!(f, "  logs:     {}", fl.log_dir.display())?;
-            writeln!(f, "  schedule:\n{}", fl.schedule.describe().trim_end())?;
+            if self.nemesis || !fl.schedule.is_empty() {
+                writeln!(f, "  schedule:\n{}", fl.schedule.describe().trim_end())?;
+            } else {
+                writeln!(
+                    f,
+                    "  schedule: none: a {} has no nemesis yet (its faults come from its own code), so there is no fault schedule to shrink",
+                    if self.label.is_empty() { "scenario" } else { &self.label }
+                )?;
+            }
             if let Some((s, m)) = &fl.shrunk {
                 writeln!(f, "  shrunk to {} fault(s):", s.steps.len())?;
                 writeln!(f, "{}", s.describe().trim_end())?;
@@ -513,6 +557,7 @@ pub fn sweep(
     let failing = Mutex::new(Vec::<(u64, RunFailure)>::new());
     let nondet = Mutex::new(Vec::<u64>::new());
     let ran = AtomicU64::new(0);
+    let first_failure = OnceLock::<Duration>::new();
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
@@ -547,6 +592,7 @@ pub fn sweep(
                 };
                 ran.fetch_add(1, Ordering::Relaxed);
                 if let Err(m) = result {
+                    first_failure.get_or_init(|| start.elapsed());
                     let mut f = failing.lock().expect("poisoned");
                     f.push((seed, m));
                     bar.set_message(format!("{} failing", f.len()));
@@ -565,6 +611,7 @@ pub fn sweep(
         failing.truncate(1);
     }
     let mut failures = Vec::new();
+    let mut shrinking = Duration::ZERO;
     for (i, (seed, first)) in failing.into_iter().enumerate() {
         let schedule = schedule_for(scenario, seed);
         let log_dir = opts
@@ -585,7 +632,9 @@ pub fn sweep(
         let exact = !matches!(budget, Some(BudgetSpent::WallTime(_)));
         let shrunk =
             (i == 0 && exact && opts.shrink_budget > 0 && !schedule.is_empty()).then(|| {
+                let began = Instant::now();
                 let (s, m) = shrink_with(scenario, seed, opts, &watchdog);
+                shrinking = began.elapsed();
                 let dir = opts
                     .log_root
                     .join(scenario.name())
@@ -607,10 +656,14 @@ pub fn sweep(
     nondeterministic.sort();
     SweepReport {
         scenario: scenario.name().to_string(),
+        label: scenario.label().to_string(),
+        nemesis: scenario.machines() > 0 && scenario.max_faults() > 0,
         ran: ran.into_inner(),
         failures,
         nondeterministic,
         elapsed: start.elapsed(),
+        to_first_failure: first_failure.into_inner(),
+        shrinking,
     }
 }
 

@@ -180,6 +180,18 @@ fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
     );
     let (shrunk, msg) = f.shrunk.clone().expect("shrunk");
     assert!(msg.contains("an acknowledged increment was lost"), "{msg}");
+    // The time to the first failure and the time shrinking, apart.
+    let first = report.to_first_failure.expect("time to the first failure");
+    assert!(!report.shrinking.is_zero() && first + report.shrinking <= report.elapsed);
+    let text = report.to_string();
+    assert!(
+        text.contains("time: first failure after ") && text.contains(" s shrinking"),
+        "{text}"
+    );
+    assert!(
+        text.contains("schedule:\n  at "),
+        "a nemesis prints its schedule: {text}"
+    );
     assert!(shrunk.steps.len() <= f.schedule.steps.len());
     assert!(
         shrunk
@@ -592,7 +604,8 @@ fn the_failure_line_carries_the_simulated_time_of_the_failure() {
     let line = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["message"] == "scenario failed")
+        // A workflow's failure line, as in `cargo test simulated`.
+        .find(|v| v["message"] == "workflow failed")
         .unwrap_or_else(|| panic!("no failure line in:\n{text}"));
     assert_eq!(line["time"].as_f64(), Some(1.234), "{line}");
     let _ = std::fs::remove_dir_all(o.log_root);

@@ -36,7 +36,8 @@ struct Args {
     /// Run only shard i of n (`i/n`, seeds with seed % n == i).
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(u64, u64)>,
-    /// Run every seed twice with full logs and compare them byte for byte.
+    /// Run every seed twice with full logs and compare them byte for byte
+    /// (also DISTZERO_CHECK_DETERMINISM=1).
     #[arg(long)]
     check_determinism: bool,
     /// Threads (default: DISTZERO_SWEEP_JOBS, 0 = one per core).
@@ -73,38 +74,6 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
                 "--seed-timeout takes a positive number of seconds, such as 60 or 0.5; got `{s}`"
             )
         })
-}
-
-/// The settings a run reads, as `VAR=value ` words, for those not at their
-/// default: the replay line then reads what the sweep read, wherever it is run.
-fn settings_prefix(settings: &Settings) -> String {
-    const READ: &[&str] = &[
-        "DISTZERO_BUGGIFY",
-        "DISTZERO_LOG_LEVEL",
-        "DISTZERO_LOG_DIR",
-        "DISTZERO_MAX_EVENTS",
-        "DISTZERO_SWEEP_SEED_TIMEOUT",
-    ];
-    let defaults = Settings::defaults();
-    let mut out = String::new();
-    for var in READ {
-        let v = settings.raw(var);
-        if v != defaults.raw(var) {
-            out.push_str(&format!("{var}={} ", shell_word(v)));
-        }
-    }
-    out
-}
-
-fn shell_word(v: &str) -> String {
-    if !v.is_empty()
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/:,+=@".contains(c))
-    {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\'', r"'\''"))
-    }
 }
 
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -166,7 +135,10 @@ fn main() -> ExitCode {
         budget_args.push_str(&format!(" --seed-timeout {}", d.as_secs_f64()));
     }
     let log_root = opts.log_root.clone();
-    let prefix = settings_prefix(&settings);
+    // The settings a run reads that are not at their default (buggify,
+    // reorder, duplicate, latency, loss, logs, budgets): the replay line
+    // repeats them, so it re-runs what the sweep ran wherever it is pasted.
+    let prefix = distzero::sim::replay_env(&settings);
     let command = |seed: u64| {
         format!("{prefix}cargo run --release -p distzero-examples --bin distzero-sweep -- {name} --replay {seed}{budget_args}")
     };
@@ -213,7 +185,7 @@ fn main() -> ExitCode {
     opts.jobs = args.jobs.unwrap_or(opts.jobs);
     opts.stop_at_first = !args.keep_going;
     opts.shard = args.shard;
-    opts.check_determinism = args.check_determinism;
+    opts.check_determinism |= args.check_determinism;
     opts.progress = !args.quiet;
     if args.no_shrink {
         opts.shrink_budget = 0;
