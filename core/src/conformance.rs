@@ -320,6 +320,19 @@ fn fire(c: &mut dyn Cluster, from: NodeId, to: NodeId, count: u64) -> Result<()>
 }
 
 /// `from` sends `count` Data to `to`, `burst` every `every_ms` (0: at once).
+/// Fire `count` from `from` to `to`, let `wait` pass, and return what `to` saw.
+fn fire_and_report(
+    c: &mut dyn Cluster,
+    from: NodeId,
+    to: NodeId,
+    count: u64,
+    wait: Duration,
+) -> Result<Seen> {
+    fire(c, from, to, count)?;
+    c.run_for(wait)?;
+    seen(c, to)
+}
+
 fn hammer(
     c: &mut dyn Cluster,
     from: NodeId,
@@ -476,9 +489,7 @@ pub fn fifo_when_latency_drops_mid_flight(c: &mut dyn Cluster) -> Result<()> {
     c.set_link(a, b, Link::fixed(SLOW))?;
     fire(c, p[0], p[1], 100)?;
     c.set_link(a, b, Link::fixed(millis(1)))?;
-    fire(c, p[0], p[1], 100)?;
-    c.run_for(millis(1500))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 100, millis(1500))?;
     expect_exactly(
         &s,
         p[1],
@@ -548,9 +559,7 @@ pub fn cut_loses_in_flight_even_if_healed(c: &mut dyn Cluster) -> Result<()> {
         CUT_IN_FLIGHT,
         "50 sent at 400 ms latency, the link cut and healed right after",
     )?;
-    fire(c, p[0], p[1], 50)?;
-    c.run_for(millis(1200))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 50, millis(1200))?;
     expect_exactly(
         &s,
         p[1],
@@ -587,9 +596,7 @@ pub fn receiver_crash_loses_in_flight(c: &mut dyn Cluster) -> Result<()> {
         RECEIVER_CRASH,
         "50 sent at 400 ms latency; the receiver crashed and restarted before they would arrive",
     )?;
-    fire(c, p[0], p[1], 50)?;
-    c.run_for(millis(1200))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 50, millis(1200))?;
     expect_exactly(
         &s,
         p[1],
@@ -643,9 +650,7 @@ pub fn mail_sent_while_down_never_reaches_next_life(c: &mut dyn Cluster) -> Resu
         SENT_WHILE_DOWN,
         "100 more sent at 1 ms latency while the receiver was down (in two bursts 300 ms apart)",
     )?;
-    fire(c, p[0], p[1], 10)?;
-    c.run_for(millis(500))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 10, millis(500))?;
     expect_exactly(
         &s,
         p[1],
@@ -678,9 +683,7 @@ pub fn sender_crash_loses_in_flight(c: &mut dyn Cluster) -> Result<()> {
         "50 sent at 400 ms latency; the sender crashed right after",
     )?;
     c.restart(a)?;
-    fire(c, p[0], p[1], 10)?;
-    c.run_for(millis(1200))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 10, millis(1200))?;
     expect_exactly(
         &s,
         p[1],
@@ -749,9 +752,7 @@ pub fn release_delivers_in_order_before_later_mail(c: &mut dyn Cluster) -> Resul
     let p = probes_on(c, &[a, b])?;
     c.set_link(a, b, Link::fixed(millis(300)))?;
     c.hold(a, b)?;
-    fire(c, p[0], p[1], 50)?;
-    c.run_for(millis(700))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 50, millis(700))?;
     expect_exactly(
         &s,
         p[1],
@@ -763,9 +764,7 @@ pub fn release_delivers_in_order_before_later_mail(c: &mut dyn Cluster) -> Resul
     )?;
     c.release(a, b)?;
     c.set_link(a, b, Link::fixed(millis(1)))?;
-    fire(c, p[0], p[1], 50)?;
-    c.run_for(millis(1200))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 50, millis(1200))?;
     expect_exactly(
         &s,
         p[1],
@@ -815,9 +814,7 @@ pub fn heal_drops_what_a_hold_queued(c: &mut dyn Cluster) -> Result<()> {
         HEAL_HOLD,
         "50 more sent on a held 300 ms link, healed 100 ms later (before their latency ran out)",
     )?;
-    fire(c, p[0], p[1], 50)?;
-    c.run_for(millis(1000))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 50, millis(1000))?;
     expect_exactly(
         &s,
         p[1],
@@ -875,9 +872,7 @@ pub fn pause_then_resume_delivers_in_order(c: &mut dyn Cluster) -> Result<()> {
     fire(c, p[0], p[1], 50)?;
     c.run_for(millis(800))?;
     c.resume(b)?;
-    fire(c, p[0], p[1], 50)?;
-    c.run_for(millis(1000))?;
-    let s = seen(c, p[1])?;
+    let s = fire_and_report(c, p[0], p[1], 50, millis(1000))?;
     expect_exactly(
         &s,
         p[1],
