@@ -757,7 +757,7 @@ distzero::workflow_tests! {
     ],
 }
 
-/// A workflow is also a sweep scenario: the linearizability workflow holds
+/// A workflow test sweeps: the linearizability workflow holds
 /// on many seeds, not only on the one its name gives (and each seed's run is
 /// deterministic).
 #[test]
@@ -776,7 +776,7 @@ fn simulated_sweep_of_kv_linearizable_under_faults() {
         log_root: root.clone(),
         ..SweepOptions::default()
     };
-    let report = sweep(&scenario, &opts, &|seed| {
+    let report = sweep(&scenario, &opts, &|seed, _| {
         format!("DISTZERO_SEED={seed} cargo test simulated::kv_linearizable_under_faults")
     });
     assert!(report.passed(), "{report}");

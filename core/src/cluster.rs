@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::ids::{MachineId, NodeId};
 use crate::link::Link;
 use crate::message::{decode, encode};
+use crate::nemesis::{self, Nemesis, NemesisDriver, Schedule};
 use crate::registry::{KindOf, NodeSpec};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -99,6 +100,11 @@ pub trait Cluster {
 
     /// Stop everything and release what the run holds (also done on drop).
     fn shutdown(&mut self) -> Result<()>;
+
+    /// The nemesis state of this cluster (see [`crate::nemesis`]). Tests use
+    /// `start_nemesis`, `wait_nemesis` and `stop_nemesis`; the cluster's
+    /// waits (`run_for`, `call_bytes`) fire what comes due.
+    fn nemesis_driver(&mut self) -> &mut NemesisDriver;
 }
 
 /// A request whose reply has a type of its own: `c.request(node, &req,
@@ -185,6 +191,49 @@ impl<'a> dyn Cluster + 'a {
             }
             self.run_for(POLL)?;
         }
+    }
+
+    /// Start a nemesis (see [`crate::nemesis`]): its faults fire on the
+    /// cluster's clock while the test calls and waits, and at the end of its
+    /// window everything is healed. A nemesis still active is ended (and
+    /// healed) first.
+    pub fn start_nemesis(&mut self, n: Nemesis) -> Result<()> {
+        let now = self.now();
+        if let Some(previous) = self.nemesis_driver().begin(&n, now)? {
+            let base = self.nemesis_driver().base();
+            nemesis::recover(self, &previous, base)?;
+        }
+        // Steps at time zero fire now.
+        nemesis::fire_due(self)
+    }
+
+    /// Let the active nemesis run to the end of its window (faults firing),
+    /// which heals everything; nothing to do if none is active.
+    pub fn wait_nemesis(&mut self) -> Result<()> {
+        if let Some(end) = self.nemesis_driver().end() {
+            let now = self.now();
+            self.run_for(end.saturating_sub(now))?;
+            // A wait that ended just short of the end (real time): heal now.
+            self.stop_nemesis()?;
+        }
+        Ok(())
+    }
+
+    /// End the active nemesis now: heal every link, resume and restart its
+    /// machines, links back to the run's default.
+    pub fn stop_nemesis(&mut self) -> Result<()> {
+        match self.nemesis_driver().stop() {
+            Some(machines) => {
+                let base = self.nemesis_driver().base();
+                nemesis::recover(self, &machines, base)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The schedule each `start_nemesis` of this run ran, in order.
+    pub fn nemesis_schedules(&mut self) -> Vec<Schedule> {
+        self.nemesis_driver().schedules().to_vec()
     }
 
     /// Cut every link between machines of different groups, both ways.

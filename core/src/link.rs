@@ -70,7 +70,7 @@ impl Default for Link {
 }
 
 impl Link {
-    pub fn fixed(latency: Duration) -> Self {
+    pub const fn fixed(latency: Duration) -> Self {
         Link {
             latency: Latency::Fixed(latency),
             loss: 0.0,

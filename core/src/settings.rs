@@ -30,6 +30,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_REORDER", default: "0", help: "1 = simulation reorders messages per pair of machines, beyond the delivery contract; 0 = in order (simulation-only)" },
     Var { name: "DISTZERO_DUPLICATE", default: "0", help: "probability that simulation delivers a message twice, 0.0..=1.0, beyond the delivery contract (simulation-only)" },
     Var { name: "DISTZERO_LATENCY", default: "500us..1500us", help: "one-way latency of every simulated link a test does not set: a duration (0, 250us, 1ms, 1.5s) or a uniform range min..max such as 500us..1500us; units ns, us, ms, s (simulation-only)" },
+    Var { name: "DISTZERO_SCHEDULE", default: "", help: "fault schedules that replace the ones a test's nemesis declarations draw, as a sweep prints them: JSON (one list of steps per start_nemesis, e.g. [[{\"at_ms\":10,\"fault\":{\"Crash\":0}}]]) or the path of a file holding it; unset = drawn from the seed; every mode" },
     Var { name: "DISTZERO_LOSS", default: "0", help: "probability that a simulated link a test does not set loses a message, 0.0..=1.0 (simulation-only)" },
     Var { name: "DISTZERO_AGENT_BIN", default: "", help: "a prebuilt static agent binary to deploy; unset = the test binary itself (workflow_tests!), else a static build of distzero-agent from this workspace" },
     Var { name: "DISTZERO_AGENT_ARGS", default: "", help: "set by real modes on a test binary they start as an agent (its launch arguments); never set it yourself" },
@@ -259,6 +260,25 @@ impl Settings {
     /// Simulation reorders messages per pair (`DISTZERO_REORDER`).
     pub fn reorder(&self) -> Result<bool> {
         flag(self, "DISTZERO_REORDER")
+    }
+
+    /// Fault schedules replacing the drawn ones (`DISTZERO_SCHEDULE`): JSON,
+    /// or the path of a file holding it.
+    pub fn schedules(&self) -> Result<Option<Vec<crate::nemesis::Schedule>>> {
+        let Some(v) = self.opt("DISTZERO_SCHEDULE") else {
+            return Ok(None);
+        };
+        let v = v.trim();
+        let json = if v.starts_with('[') {
+            v.to_string()
+        } else {
+            std::fs::read_to_string(v).map_err(|e| {
+                Error::Setting(format!(
+                    "DISTZERO_SCHEDULE: `{v}` is neither schedules in JSON (starting with `[`) nor a file that can be read: {e}"
+                ))
+            })?
+        };
+        crate::nemesis::schedules_from_json(&json, "DISTZERO_SCHEDULE").map(Some)
     }
 
     /// Probability that simulation delivers a message twice (`DISTZERO_DUPLICATE`).

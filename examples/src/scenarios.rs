@@ -1,8 +1,9 @@
-//! Sweep scenarios: a workload plus a nemesis over the example systems, each
-//! with the check of what the system guarantees. The correct systems pass a
-//! default sweep; each planted bug is found by one.
+//! Sweep workflows: workflow tests of the example systems that declare a
+//! nemesis (`c.start_nemesis`) and check what the system guarantees once
+//! it is healed. The correct systems pass a default sweep; each planted
+//! bug is found by one.
 //!
-//! | scenario | system | checks |
+//! | workflow | system | checks |
 //! |---|---|---|
 //! | `kv` | replicated key-value store | the history of two clients is linearizable |
 //! | `kv-ack-before-replicate` | the same, acknowledging writes before replicating them | same |
@@ -15,139 +16,123 @@ use crate::kv_client::{self, KvClientConfig};
 use crate::wordcount::{self, CounterConfig, SourceConfig, SplitterConfig, WcMsg, WcStatus};
 use distzero::check::{check_kv, Budget};
 use distzero::history::{History, Op};
-use distzero::sim::Scenario;
-use distzero::{Cluster, Error, MachineId, NodeId, Registry, Result};
+use distzero::nemesis::Nemesis;
+use distzero::sim::Workflow;
+use distzero::{Cluster, Error, MachineId, NodeId, Result};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Every scenario by name.
-pub fn all() -> Vec<Box<dyn Scenario>> {
+/// Every sweep workflow by name.
+pub fn all() -> Vec<Workflow> {
+    let w = |name: &str, body| Workflow::new(name, crate::registry(), body);
     vec![
-        Box::new(KvScenario { bug: None }),
-        Box::new(KvScenario {
-            bug: Some("ack-before-replicate"),
-        }),
-        Box::new(KvScenario {
-            bug: Some("stale-read"),
-        }),
-        Box::new(WordCountScenario { bug: None }),
-        Box::new(WordCountScenario {
-            bug: Some("count-retries-twice"),
-        }),
+        w("kv", kv),
+        w("kv-ack-before-replicate", kv_ack_before_replicate),
+        w("kv-stale-read", kv_stale_read),
+        w("wordcount", wordcount),
+        w(
+            "wordcount-count-retries-twice",
+            wordcount_count_retries_twice,
+        ),
     ]
 }
 
-/// The scenario of that name, or an error listing the known ones.
-pub fn by_name(name: &str) -> Result<Box<dyn Scenario>> {
+/// The workflow of that name, or an error listing the known ones.
+pub fn by_name(name: &str) -> Result<Workflow> {
     let all = all();
-    let known: Vec<String> = all.iter().map(|s| s.name().to_string()).collect();
-    all.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+    let known: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    all.into_iter().find(|s| s.name == name).ok_or_else(|| {
         Error::Unsupported(format!(
-            "no scenario `{name}`; known scenarios: {}",
+            "no workflow `{name}`; known workflows: {}",
             known.join(", ")
         ))
     })
 }
 
-/// Three replicas (the nemesis hits them) and two clients on machines of
-/// their own (outside the nemesis: their histories must survive).
-pub struct KvScenario {
-    pub bug: Option<&'static str>,
+/// The replicated key-value store under a nemesis: its history is linearizable.
+pub fn kv(c: &mut dyn Cluster) -> Result<()> {
+    kv_under_nemesis(c, None)
+}
+
+/// The same, acknowledging writes before replicating them (a planted bug).
+pub fn kv_ack_before_replicate(c: &mut dyn Cluster) -> Result<()> {
+    kv_under_nemesis(c, Some("ack-before-replicate"))
+}
+
+/// The same, backups answering reads from their own state (a planted bug).
+pub fn kv_stale_read(c: &mut dyn Cluster) -> Result<()> {
+    kv_under_nemesis(c, Some("stale-read"))
 }
 
 const CLIENTS: u64 = 2;
 
-impl KvScenario {
-    fn clients(machines: &[MachineId]) -> Vec<NodeId> {
-        let first = machines.len() as u32;
-        (0..CLIENTS as u32)
-            .map(|i| NodeId::new(MachineId(first + i), 0))
-            .collect()
+/// Three replicas (the nemesis hits them) and two clients on machines of
+/// their own (outside the nemesis: their histories must survive).
+fn kv_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
+    let machines: [MachineId; 3] = c.add_machines()?;
+    let replicas = kv::spawn_group(c, &machines, bug)?;
+    let mut clients = Vec::new();
+    for p in 0..CLIENTS {
+        let m = c.add_machine()?;
+        let mut cfg = KvClientConfig::new(replicas.clone(), p + 1);
+        cfg.ops = 60;
+        cfg.keys = 2;
+        cfg.think_ms = 40;
+        clients.push(c.spawn_node(m, kv_client::KIND, cfg)?);
     }
-}
-
-impl Scenario for KvScenario {
-    fn name(&self) -> &str {
-        match self.bug {
-            None => "kv",
-            Some("ack-before-replicate") => "kv-ack-before-replicate",
-            Some(_) => "kv-stale-read",
-        }
-    }
-    fn registry(&self) -> Registry {
-        crate::registry()
-    }
-    fn machines(&self) -> u32 {
-        3
-    }
-    fn fault_window(&self) -> Duration {
-        Duration::from_secs(3)
-    }
-    fn setup(&self, c: &mut dyn Cluster) -> Result<Vec<MachineId>> {
-        let ms: [MachineId; 3] = c.add_machines()?;
-        Ok(ms.to_vec())
-    }
-    fn start(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()> {
-        let replicas = kv::spawn_group(c, machines, self.bug)?;
-        for p in 0..CLIENTS {
-            let m = c.add_machine()?;
-            let mut cfg = KvClientConfig::new(replicas.clone(), p + 1);
-            cfg.ops = 60;
-            cfg.keys = 2;
-            cfg.think_ms = 40;
-            c.spawn_node(m, kv_client::KIND, cfg.clone())?;
-        }
-        Ok(())
-    }
-    fn check(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()> {
-        let clients = Self::clients(machines);
-        let mut ops = Vec::new();
-        // Let the clients finish their operations after the recovery.
-        c.run_until(Duration::from_secs(60), |c| {
-            for &cl in &clients {
-                match c.call::<_, KvMsg>(cl, &KvMsg::History, Duration::from_secs(1))? {
-                    KvMsg::HistoryReply { done: true, .. } => {}
-                    _ => return Ok(false),
-                }
-            }
-            Ok(true)
-        })?;
+    c.start_nemesis(Nemesis::on(&machines).window(Duration::from_secs(3)))?;
+    c.wait_nemesis()?;
+    let mut ops = Vec::new();
+    // Let the clients finish their operations after the recovery.
+    c.run_until(Duration::from_secs(60), |c| {
         for &cl in &clients {
-            if let KvMsg::HistoryReply { ops: lines, .. } =
-                c.call(cl, &KvMsg::History, Duration::from_secs(1))?
-            {
-                for l in lines {
-                    ops.push(
-                        Op::from_json(&l)
-                            .map_err(|e| Error::Codec(format!("history line {l}: {e}")))?,
-                    );
-                }
+            match c.call::<_, KvMsg>(cl, &KvMsg::History, Duration::from_secs(1))? {
+                KvMsg::HistoryReply { done: true, .. } => {}
+                _ => return Ok(false),
             }
         }
-        ops.sort_by_key(|o| o.time);
-        let history = History::from_ops(ops);
-        let verdict = check_kv(&history, &Budget::default())?;
-        tracing::info!(ops = history.len(), verdict = %verdict, "linearizability check");
-        if verdict.is_not_linearizable() {
-            return Err(Error::Check(format!(
-                "history of {} ops is not linearizable: {verdict}",
-                history.len()
-            )));
+        Ok(true)
+    })?;
+    for &cl in &clients {
+        if let KvMsg::HistoryReply { ops: lines, .. } =
+            c.call(cl, &KvMsg::History, Duration::from_secs(1))?
+        {
+            for l in lines {
+                ops.push(
+                    Op::from_json(&l)
+                        .map_err(|e| Error::Codec(format!("history line {l}: {e}")))?,
+                );
+            }
         }
-        if verdict.is_unknown() {
-            return Err(Error::Check(format!(
-                "the checker could not decide on {} ops: {verdict}",
-                history.len()
-            )));
-        }
-        Ok(())
     }
+    ops.sort_by_key(|o| o.time);
+    let history = History::from_ops(ops);
+    let verdict = check_kv(&history, &Budget::default())?;
+    tracing::info!(ops = history.len(), verdict = %verdict, "linearizability check");
+    if verdict.is_not_linearizable() {
+        return Err(Error::Check(format!(
+            "history of {} ops is not linearizable: {verdict}",
+            history.len()
+        )));
+    }
+    if verdict.is_unknown() {
+        return Err(Error::Check(format!(
+            "the checker could not decide on {} ops: {verdict}",
+            history.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A source, two splitters and two counters, one per machine (all under the
 /// nemesis); totals must come out exact once everything is healed.
-pub struct WordCountScenario {
-    pub bug: Option<&'static str>,
+pub fn wordcount(c: &mut dyn Cluster) -> Result<()> {
+    wordcount_under_nemesis(c, None)
+}
+
+/// The same with counters that count retried batches again (a planted bug).
+pub fn wordcount_count_retries_twice(c: &mut dyn Cluster) -> Result<()> {
+    wordcount_under_nemesis(c, Some("count-retries-twice"))
 }
 
 const TEXT: &str = "the quick brown fox jumps over the lazy dog\n\
@@ -157,108 +142,82 @@ const TEXT: &str = "the quick brown fox jumps over the lazy dog\n\
     to be or not to be that is the question\n\
     the fox and the dog are friends in time";
 
-impl WordCountScenario {
-    fn lines() -> Vec<String> {
-        (0..300)
-            .map(|i| TEXT.lines().nth(i % 6).unwrap_or("").trim().to_string())
-            .collect()
-    }
+fn lines() -> Vec<String> {
+    (0..300)
+        .map(|i| TEXT.lines().nth(i % 6).unwrap_or("").trim().to_string())
+        .collect()
 }
 
-impl Scenario for WordCountScenario {
-    fn name(&self) -> &str {
-        match self.bug {
-            None => "wordcount",
-            Some(_) => "wordcount-count-retries-twice",
-        }
-    }
-    fn registry(&self) -> Registry {
-        crate::registry()
-    }
-    fn machines(&self) -> u32 {
-        5
-    }
-    fn fault_window(&self) -> Duration {
-        Duration::from_secs(2)
-    }
-    fn setup(&self, c: &mut dyn Cluster) -> Result<Vec<MachineId>> {
-        let ms: [MachineId; 5] = c.add_machines()?;
-        Ok(ms.to_vec())
-    }
-    fn start(&self, c: &mut dyn Cluster, m: &[MachineId]) -> Result<()> {
-        let counters: Vec<NodeId> = m[3..5]
-            .iter()
-            .map(|&mm| {
-                c.spawn_node(
-                    mm,
-                    wordcount::COUNTER,
-                    CounterConfig {
-                        bug: self.bug.map(str::to_string),
-                    },
-                )
-            })
-            .collect::<Result<_>>()?;
-        let splitters: Vec<NodeId> = m[1..3]
-            .iter()
-            .map(|&mm| {
-                c.spawn_node(
-                    mm,
-                    wordcount::SPLITTER,
-                    SplitterConfig {
-                        counters: counters.clone(),
-                        retry_ms: 100,
-                    },
-                )
-            })
-            .collect::<Result<_>>()?;
-        let mut cfg: SourceConfig =
-            serde_json::from_value(serde_json::json!({ "splitters": splitters }))
-                .map_err(|e| Error::Unsupported(e.to_string()))?;
-        cfg.lines = Self::lines();
-        // Few lines in flight, so the stream runs through the fault window.
-        cfg.window = 2;
-        c.spawn_node(m[0], wordcount::SOURCE, cfg.clone())?;
-        Ok(())
-    }
-    fn check(&self, c: &mut dyn Cluster, m: &[MachineId]) -> Result<()> {
-        let source = NodeId::new(m[0], 0);
-        let total = Self::lines().len() as u64;
-        c.run_until(Duration::from_secs(60), |c| {
-            Ok(matches!(
-                c.call::<_, WcMsg>(source, &WcMsg::Status, Duration::from_secs(1))?,
-                WcMsg::StatusReply(WcStatus { done, .. }) if done == total
-            ))
-        })?;
-        // The last acks may still be on their way to counters' peers: settle.
-        c.run_for(Duration::from_millis(500))?;
-        let mut got: BTreeMap<String, u64> = BTreeMap::new();
-        for &mm in &m[3..5] {
-            if let WcMsg::Counts(counts) =
-                c.call(NodeId::new(mm, 0), &WcMsg::Query, Duration::from_secs(1))?
-            {
-                for (w, n) in counts {
-                    *got.entry(w).or_default() += n;
-                }
+fn wordcount_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
+    let m: [MachineId; 5] = c.add_machines()?;
+    let counters: Vec<NodeId> = m[3..5]
+        .iter()
+        .map(|&mm| {
+            c.spawn_node(
+                mm,
+                wordcount::COUNTER,
+                CounterConfig {
+                    bug: bug.map(str::to_string),
+                },
+            )
+        })
+        .collect::<Result<_>>()?;
+    let splitters: Vec<NodeId> = m[1..3]
+        .iter()
+        .map(|&mm| {
+            c.spawn_node(
+                mm,
+                wordcount::SPLITTER,
+                SplitterConfig {
+                    counters: counters.clone(),
+                    retry_ms: 100,
+                },
+            )
+        })
+        .collect::<Result<_>>()?;
+    let mut cfg: SourceConfig =
+        serde_json::from_value(serde_json::json!({ "splitters": splitters }))
+            .map_err(|e| Error::Unsupported(e.to_string()))?;
+    cfg.lines = lines();
+    // Few lines in flight, so the stream runs through the fault window.
+    cfg.window = 2;
+    let source = c.spawn_node(m[0], wordcount::SOURCE, cfg)?;
+    c.start_nemesis(Nemesis::on(&m).window(Duration::from_secs(2)))?;
+    c.wait_nemesis()?;
+    let total = lines().len() as u64;
+    c.run_until(Duration::from_secs(60), |c| {
+        Ok(matches!(
+            c.call::<_, WcMsg>(source, &WcMsg::Status, Duration::from_secs(1))?,
+            WcMsg::StatusReply(WcStatus { done, .. }) if done == total
+        ))
+    })?;
+    // The last acks may still be on their way to counters' peers: settle.
+    c.run_for(Duration::from_millis(500))?;
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for &counter in &counters {
+        if let WcMsg::Counts(counts) = c.call(counter, &WcMsg::Query, Duration::from_secs(1))? {
+            for (w, n) in counts {
+                *got.entry(w).or_default() += n;
             }
         }
-        let want = wordcount::count_words(&Self::lines());
-        if got != want {
-            let diff: Vec<String> = want
-                .iter()
-                .filter(|(w, n)| got.get(*w) != Some(n))
-                .map(|(w, n)| format!("{w}: want {n}, got {}", got.get(w).copied().unwrap_or(0)))
-                .collect();
-            let more = diff.len().saturating_sub(5);
-            let shown = diff.into_iter().take(5).collect::<Vec<_>>().join("; ");
-            let tail = if more > 0 {
-                format!("; and {more} more words")
-            } else {
-                String::new()
-            };
-            return Err(Error::Check(format!(
-                "word counts are not exact: {shown}{tail}"
-            )));
-        }
-        Ok(())
     }
+    let want = wordcount::count_words(&lines());
+    if got != want {
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|(w, n)| got.get(*w) != Some(n))
+            .map(|(w, n)| format!("{w}: want {n}, got {}", got.get(w).copied().unwrap_or(0)))
+            .collect();
+        let more = diff.len().saturating_sub(5);
+        let shown = diff.into_iter().take(5).collect::<Vec<_>>().join("; ");
+        let tail = if more > 0 {
+            format!("; and {more} more words")
+        } else {
+            String::new()
+        };
+        return Err(Error::Check(format!(
+            "word counts are not exact: {shown}{tail}"
+        )));
+    }
+    Ok(())
 }

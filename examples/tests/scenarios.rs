@@ -1,7 +1,7 @@
 //! Every planted bug is found by a sweep of the default size; every correct
 //! system survives the same sweep; sweeps are deterministic.
 
-use distzero::sim::sweep::{run_once, same_tree, schedule_for, sweep, SweepOptions};
+use distzero::sim::sweep::{run_once, same_tree, sweep, SweepOptions};
 use distzero_examples::scenarios::by_name;
 
 fn opts(name: &str) -> SweepOptions {
@@ -18,7 +18,7 @@ fn opts(name: &str) -> SweepOptions {
 fn finds(name: &str, expect: &str) {
     let s = by_name(name).unwrap();
     let o = opts(name);
-    let report = sweep(s.as_ref(), &o, &|seed| format!("--replay {seed}"));
+    let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
     assert_eq!(
         report.failures.len(),
         1,
@@ -28,13 +28,7 @@ fn finds(name: &str, expect: &str) {
     assert!(f.message.contains(expect), "{name}: {}", f.message);
     // The replay (seed alone, full logs) is byte for byte the run the sweep logged.
     let replay_dir = o.log_root.join("replay");
-    let again = run_once(
-        s.as_ref(),
-        f.seed,
-        &schedule_for(s.as_ref(), f.seed),
-        Some(&replay_dir),
-        &o.sim,
-    );
+    let again = run_once(&s, f.seed, None, Some(&replay_dir), &o.sim);
     assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
     assert!(
         same_tree(&f.log_dir, &replay_dir),
@@ -51,7 +45,7 @@ fn finds(name: &str, expect: &str) {
 fn survives(name: &str) {
     let s = by_name(name).unwrap();
     let o = opts(name);
-    let report = sweep(s.as_ref(), &o, &|seed| format!("--replay {seed}"));
+    let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
     assert!(report.passed(), "{report}");
     assert_eq!(report.ran, o.seeds.end - o.seeds.start);
     let _ = std::fs::remove_dir_all(o.log_root);
@@ -88,13 +82,13 @@ fn kv_sweep_is_deterministic() {
     let mut o = opts("kv-determinism");
     o.seeds = 0..4;
     o.check_determinism = true;
-    let report = sweep(s.as_ref(), &o, &|seed| format!("--replay {seed}"));
+    let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
     assert!(report.passed(), "{report}");
     let _ = std::fs::remove_dir_all(o.log_root);
 }
 
 #[test]
-fn unknown_scenario_names_the_known_ones() {
+fn unknown_workflow_names_the_known_ones() {
     let e = by_name("nope").err().unwrap().to_string();
     assert!(e.contains("nope") && e.contains("kv-stale-read"), "{e}");
 }

@@ -45,6 +45,7 @@ use distzero_core::error::{Error, Result};
 use distzero_core::ids::{MachineId, NodeId};
 use distzero_core::link::Link;
 use distzero_core::log::{Clock, RunLog};
+use distzero_core::nemesis::{self, NemesisDriver};
 use distzero_core::net::{self, Net, NetOp};
 use distzero_core::registry::NodeSpec;
 use distzero_core::settings::{SeedChoice, Settings};
@@ -142,6 +143,8 @@ pub struct RemoteCluster {
     real_cuts: BTreeSet<(MachineId, MachineId)>,
     log: RunLog,
     shut_down: bool,
+    /// The test's nemesis, fired by [`RemoteCluster::wait`] on real time.
+    nemesis: NemesisDriver,
 }
 
 /// A short unique run id: seconds since 2024 and 16 random bits, in hex.
@@ -215,6 +218,13 @@ impl RemoteCluster {
                 return Err(e);
             }
         };
+        let schedules = match settings.schedules() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = provider.shutdown();
+                return Err(e);
+            }
+        };
         let epoch_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -242,12 +252,13 @@ impl RemoteCluster {
             next_client: 0,
             next_seq: 0,
             acks: BTreeMap::new(),
-            net: Net::new(Link::fixed(Duration::ZERO)),
+            net: Net::new(BASE_LINK),
             awaiting: None,
             reply: None,
             real_cuts: BTreeSet::new(),
             log,
             shut_down: false,
+            nemesis: NemesisDriver::new(seed, BASE_LINK, schedules),
         };
         {
             let _g = c.log.install();
@@ -439,6 +450,27 @@ impl RemoteCluster {
     }
 
     /// Handle events until `deadline` or until `done` holds.
+    /// [`RemoteCluster::pump`] until `deadline` or `done`, firing the
+    /// nemesis at the times it has something due.
+    fn wait(&mut self, deadline: Instant, mut done: impl FnMut(&Self) -> bool) -> Result<()> {
+        loop {
+            let due = self
+                .nemesis
+                .next_due()
+                .and_then(|d| self.start.checked_add(d))
+                .filter(|&d| d <= deadline);
+            let Some(due) = due else {
+                self.pump(deadline, done);
+                return Ok(());
+            };
+            self.pump(due, &mut done);
+            if done(self) {
+                return Ok(());
+            }
+            nemesis::fire_due(self)?;
+        }
+    }
+
     fn pump(&mut self, deadline: Instant, mut done: impl FnMut(&Self) -> bool) {
         while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -665,6 +697,11 @@ impl RemoteCluster {
 }
 
 /// `now + d`, saturating at about a century.
+/// The link of every pair a test does not set: real modes add nothing to
+/// the real network's own latency (and refuse the simulation-only
+/// `DISTZERO_LATENCY`/`DISTZERO_LOSS`); a nemesis's recovery restores it.
+const BASE_LINK: Link = Link::fixed(Duration::ZERO);
+
 fn later(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
@@ -867,8 +904,9 @@ impl Cluster for RemoteCluster {
                 tracing::warn!(%to, error = %e, "call request lost");
             }
         }
-        self.pump(deadline, |c| c.reply.is_some());
+        let waited = self.wait(deadline, |c| c.reply.is_some());
         self.awaiting = None;
+        waited?;
         match self.reply.take() {
             Some(b) => Ok(b),
             None => {
@@ -881,8 +919,7 @@ impl Cluster for RemoteCluster {
     fn run_for(&mut self, duration: Duration) -> Result<()> {
         let _g = self.log.install();
         let deadline = later(duration);
-        self.pump(deadline, |_| false);
-        Ok(())
+        self.wait(deadline, |_| false)
     }
 
     fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()> {
@@ -999,6 +1036,10 @@ impl Cluster for RemoteCluster {
         self.provider.resume(machine)?;
         self.machine_mut(machine)?.state = State::Up;
         Ok(())
+    }
+
+    fn nemesis_driver(&mut self) -> &mut NemesisDriver {
+        &mut self.nemesis
     }
 
     fn shutdown(&mut self) -> Result<()> {

@@ -4,6 +4,7 @@ use crate::payload::Payload;
 use crate::queue::Queue;
 use distzero_core::context::{DiskStore, Env, MemDisk};
 use distzero_core::log::{self, Clock, RunLog, Scope};
+use distzero_core::nemesis::{self, NemesisDriver, Schedule};
 use distzero_core::net::{self, FxBuild, Net, NetOp, Verdict};
 use distzero_core::{
     AnyNode, Cluster, Error, Link, MachineId, Mode, NodeId, NodeSpec, Registry, Result, TimerId,
@@ -43,6 +44,10 @@ pub struct SimConfig {
     /// Set from outside (a sweep's watchdog) to stop the run: the next
     /// check (every few thousand events) fails it with [`Error::Budget`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Schedules that replace the ones the test's nemesis declarations
+    /// would draw, one per declaration in order (a shrunk schedule,
+    /// `DISTZERO_SCHEDULE`); None = drawn from the seed.
+    pub schedules: Option<Vec<Schedule>>,
 }
 
 /// Default of [`SimConfig::max_events`].
@@ -70,6 +75,7 @@ impl SimConfig {
             max_events_per_instant: MAX_EVENTS_PER_INSTANT,
             max_pending: MAX_PENDING,
             cancel: None,
+            schedules: None,
         }
     }
 }
@@ -361,6 +367,7 @@ pub struct SimCluster {
     scoped: bool,
     _log_guard: Option<log::LogGuard>,
     budget: Budget,
+    nemesis: NemesisDriver,
 }
 
 /// The run's limits, and how much of them is spent.
@@ -486,6 +493,7 @@ impl SimCluster {
                 over: None,
                 spent: None,
             },
+            nemesis: NemesisDriver::new(config.seed, config.default_link, config.schedules),
         };
         tracing::info!(seed = config.seed, "simulated cluster started");
         Ok(cluster)
@@ -554,6 +562,26 @@ impl SimCluster {
             }
         }
         Ok(())
+    }
+
+    /// [`SimCluster::run_to`], stopping at the times the nemesis has
+    /// something due to fire it (between events: a fault due at `t` comes
+    /// after every event at `t` so far).
+    fn wait_to(&mut self, until: u64, client: Option<u32>) -> Result<()> {
+        loop {
+            let due = self
+                .nemesis
+                .next_due()
+                .map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+            let Some(due) = due.filter(|&d| d <= until) else {
+                return self.run_to(until, client);
+            };
+            self.run_to(due, client)?;
+            if client.is_some_and(|c| self.world.inbox.contains_key(&c)) {
+                return Ok(());
+            }
+            nemesis::fire_due(self)?;
+        }
     }
 
     /// Run every event up to and including virtual time `until` (ns), or
@@ -941,7 +969,7 @@ impl Cluster for SimCluster {
         self.world.waiting.insert(from.local);
         self.world.route(from, to, Payload::from_vec(bytes));
         let deadline = self.world.now + timeout.as_nanos() as u64;
-        let ran = self.run_to(deadline, Some(from.local));
+        let ran = self.wait_to(deadline, Some(from.local));
         self.world.waiting.remove(&from.local);
         ran?;
         match self.world.inbox.remove(&from.local) {
@@ -952,7 +980,7 @@ impl Cluster for SimCluster {
 
     fn run_for(&mut self, duration: Duration) -> Result<()> {
         let until = self.world.now + duration.as_nanos() as u64;
-        self.run_to(until, None)
+        self.wait_to(until, None)
     }
 
     fn cut(&mut self, from: MachineId, to: MachineId) -> Result<()> {
@@ -1054,6 +1082,10 @@ impl Cluster for SimCluster {
             self.world.push(now.max(e.time), e.event);
         }
         Ok(())
+    }
+
+    fn nemesis_driver(&mut self) -> &mut NemesisDriver {
+        &mut self.nemesis
     }
 
     fn shutdown(&mut self) -> Result<()> {

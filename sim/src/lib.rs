@@ -10,7 +10,6 @@
 //! - [`run_workflow`]: what `workflow_tests!` calls for `simulated::*` tests.
 
 mod cluster;
-pub mod nemesis;
 
 mod payload;
 mod queue;
@@ -19,9 +18,9 @@ pub mod sweep;
 pub mod workload;
 
 pub use cluster::{SimCluster, SimConfig, SimStats, Spent};
-pub use nemesis::{Fault, Schedule, Step};
 pub use runner::{
-    check_workflow, log_dir_for, replay_command, replay_env, run_workflow, seed_for, shell_word,
-    try_workflow, BudgetSpent, Failure, SimSettings, WorkflowFailure, RUN_SETTINGS,
+    check_workflow, log_dir_for, replay_command, replay_env, replay_env_with, run_workflow,
+    seed_for, shell_word, try_workflow, BudgetSpent, Failure, SimSettings, WorkflowFailure,
+    RUN_SETTINGS,
 };
-pub use sweep::{sweep, Scenario, SweepOptions, SweepReport, Workflow};
+pub use sweep::{sweep, SweepOptions, SweepReport, Workflow};

@@ -3,6 +3,7 @@
 use crate::cluster::Spent;
 use crate::sweep::{self, Workflow};
 use crate::{SimCluster, SimConfig, SweepOptions, SweepReport};
+use distzero_core::nemesis::{schedules_to_json, Schedule};
 use distzero_core::settings::{SeedChoice, Settings};
 use distzero_core::{Cluster, Error, Link, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -35,6 +36,9 @@ pub struct SimSettings {
     /// Wall time one seed of a sweep (or its replay) may take
     /// (`DISTZERO_SWEEP_SEED_TIMEOUT`); a watchdog outside the run enforces it.
     pub seed_timeout: Duration,
+    /// Schedules replacing the ones the test's nemeses draw
+    /// (`DISTZERO_SCHEDULE`); None = drawn from each seed.
+    pub schedules: Option<Vec<Schedule>>,
 }
 
 impl SimSettings {
@@ -49,6 +53,7 @@ impl SimSettings {
             max_events: settings.max_events()?,
             max_events_per_instant: crate::cluster::MAX_EVENTS_PER_INSTANT,
             seed_timeout: settings.sweep_seed_timeout()?,
+            schedules: settings.schedules()?,
         })
     }
 
@@ -67,6 +72,7 @@ impl SimSettings {
         config.default_link = self.default_link;
         config.max_events = self.max_events;
         config.max_events_per_instant = self.max_events_per_instant;
+        config.schedules = self.schedules.clone();
         config
     }
 }
@@ -84,17 +90,27 @@ pub const RUN_SETTINGS: &[&str] = &[
     "DISTZERO_LOG_DIR",
     "DISTZERO_MAX_EVENTS",
     "DISTZERO_SWEEP_SEED_TIMEOUT",
+    "DISTZERO_SCHEDULE",
 ];
 
 /// The [`RUN_SETTINGS`] of `settings` not at their default, as shell words
 /// `VAR=value ` (each followed by a space), to put before a replay command.
 pub fn replay_env(settings: &Settings) -> String {
+    replay_env_with(settings, None)
+}
+
+/// [`replay_env`] with `DISTZERO_SCHEDULE` set to `schedules` (a shrunk
+/// schedule) when given.
+pub fn replay_env_with(settings: &Settings, schedules: Option<&[Schedule]>) -> String {
     let defaults = Settings::defaults();
     let mut out = String::new();
     for var in RUN_SETTINGS {
-        let v = settings.raw(var);
+        let v = match (*var, schedules) {
+            ("DISTZERO_SCHEDULE", Some(s)) => schedules_to_json(s),
+            _ => settings.raw(var).to_string(),
+        };
         if v != defaults.raw(var) {
-            out.push_str(&format!("{var}={} ", shell_word(v)));
+            out.push_str(&format!("{var}={} ", shell_word(&v)));
         }
     }
     out
@@ -252,7 +268,16 @@ pub fn try_workflow(
     let config = sim.config(seed, registry, log_dir);
     let watchdog = sweep::Watchdog::start();
     run_watched(config, &sim, false, "workflow", &watchdog, &mut |c| body(c))
+        .result
         .map_err(|f| failure(f.message))
+}
+
+/// One simulated run: how it ended and the schedule each of its nemesis
+/// declarations ran (drawn from the seed, or given).
+#[derive(Debug)]
+pub(crate) struct SimRun {
+    pub result: std::result::Result<(), RunFailure>,
+    pub schedules: Vec<Schedule>,
 }
 
 /// [`run_sim`] held to `sim`'s wall-time budget by `watchdog`.
@@ -263,7 +288,7 @@ pub(crate) fn run_watched(
     what: &str,
     watchdog: &sweep::Watchdog,
     body: &mut dyn FnMut(&mut dyn Cluster) -> Result<()>,
-) -> std::result::Result<(), RunFailure> {
+) -> SimRun {
     let cancel = Arc::new(AtomicBool::new(false));
     config.cancel = Some(cancel.clone());
     let _armed = watchdog.arm(sim.seed_timeout, cancel);
@@ -281,23 +306,35 @@ pub(crate) fn run_sim(
     what: &str,
     wall_time: Option<Duration>,
     body: &mut dyn FnMut(&mut dyn Cluster) -> Result<()>,
-) -> std::result::Result<(), RunFailure> {
+) -> SimRun {
     let seed = config.seed;
     let (max_events, per_instant, max_pending) = (
         config.max_events,
         config.max_events_per_instant,
         config.max_pending,
     );
-    let mut cluster = SimCluster::new(config).map_err(|e| RunFailure {
-        message: e.to_string(),
-        budget: None,
-    })?;
+    let mut cluster = match SimCluster::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            return SimRun {
+                result: Err(RunFailure {
+                    message: e.to_string(),
+                    budget: None,
+                }),
+                schedules: Vec::new(),
+            }
+        }
+    };
     let mut run = || catch_unwind(AssertUnwindSafe(|| body(&mut cluster)));
     let outcome = if quiet { quiet_panics(run) } else { run() };
+    let schedules = (&mut cluster as &mut dyn Cluster).nemesis_schedules();
     let (message, over) = match outcome {
         Ok(Ok(())) => {
             let _ = cluster.shutdown();
-            return Ok(());
+            return SimRun {
+                result: Ok(()),
+                schedules,
+            };
         }
         Ok(Err(e)) => {
             let over = matches!(e, Error::Budget(_));
@@ -326,7 +363,10 @@ pub(crate) fn run_sim(
     });
     tracing::error!(error = %message, "{what} failed");
     let _ = cluster.shutdown();
-    Err(RunFailure { message, budget })
+    SimRun {
+        result: Err(RunFailure { message, budget }),
+        schedules,
+    }
 }
 
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -381,15 +421,12 @@ pub fn check_workflow(
         SeedChoice::FromTestName
     );
     if let (Some(seeds), false) = (settings.seeds().map_err(F::Settings)?, one_seed) {
-        let scenario = Workflow {
-            name: test.to_string(),
-            registry,
-            body,
-        };
+        let workflow = Workflow::new(test, registry, body);
         let mut opts = SweepOptions::from_settings(settings).map_err(F::Settings)?;
         opts.seeds = seeds;
-        let env = replay_env(settings);
-        let report = sweep::sweep(&scenario, &opts, &|seed| replay_command(test, seed, &env));
+        let report = sweep::sweep(&workflow, &opts, &|seed, schedules| {
+            replay_command(test, seed, &replay_env_with(settings, schedules))
+        });
         return if report.passed() {
             Ok(())
         } else {

@@ -1,145 +1,80 @@
-//! Seed sweeps: one scenario over many seeds on all cores, with a progress
-//! bar, shrinking of the failing fault schedule, and a determinism check.
+//! Seed sweeps: one workflow test over many seeds on all cores, with a
+//! progress bar, shrinking of the failing fault schedules (what the test's
+//! nemesis declarations drew), and a determinism check.
 
-use crate::nemesis::Schedule;
-use crate::runner::{run_watched, BudgetSpent, RunFailure, SimSettings};
-use distzero_core::{Cluster, MachineId, Registry, Result, Settings};
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use crate::runner::{run_watched, BudgetSpent, RunFailure, SimRun, SimSettings};
+use distzero_core::nemesis::{schedules_to_json, Schedule};
+use distzero_core::{Cluster, Registry, Result, Settings};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A workload plus a nemesis: what a sweep runs once per seed.
-pub trait Scenario: Sync {
-    /// Short name: the log folder and the CLI use it.
-    fn name(&self) -> &str;
-    /// What it is, in reports and in the log line of a failure
-    /// ("`scenario` failed").
-    fn label(&self) -> &str {
-        "scenario"
-    }
-    fn registry(&self) -> Registry;
-    /// Machines the nemesis may hit (the scenario adds them in `setup`).
-    fn machines(&self) -> u32;
-    /// Window in which faults happen.
-    fn fault_window(&self) -> Duration {
-        Duration::from_secs(2)
-    }
-    /// Most faults in one schedule.
-    fn max_faults(&self) -> usize {
-        8
-    }
-    /// Build the cluster's machines and nodes; return the machines.
-    fn setup(&self, c: &mut dyn Cluster) -> Result<Vec<MachineId>>;
-    /// Start the workload (client nodes, …): runs before the faults.
-    fn start(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()>;
-    /// After the faults and the recovery: check what the system guarantees.
-    /// An `Err` or a panic is a failure.
-    fn check(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()>;
-}
-
-/// A workflow test as a scenario: no nemesis of its own (the body injects
-/// its faults), swept over seeds like any scenario; what `cargo test
-/// simulated` runs under `DISTZERO_SEEDS`. One seed of it is the same run,
-/// byte for byte, as [`crate::try_workflow`] of that seed (so a failing seed
-/// replays with `DISTZERO_SEED=<seed> cargo test simulated::<name>`).
+/// What a sweep runs once per seed: a workflow test, whose body declares
+/// its nemesis (`c.start_nemesis`, see [`distzero_core::nemesis`]). One
+/// seed of it is the same run, byte for byte, as [`crate::try_workflow`]
+/// of that seed (so a failing seed replays with
+/// `DISTZERO_SEED=<seed> cargo test simulated::<name>`).
+#[derive(Clone)]
 pub struct Workflow {
     pub name: String,
     pub registry: Registry,
     pub body: fn(&mut dyn Cluster) -> Result<()>,
 }
 
-impl Scenario for Workflow {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn label(&self) -> &str {
-        "workflow"
-    }
-    fn registry(&self) -> Registry {
-        self.registry.clone()
-    }
-    fn machines(&self) -> u32 {
-        0
-    }
-    fn fault_window(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn max_faults(&self) -> usize {
-        0
-    }
-    fn setup(&self, _c: &mut dyn Cluster) -> Result<Vec<MachineId>> {
-        Ok(Vec::new())
-    }
-    fn start(&self, _c: &mut dyn Cluster, _machines: &[MachineId]) -> Result<()> {
-        Ok(())
-    }
-    fn check(&self, c: &mut dyn Cluster, _machines: &[MachineId]) -> Result<()> {
-        (self.body)(c)
+impl Workflow {
+    pub fn new(
+        name: impl Into<String>,
+        registry: Registry,
+        body: fn(&mut dyn Cluster) -> Result<()>,
+    ) -> Workflow {
+        Workflow {
+            name: name.into(),
+            registry,
+            body,
+        }
     }
 }
 
-/// The schedule a seed generates (deterministic in the seed).
-pub fn schedule_for(scenario: &dyn Scenario, seed: u64) -> Schedule {
-    let strat = strategy(scenario);
-    let mut runner = runner_for(seed);
-    strat
-        .new_tree(&mut runner)
-        .map(|t| t.current())
-        .unwrap_or_default()
-}
-
-fn strategy(s: &dyn Scenario) -> impl Strategy<Value = Schedule> {
-    Schedule::strategy(
-        s.machines(),
-        s.fault_window().as_millis() as u64,
-        s.max_faults(),
-    )
-}
-
-fn runner_for(seed: u64) -> TestRunner {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    bytes[8..16].copy_from_slice(&0x6469_7374_7a65_726f_u64.to_le_bytes());
-    TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    )
-}
-
-/// Run one seed with one schedule, as a sweep does and as its printed
-/// replay does: `sim` read from the settings, a watchdog holding the seed to
-/// its wall-time budget. `log_dir` None = no logs (fast). A failure over a
-/// budget names the seed and the budget.
+/// Run one seed, as a sweep does and as its printed replay does: `sim`
+/// read from the settings, a watchdog holding the seed to its wall-time
+/// budget; `schedules` replace what the nemesis declarations would draw
+/// (None: `sim.schedules`, else drawn from the seed). `log_dir` None = no
+/// logs (fast). A failure over a budget names the seed and the budget.
 pub fn run_once(
-    scenario: &dyn Scenario,
+    w: &Workflow,
     seed: u64,
-    schedule: &Schedule,
+    schedules: Option<&[Schedule]>,
     log_dir: Option<&Path>,
     sim: &SimSettings,
 ) -> std::result::Result<(), String> {
     let watchdog = Watchdog::start();
-    run_seed(scenario, seed, schedule, log_dir, sim, &watchdog).map_err(|f| f.message)
+    run_seed(w, seed, schedules, log_dir, sim, &watchdog)
+        .result
+        .map_err(|f| f.message)
+}
+
+/// The schedule each nemesis declaration of `w` runs with `seed` (drawn
+/// from the seed: a run of it, without logs, tells).
+pub fn schedules_for(w: &Workflow, seed: u64, sim: &SimSettings) -> Vec<Schedule> {
+    let watchdog = Watchdog::start();
+    run_seed(w, seed, None, None, sim, &watchdog).schedules
 }
 
 fn run_seed(
-    scenario: &dyn Scenario,
+    w: &Workflow,
     seed: u64,
-    schedule: &Schedule,
+    schedules: Option<&[Schedule]>,
     log_dir: Option<&Path>,
     sim: &SimSettings,
     watchdog: &Watchdog,
-) -> std::result::Result<(), RunFailure> {
-    let cfg = sim.config(seed, scenario.registry(), log_dir);
-    run_watched(cfg, sim, true, scenario.label(), watchdog, &mut |c| {
-        let machines = scenario.setup(c)?;
-        scenario.start(c, &machines)?;
-        schedule.run_on(c, &machines, scenario.fault_window(), sim.default_link)?;
-        scenario.check(c, &machines)
-    })
+) -> SimRun {
+    let mut cfg = sim.config(seed, w.registry.clone(), log_dir);
+    if let Some(s) = schedules {
+        cfg.schedules = Some(s.to_vec());
+    }
+    run_watched(cfg, sim, true, "workflow", watchdog, &mut |c| (w.body)(c))
 }
 
 /// Whether `r` is a failure that replays: any failure but one stopped by
@@ -150,100 +85,55 @@ fn fails_exactly(r: &std::result::Result<(), RunFailure>) -> Option<&RunFailure>
         .filter(|f| !matches!(f.budget, Some(BudgetSpent::WallTime(_))))
 }
 
-/// Shrink a failing schedule: proptest's simplify/complicate walk, keeping
-/// the seed, then [`prune`] of the steps left; at most `opts.shrink_budget`
-/// runs in all. Returns the smallest failing schedule and its failure.
-pub fn shrink(scenario: &dyn Scenario, seed: u64, opts: &SweepOptions) -> (Schedule, String) {
-    let watchdog = Watchdog::start();
-    shrink_with(scenario, seed, opts, &watchdog)
-}
-
-fn shrink_with(
-    scenario: &dyn Scenario,
+/// Shrink the failing `schedules` of `seed` (one per nemesis declaration,
+/// as the run that failed with `message` ran them): try the schedules
+/// without each step in turn (last first) and keep a removal when the run
+/// still fails, in passes until none goes or `budget` runs are spent. Same
+/// seed throughout: the system's own draws do not depend on the schedule.
+/// Returns the smallest failing schedules and their failure.
+pub fn shrink(
+    w: &Workflow,
     seed: u64,
-    opts: &SweepOptions,
-    watchdog: &Watchdog,
-) -> (Schedule, String) {
-    let run = |s: &Schedule| run_seed(scenario, seed, s, None, &opts.sim, watchdog);
-    let strat = strategy(scenario);
-    let mut runner = runner_for(seed);
-    let Ok(mut tree) = strat.new_tree(&mut runner) else {
-        return (Schedule::default(), String::new());
-    };
-    let mut best = tree.current();
-    let mut best_msg = match fails_exactly(&run(&best)) {
-        Some(f) => f.message.clone(),
-        None => return (best, String::new()),
-    };
-    let mut runs = 0;
-    if tree.simplify() {
-        while runs < opts.shrink_budget {
-            runs += 1;
-            let cur = tree.current();
-            match fails_exactly(&run(&cur)) {
-                Some(f) => {
-                    best = cur;
-                    best_msg = f.message.clone();
-                    if !tree.simplify() {
-                        break;
-                    }
-                }
-                None => {
-                    if !tree.complicate() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let mut left = opts.shrink_budget.saturating_sub(runs);
-    prune_with(
-        scenario, seed, best, best_msg, &opts.sim, watchdog, &mut left,
-    )
-}
-
-/// The last pass of shrinking: try the schedule without each of its steps
-/// in turn, and keep a removal when the run still fails. What the
-/// simplify/complicate walk leaves can hold steps that do nothing (a step
-/// simplified into a restart of a running machine, a heal with nothing cut,
-/// a resume of a machine not paused …); this drops them. At most `budget`
-/// runs. Returns the schedule and its failure (`message` if none dropped).
-pub fn prune(
-    scenario: &dyn Scenario,
-    seed: u64,
-    schedule: Schedule,
+    schedules: Vec<Schedule>,
     message: String,
     sim: &SimSettings,
     budget: usize,
-) -> (Schedule, String) {
+) -> (Vec<Schedule>, String) {
     let watchdog = Watchdog::start();
-    let mut left = budget;
-    prune_with(scenario, seed, schedule, message, sim, &watchdog, &mut left)
+    shrink_with(w, seed, schedules, message, sim, budget, &watchdog)
 }
 
-fn prune_with(
-    scenario: &dyn Scenario,
+fn shrink_with(
+    w: &Workflow,
     seed: u64,
-    mut schedule: Schedule,
+    mut best: Vec<Schedule>,
     mut message: String,
     sim: &SimSettings,
+    budget: usize,
     watchdog: &Watchdog,
-    left: &mut usize,
-) -> (Schedule, String) {
-    // From the last step back: a later step is more often the useless one
-    // (healing what an earlier one cut, …), and indices stay valid.
-    let mut i = schedule.steps.len();
-    while i > 0 && *left > 0 {
-        i -= 1;
-        *left -= 1;
-        let mut without = schedule.clone();
-        without.steps.remove(i);
-        if let Some(f) = fails_exactly(&run_seed(scenario, seed, &without, None, sim, watchdog)) {
-            message = f.message.clone();
-            schedule = without;
+) -> (Vec<Schedule>, String) {
+    let mut left = budget;
+    loop {
+        let mut dropped = false;
+        for d in (0..best.len()).rev() {
+            let mut i = best[d].steps.len();
+            while i > 0 && left > 0 {
+                i -= 1;
+                left -= 1;
+                let mut without = best.clone();
+                without[d].steps.remove(i);
+                let run = run_seed(w, seed, Some(&without), None, sim, watchdog);
+                if let Some(f) = fails_exactly(&run.result) {
+                    message = f.message.clone();
+                    best = without;
+                    dropped = true;
+                }
+            }
+        }
+        if !dropped || left == 0 {
+            return (best, message);
         }
     }
-    (schedule, message)
 }
 
 /// Holds runs to their wall-time budget: one thread that sets a run's
@@ -364,9 +254,9 @@ pub struct SweepOptions {
     /// Run each seed twice with full logs and compare them byte for byte.
     pub check_determinism: bool,
     pub progress: bool,
-    /// Shrink the first failure's schedule (runs of the scenario allowed).
+    /// Shrink the first failure's schedule (runs of the workflow allowed).
     pub shrink_budget: usize,
-    /// Root of the logs (`<root>/<scenario>/simulated-<seed>/`).
+    /// Root of the logs (`<root>/<workflow>/simulated-<seed>/`).
     pub log_root: PathBuf,
     /// What every run reads from the settings: buggify, log level, and the
     /// budgets of one seed (events, wall time). A replay must use the same.
@@ -416,22 +306,23 @@ pub struct SweepFailure {
     pub budget: Option<BudgetSpent>,
     /// Full logs of the failing run.
     pub log_dir: PathBuf,
-    pub schedule: Schedule,
-    /// The smallest schedule that still fails with this seed, and its message.
-    pub shrunk: Option<(Schedule, String)>,
+    /// The schedule each nemesis declaration of the failing run ran.
+    pub schedules: Vec<Schedule>,
+    /// The smallest schedules that still fail with this seed, and the message.
+    pub shrunk: Option<(Vec<Schedule>, String)>,
+    /// The command that replays the seed.
     pub replay: String,
+    /// The command that replays the seed with the shrunk schedules.
+    pub replay_shrunk: Option<String>,
 }
 
 /// What a sweep found.
 #[derive(Clone, Debug, Default)]
 pub struct SweepReport {
-    pub scenario: String,
-    /// The scenario's [`Scenario::label`]: "scenario", "workflow".
-    pub label: String,
-    /// Whether the scenario has a nemesis (machines to fault and room for
-    /// faults): without one there is no schedule to shrink.
-    pub nemesis: bool,
+    pub workflow: String,
     pub ran: u64,
+    /// `(i, n)` when only the seeds with `seed % n == i` ran.
+    pub shard: Option<(u64, u64)>,
     pub failures: Vec<SweepFailure>,
     /// Seeds whose two runs gave different logs.
     pub nondeterministic: Vec<u64>,
@@ -449,18 +340,30 @@ impl SweepReport {
     }
 }
 
+/// The schedules of a run, for a report: one block per declaration.
+fn describe(schedules: &[Schedule]) -> String {
+    match schedules {
+        [] => "  (no nemesis declared: the body's own faults only)\n".into(),
+        [one] => one.describe(),
+        many => many
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("  nemesis #{}:\n{}", i + 1, s.describe()))
+            .collect(),
+    }
+}
+
 impl std::fmt::Display for SweepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rate = self.ran as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        let shard = match self.shard {
+            Some((i, n)) => format!(" (shard {i}/{n}: seeds ≡ {i} mod {n})"),
+            None => String::new(),
+        };
         writeln!(
             f,
-            "{} {}: {} seeds in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
-            if self.label.is_empty() {
-                "scenario"
-            } else {
-                &self.label
-            },
-            self.scenario,
+            "workflow {}: {} seeds{shard} in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
+            self.workflow,
             self.ran,
             self.elapsed.as_secs_f64(),
             self.failures.len(),
@@ -488,38 +391,48 @@ impl std::fmt::Display for SweepReport {
                 None => writeln!(f, "  violated: {}", fl.message)?,
             }
             writeln!(f, "  logs:     {}", fl.log_dir.display())?;
-            if self.nemesis || !fl.schedule.is_empty() {
-                writeln!(f, "  schedule:\n{}", fl.schedule.describe().trim_end())?;
-            } else {
-                writeln!(
-                    f,
-                    "  schedule: none: a {} has no nemesis yet (its faults come from its own code), so there is no fault schedule to shrink",
-                    if self.label.is_empty() { "scenario" } else { &self.label }
-                )?;
-            }
+            writeln!(f, "  schedule:\n{}", describe(&fl.schedules).trim_end())?;
+            writeln!(f, "  replay:   {}", fl.replay)?;
             if let Some((s, m)) = &fl.shrunk {
-                writeln!(f, "  shrunk to {} fault(s):", s.steps.len())?;
-                writeln!(f, "{}", s.describe().trim_end())?;
+                let faults: usize = s.iter().map(Schedule::faults).sum();
+                let steps: usize = s.iter().map(|s| s.steps.len()).sum();
+                writeln!(f, "  shrunk to {faults} fault(s) in {steps} step(s):")?;
+                writeln!(f, "{}", describe(s).trim_end())?;
                 writeln!(f, "  which still fails: {m}")?;
-                writeln!(f, "  as Rust:\n{}", s.to_rust())?;
+                for (i, one) in s.iter().enumerate() {
+                    let which = if s.len() > 1 {
+                        format!(" (nemesis #{})", i + 1)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(
+                        f,
+                        "  as Rust{which}: Nemesis::on(&machines).schedule({})",
+                        one.to_rust()
+                    )?;
+                }
+                writeln!(f, "  as JSON:  {}", schedules_to_json(s))?;
+                if let Some(r) = &fl.replay_shrunk {
+                    writeln!(f, "  replay the shrunk schedule:\n    {r}")?;
+                }
             } else if matches!(fl.budget, Some(BudgetSpent::WallTime(_))) {
                 writeln!(
                     f,
                     "  not shrunk: how far a run gets in a given wall time varies"
                 )?;
             }
-            writeln!(f, "  replay:   {}", fl.replay)?;
         }
         Ok(())
     }
 }
 
-/// Run `scenario` over the seeds of `opts`, on all cores. `replay` makes the
-/// replay command for a seed (the CLI knows its own command line).
+/// Run `w` over the seeds of `opts`, on all cores. `replay` makes the
+/// replay command of a seed, with the schedules to replace when given (a
+/// shrunk schedule).
 pub fn sweep(
-    scenario: &dyn Scenario,
+    w: &Workflow,
     opts: &SweepOptions,
-    replay: &dyn Fn(u64) -> String,
+    replay: &dyn Fn(u64, Option<&[Schedule]>) -> String,
 ) -> SweepReport {
     let start = Instant::now();
     let seeds: Vec<u64> = opts
@@ -549,8 +462,8 @@ pub fn sweep(
         indicatif::ProgressBar::hidden()
     };
     let watchdog = Watchdog::start();
-    let run = |seed: u64, schedule: &Schedule, log_dir: Option<&Path>| {
-        run_seed(scenario, seed, schedule, log_dir, &opts.sim, &watchdog)
+    let run = |seed: u64, schedules: Option<&[Schedule]>, log_dir: Option<&Path>| {
+        run_seed(w, seed, schedules, log_dir, &opts.sim, &watchdog)
     };
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -566,29 +479,32 @@ pub fn sweep(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&seed) = seeds.get(i) else { return };
-                let schedule = schedule_for(scenario, seed);
                 let result = if opts.check_determinism {
-                    let base = opts.log_root.join(scenario.name()).join("determinism");
+                    let base = opts.log_root.join(&w.name).join("determinism");
                     let (a, b) = (
                         base.join(format!("{seed}-a")),
                         base.join(format!("{seed}-b")),
                     );
-                    let r1 = run(seed, &schedule, Some(&a));
-                    let r2 = run(seed, &schedule, Some(&b));
+                    let r1 = run(seed, None, Some(&a));
+                    let r2 = run(seed, None, Some(&b));
                     // A run stopped by the wall clock stops anywhere: no
                     // two such runs need agree.
-                    let timed_out = [&r1, &r2]
+                    let timed_out = [&r1.result, &r2.result]
                         .iter()
                         .any(|r| r.is_err() && fails_exactly(r).is_none());
-                    if !timed_out && (r1 != r2 || !same_tree(&a, &b)) {
+                    if !timed_out
+                        && (r1.result != r2.result
+                            || r1.schedules != r2.schedules
+                            || !same_tree(&a, &b))
+                    {
                         nondet.lock().expect("poisoned").push(seed);
                     } else {
                         let _ = std::fs::remove_dir_all(&a);
                         let _ = std::fs::remove_dir_all(&b);
                     }
-                    r1
+                    r1.result
                 } else {
-                    run(seed, &schedule, None)
+                    run(seed, None, None).result
                 };
                 ran.fetch_add(1, Ordering::Relaxed);
                 if let Err(m) = result {
@@ -613,13 +529,14 @@ pub fn sweep(
     let mut failures = Vec::new();
     let mut shrinking = Duration::ZERO;
     for (i, (seed, first)) in failing.into_iter().enumerate() {
-        let schedule = schedule_for(scenario, seed);
         let log_dir = opts
             .log_root
-            .join(scenario.name())
+            .join(&w.name)
             .join(format!("simulated-{seed}"));
         // Full logs of the failing run (and a check that it fails again).
-        let (message, budget) = match run(seed, &schedule, Some(&log_dir)) {
+        let again = run(seed, None, Some(&log_dir));
+        let schedules = again.schedules;
+        let (message, budget) = match again.result {
             Err(f) => (f.message, f.budget),
             Ok(()) => (
                 format!(
@@ -630,35 +547,43 @@ pub fn sweep(
             ),
         };
         let exact = !matches!(budget, Some(BudgetSpent::WallTime(_)));
-        let shrunk =
-            (i == 0 && exact && opts.shrink_budget > 0 && !schedule.is_empty()).then(|| {
-                let began = Instant::now();
-                let (s, m) = shrink_with(scenario, seed, opts, &watchdog);
-                shrinking = began.elapsed();
-                let dir = opts
-                    .log_root
-                    .join(scenario.name())
-                    .join(format!("simulated-{seed}-shrunk"));
-                let _ = run(seed, &s, Some(&dir));
-                (s, m)
-            });
+        let any_steps = schedules.iter().any(|s| !s.is_empty());
+        let shrunk = (i == 0 && exact && opts.shrink_budget > 0 && any_steps).then(|| {
+            let began = Instant::now();
+            let (s, m) = shrink_with(
+                w,
+                seed,
+                schedules.clone(),
+                message.clone(),
+                &opts.sim,
+                opts.shrink_budget,
+                &watchdog,
+            );
+            shrinking = began.elapsed();
+            let dir = opts
+                .log_root
+                .join(&w.name)
+                .join(format!("simulated-{seed}-shrunk"));
+            let _ = run(seed, Some(&s), Some(&dir));
+            (s, m)
+        });
         failures.push(SweepFailure {
             seed,
             message,
             budget,
             log_dir,
-            schedule,
+            schedules,
+            replay_shrunk: shrunk.as_ref().map(|(s, _)| replay(seed, Some(s))),
             shrunk,
-            replay: replay(seed),
+            replay: replay(seed, None),
         });
     }
     let mut nondeterministic = nondet.into_inner().expect("poisoned");
     nondeterministic.sort();
     SweepReport {
-        scenario: scenario.name().to_string(),
-        label: scenario.label().to_string(),
-        nemesis: scenario.machines() > 0 && scenario.max_faults() > 0,
+        workflow: w.name.clone(),
         ran: ran.into_inner(),
+        shard: opts.shard,
         failures,
         nondeterministic,
         elapsed: start.elapsed(),

@@ -173,7 +173,7 @@ fn a_swept_workflow_finds_the_failing_seed_and_its_replay_is_byte_identical() {
         text.contains("workflow fails_on_some_seeds: ")
             && text.contains("time: first failure after ")
             && text.contains(", no shrinking")
-            && text.contains("schedule: none: a workflow has no nemesis yet")
+            && text.contains("schedule:\n  (no nemesis declared: the body's own faults only)")
             && text.contains(&format!("logs:     {}", f.log_dir.display())),
         "{text}"
     );
@@ -339,12 +339,13 @@ fn a_bad_latency_fails_with_one_line_naming_it() {
 
 #[test]
 fn a_nemesis_recovery_restores_the_runs_default_link() {
-    use distzero_sim::{Fault, Schedule, Step};
-    let slow = distzero::Link::fixed(millis(1000));
-    // After a latency fault, the recovery sets every link back to `base`.
-    let after_recovery = |base: distzero::Link| {
+    use distzero::nemesis::{Fault, Nemesis, Schedule, Step};
+    // After a latency fault, the recovery sets every link back to the
+    // run's default (DISTZERO_LATENCY).
+    let after_recovery = |latency: &str| {
         let n = std::cell::Cell::new(0);
-        try_workflow("recovery", 1, None, &settings(&[]), registry(), &|c| {
+        let s = settings(&[("DISTZERO_LATENCY", latency)]);
+        try_workflow("recovery", 1, None, &s, registry(), &|c| {
             let [a, b] = c.add_machines()?;
             let sender = c.spawn_node(a, "sender", ())?;
             let receiver = c.spawn_node(b, "receiver", ())?;
@@ -352,11 +353,12 @@ fn a_nemesis_recovery_restores_the_runs_default_link() {
                 min_ms: 0,
                 max_ms: 0,
             };
-            Schedule::new(vec![Step {
+            let schedule = Schedule::new(vec![Step {
                 at_ms: 0,
                 fault: fast,
-            }])
-            .run_on(c, &[a, b], millis(10), base)?;
+            }]);
+            c.start_nemesis(Nemesis::on(&[a, b]).window(millis(10)).schedule(schedule))?;
+            c.wait_nemesis()?;
             c.send(sender, &Msg::Go(receiver, 100))?;
             c.run_for(millis(50))?;
             if let Msg::Got(got) = c.call(receiver, &Msg::Get, millis(3000))? {
@@ -367,6 +369,6 @@ fn a_nemesis_recovery_restores_the_runs_default_link() {
         .unwrap_or_else(|f| panic!("{f}"));
         n.get()
     };
-    assert_eq!(after_recovery(distzero::Link::default()), 100);
-    assert_eq!(after_recovery(slow), 0, "the slow base link is back");
+    assert_eq!(after_recovery("500us..1500us"), 100);
+    assert_eq!(after_recovery("1s"), 0, "the slow default link is back");
 }

@@ -1,11 +1,11 @@
 //! Seed sweeps find a planted bug, pass the correct version, shrink the
 //! failing schedule, shard, and check determinism.
 
+use distzero::nemesis::{Fault, Nemesis, Schedule, Step};
 use distzero::{Cluster, Context, MachineId, Node, NodeId, Registry, Result, Settings, TimerId};
-use distzero_sim::nemesis::{Fault, Schedule, Step};
 use distzero_sim::sweep::{
-    prune, run_once, same_tree, schedule_for, shrink, sweep, Scenario, SweepFailure, SweepOptions,
-    SweepReport, Workflow,
+    run_once, same_tree, schedules_for, shrink, sweep, SweepFailure, SweepOptions, SweepReport,
+    Workflow,
 };
 use distzero_sim::{BudgetSpent, SimSettings};
 use rand::Rng;
@@ -83,76 +83,60 @@ impl Node for Client {
     }
 }
 
-struct Durability {
-    lazy: bool,
+fn durability_registry(lazy: bool) -> Registry {
+    let mut r = Registry::new();
+    r.register("counter", move |_: serde_json::Value| Counter {
+        value: 0,
+        lazy,
+    });
+    r.register("client", |counters: Vec<NodeId>| Client {
+        acked: vec![0; counters.len()],
+        counters,
+        regression: None,
+    });
+    r
 }
 
-impl Scenario for Durability {
-    fn name(&self) -> &str {
-        if self.lazy {
-            "counter-lazy-fsync"
-        } else {
-            "counter"
-        }
+/// Three durable counters under a nemesis, a client outside it: no
+/// acknowledged increment may be lost.
+fn durability(c: &mut dyn Cluster) -> Result<()> {
+    let machines: [MachineId; 3] = c.add_machines()?;
+    let counters: Vec<NodeId> = machines
+        .iter()
+        .map(|&m| c.spawn_node(m, "counter", ()))
+        .collect::<Result<_>>()?;
+    let client_machine = c.add_machine()?;
+    let client = c.spawn_node(client_machine, "client", &counters)?;
+    c.start_nemesis(Nemesis::on(&machines).window(Duration::from_millis(600)))?;
+    c.wait_nemesis()?;
+    c.run_for(Duration::from_millis(50))?;
+    let Msg::Acks(acked, regression) = c.call(client, &Msg::Get, Duration::from_secs(1))? else {
+        panic!("client reply")
+    };
+    if let Some((i, before, after)) = regression {
+        panic!("counter {i} acknowledged {before}, then acknowledged {after} again: an acknowledged increment was lost");
     }
-    fn registry(&self) -> Registry {
-        let mut r = Registry::new();
-        let lazy = self.lazy;
-        r.register("counter", move |_: serde_json::Value| Counter {
-            value: 0,
-            lazy,
-        });
-        r.register("client", |counters: Vec<NodeId>| Client {
-            acked: vec![0; counters.len()],
-            counters,
-            regression: None,
-        });
-        r
-    }
-    fn machines(&self) -> u32 {
-        3
-    }
-    fn fault_window(&self) -> Duration {
-        Duration::from_millis(600)
-    }
-    fn setup(&self, c: &mut dyn Cluster) -> Result<Vec<MachineId>> {
-        let ms: [MachineId; 3] = c.add_machines()?;
-        Ok(ms.to_vec())
-    }
-    fn start(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()> {
-        let counters: Vec<NodeId> = machines
-            .iter()
-            .map(|&m| c.spawn_node(m, "counter", ()))
-            .collect::<Result<_>>()?;
-        let client_machine = c.add_machine()?;
-        c.spawn_node(client_machine, "client", &counters)?;
-        Ok(())
-    }
-    fn check(&self, c: &mut dyn Cluster, machines: &[MachineId]) -> Result<()> {
-        c.run_for(Duration::from_millis(50))?;
-        // The client is the only node of the machine added after the counters.
-        let client = NodeId::new(MachineId(machines.len() as u32), 0);
-        let Msg::Acks(acked, regression) = c.call(client, &Msg::Get, Duration::from_secs(1))?
-        else {
-            panic!("client reply")
+    for (i, &counter) in counters.iter().enumerate() {
+        let Msg::Value(now) = c.call(counter, &Msg::Get, Duration::from_secs(1))? else {
+            panic!("counter reply")
         };
-        if let Some((i, before, after)) = regression {
-            panic!("counter {i} acknowledged {before}, then acknowledged {after} again: an acknowledged increment was lost");
-        }
-        for (i, &m) in machines.iter().enumerate() {
-            let counter = NodeId::new(m, 0);
-            let Msg::Value(now) = c.call(counter, &Msg::Get, Duration::from_secs(1))? else {
-                panic!("counter reply")
-            };
-            // An Inc in flight at the crash may be acked after it; allow none lost beyond that.
-            assert!(
-                now >= acked[i],
-                "counter {counter} holds {now} after recovery but acknowledged {}",
-                acked[i]
-            );
-        }
-        Ok(())
+        // An Inc in flight at the crash may be acked after it; allow none lost beyond that.
+        assert!(
+            now >= acked[i],
+            "counter {counter} holds {now} after recovery but acknowledged {}",
+            acked[i]
+        );
     }
+    Ok(())
+}
+
+fn counters(lazy: bool) -> Workflow {
+    let name = if lazy {
+        "counter-lazy-fsync"
+    } else {
+        "counter"
+    };
+    Workflow::new(name, durability_registry(lazy), durability)
 }
 
 fn opts(test: &str, seeds: std::ops::Range<u64>) -> SweepOptions {
@@ -165,11 +149,31 @@ fn opts(test: &str, seeds: std::ops::Range<u64>) -> SweepOptions {
     }
 }
 
+fn replay(seed: u64, s: Option<&[Schedule]>) -> String {
+    match s {
+        Some(s) => format!("replay {seed} {}", distzero::nemesis::schedules_to_json(s)),
+        None => format!("replay {seed}"),
+    }
+}
+
+/// No step of `shrunk` can go: without any one of them, the seed passes.
+fn assert_minimal(w: &Workflow, seed: u64, shrunk: &[Schedule], sim: &SimSettings) {
+    for d in 0..shrunk.len() {
+        for i in 0..shrunk[d].steps.len() {
+            let mut without = shrunk.to_vec();
+            without[d].steps.remove(i);
+            assert!(
+                run_once(w, seed, Some(&without), None, sim).is_ok(),
+                "step {i} of the shrunk schedule does nothing: {shrunk:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
-    let report = sweep(&Durability { lazy: true }, &opts("found", 0..200), &|s| {
-        format!("replay {s}")
-    });
+    let w = counters(true);
+    let report = sweep(&w, &opts("found", 0..200), &replay);
     eprintln!("{report}");
     assert_eq!(report.failures.len(), 1, "{report}");
     let f = &report.failures[0];
@@ -192,67 +196,57 @@ fn a_sweep_finds_the_planted_bug_and_shrinks_its_schedule() {
         text.contains("schedule:\n  at "),
         "a nemesis prints its schedule: {text}"
     );
-    assert!(shrunk.steps.len() <= f.schedule.steps.len());
+    assert_eq!(shrunk.len(), 1, "one declaration");
+    assert!(shrunk[0].steps.len() <= f.schedules[0].steps.len());
     assert!(
-        shrunk
+        shrunk[0]
             .steps
             .iter()
             .any(|s| matches!(s.fault, Fault::Crash(_))),
         "a crash is needed: {shrunk:?}"
     );
     // The shrunk schedule replays: same seed, same failure, same message.
+    let sim = SimSettings::default();
     assert_eq!(
-        run_once(
-            &Durability { lazy: true },
-            f.seed,
-            &shrunk,
-            None,
-            &SimSettings::default()
-        )
-        .err(),
+        run_once(&w, f.seed, Some(&shrunk), None, &sim).err(),
         Some(msg.clone())
     );
-    let text = report.to_string();
+    // The report prints it as Rust and JSON, and a replay with it.
+    let json = distzero::nemesis::schedules_to_json(&shrunk);
     assert!(
-        text.contains(&format!("FAILED seed {}", f.seed)) && text.contains("Schedule::new(vec!["),
+        text.contains(&format!("FAILED seed {}", f.seed))
+            && text.contains("Nemesis::on(&machines).schedule(Schedule::new(vec![")
+            && text.contains(&format!("as JSON:  {json}"))
+            && text.contains(&format!("replay {} {json}", f.seed)),
         "{text}"
     );
-    // No step of the shrunk schedule can go: without any one of them, it passes.
-    let sim = SimSettings::default();
-    for i in 0..shrunk.steps.len() {
-        let mut without = shrunk.clone();
-        without.steps.remove(i);
-        assert!(
-            run_once(&Durability { lazy: true }, f.seed, &without, None, &sim).is_ok(),
-            "step {i} of the shrunk schedule does nothing: {shrunk:?}"
-        );
-    }
+    assert_minimal(&w, f.seed, &shrunk, &sim);
     let _ = std::fs::remove_dir_all(opts("found", 0..1).log_root);
 }
 
 #[test]
 fn shrinking_drops_steps_that_do_nothing() {
-    let scenario = Durability { lazy: true };
+    let w = counters(true);
     let o = opts("prune", 0..1);
-    // The first failing seed of the sweep (proptest's walk alone often
-    // leaves a step that does nothing, such as a heal with nothing cut).
     let mut first = opts("prune-find", 0..400);
     first.shrink_budget = 0;
-    let found = sweep(&scenario, &first, &|s| format!("replay {s}"));
-    let seed = found.failures.first().expect("a failing seed").seed;
-    let (shrunk, msg) = shrink(&scenario, seed, &o);
+    let found = sweep(&w, &first, &replay);
+    let f = found.failures.first().expect("a failing seed");
+    assert!(f.shrunk.is_none(), "no shrinking asked for");
+    let seed = f.seed;
+    let (shrunk, msg) = shrink(
+        &w,
+        seed,
+        f.schedules.clone(),
+        f.message.clone(),
+        &o.sim,
+        300,
+    );
     assert!(
         msg.contains("acknowledged"),
         "seed {seed} fails for the planted bug: {msg}"
     );
-    for i in 0..shrunk.steps.len() {
-        let mut without = shrunk.clone();
-        without.steps.remove(i);
-        assert!(
-            run_once(&scenario, seed, &without, None, &o.sim).is_ok(),
-            "step {i} of the shrunk schedule does nothing: {shrunk:?}"
-        );
-    }
+    assert_minimal(&w, seed, &shrunk, &o.sim);
     // Plant no-ops first: a restart of a running machine and a resume of a
     // machine not paused, at time 0, before any other step.
     let planted = [
@@ -266,33 +260,30 @@ fn shrinking_drops_steps_that_do_nothing() {
         },
     ];
     let mut steps = planted.to_vec();
-    steps.extend(shrunk.steps.iter().cloned());
-    let padded = Schedule::new(steps);
-    assert_eq!(padded.steps.len(), shrunk.steps.len() + 2);
-    let padded_msg = run_once(&scenario, seed, &padded, None, &o.sim).expect_err("still fails");
+    steps.extend(shrunk[0].steps.iter().cloned());
+    let padded = vec![Schedule::new(steps)];
+    assert_eq!(padded[0].steps.len(), shrunk[0].steps.len() + 2);
+    let padded_msg = run_once(&w, seed, Some(&padded), None, &o.sim).expect_err("still fails");
     assert!(
         padded_msg.contains("acknowledged"),
         "the padded schedule fails for the planted bug: {padded_msg}"
     );
-    let (pruned, pruned_msg) = prune(&scenario, seed, padded, padded_msg, &o.sim, 50);
+    let (pruned, pruned_msg) = shrink(&w, seed, padded, padded_msg, &o.sim, 50);
     assert!(
-        pruned.steps.iter().all(|s| !planted.contains(s)),
+        pruned[0].steps.iter().all(|s| !planted.contains(s)),
         "planted steps left: {pruned:?}"
     );
     assert_eq!(pruned, shrunk);
     assert_eq!(
-        run_once(&scenario, seed, &pruned, None, &o.sim).err(),
+        run_once(&w, seed, Some(&pruned), None, &o.sim).err(),
         Some(pruned_msg)
     );
+    let _ = std::fs::remove_dir_all(first.log_root);
 }
 
 #[test]
 fn the_correct_version_survives_the_same_sweep() {
-    let report = sweep(
-        &Durability { lazy: false },
-        &opts("correct", 0..200),
-        &|s| format!("replay {s}"),
-    );
+    let report = sweep(&counters(false), &opts("correct", 0..200), &replay);
     assert!(report.passed(), "{report}");
     assert_eq!(report.ran, 200);
 }
@@ -303,16 +294,18 @@ fn shards_split_seeds_and_determinism_is_checked() {
     o.shard = Some((1, 3));
     o.check_determinism = true;
     o.stop_at_first = false;
-    let report = sweep(&Durability { lazy: false }, &o, &|s| format!("replay {s}"));
+    let w = counters(false);
+    let report = sweep(&w, &o, &replay);
     assert_eq!(report.ran, 3, "seeds 1, 4, 7");
     assert!(report.nondeterministic.is_empty(), "{report}");
     // A seed's schedule is a function of the seed: the same twice, and not
     // the same for every seed.
-    let scenario = Durability { lazy: false };
-    assert_eq!(schedule_for(&scenario, 4), schedule_for(&scenario, 4));
-    let schedules: Vec<Schedule> = (0..10).map(|s| schedule_for(&scenario, s)).collect();
+    let sim = SimSettings::default();
+    assert_eq!(schedules_for(&w, 4, &sim), schedules_for(&w, 4, &sim));
+    let schedules: Vec<Vec<Schedule>> = (0..10).map(|s| schedules_for(&w, s, &sim)).collect();
     assert!(
-        schedules.iter().any(|s| !s.steps.is_empty())
+        schedules.iter().all(|s| s.len() == 1)
+            && schedules.iter().any(|s| !s[0].steps.is_empty())
             && schedules.iter().any(|s| *s != schedules[0]),
         "seeds give different, non-empty schedules: {schedules:?}"
     );
@@ -352,7 +345,7 @@ fn the_determinism_check_flags_a_seed_whose_runs_differ() {
     let mut o = opts("drift", 0..3);
     o.check_determinism = true;
     o.stop_at_first = false;
-    let report = sweep(&w, &o, &|s| format!("replay {s}"));
+    let report = sweep(&w, &o, &replay);
     assert_eq!(report.ran, 3, "{report}");
     assert!(report.failures.is_empty(), "{report}");
     assert_eq!(report.nondeterministic, vec![0, 1, 2], "{report}");
@@ -413,7 +406,7 @@ fn sweep_budget(w: &Workflow, mut o: SweepOptions) -> (SweepFailure, SweepReport
     o.seeds = 5..7;
     o.jobs = 1;
     let start = std::time::Instant::now();
-    let report = sweep(w, &o, &|s| format!("replay {s}"));
+    let report = sweep(w, &o, &replay);
     let took = start.elapsed();
     assert_eq!(report.failures.len(), 1, "{report}");
     let _ = std::fs::remove_dir_all(&o.log_root);
@@ -448,7 +441,7 @@ fn a_livelocked_seed_is_a_failure_naming_the_seed_and_its_budget() {
         "{text}"
     );
     // The replay fails the same way, byte for byte the same message.
-    let again = run_once(&w, 5, &Schedule::default(), None, &o.sim);
+    let again = run_once(&w, 5, None, None, &o.sim);
     assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
 }
 
@@ -472,7 +465,7 @@ fn a_seed_over_its_event_budget_is_a_failure_naming_it() {
         "{}",
         f.message
     );
-    let again = run_once(&w, 5, &Schedule::default(), None, &o.sim);
+    let again = run_once(&w, 5, None, None, &o.sim);
     assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
 }
 
@@ -499,7 +492,7 @@ fn a_seed_that_only_lets_time_pass_is_stopped_by_its_wall_time_budget() {
     );
     assert!(report.to_string().contains("not shrunk"), "{report}");
     // The replay is held to the same budget: it fails instead of hanging.
-    let again = run_once(&w, 5, &Schedule::default(), None, &o.sim).unwrap_err();
+    let again = run_once(&w, 5, None, None, &o.sim).unwrap_err();
     assert!(
         again.contains("seed 5 went over its wall-time budget"),
         "{again}"
@@ -557,19 +550,13 @@ fn a_replay_reads_the_sweeps_buggify_and_is_byte_identical() {
     assert_eq!(o.log_root, root);
     o.seeds = 3..4;
     let w = coins();
-    let report = sweep(&w, &o, &|s| format!("replay {s}"));
+    let report = sweep(&w, &o, &replay);
     assert_eq!(report.failures.len(), 1, "{report}");
     let f = &report.failures[0];
     // The replay as the CLI does it: its options from the same settings.
     let replay = SweepOptions::from_settings(&settings).unwrap();
     let dir = root.join("replay");
-    let again = run_once(
-        &w,
-        f.seed,
-        &schedule_for(&w, f.seed),
-        Some(&dir),
-        &replay.sim,
-    );
+    let again = run_once(&w, f.seed, None, Some(&dir), &replay.sim);
     assert_eq!(again.err().as_deref(), Some(f.message.as_str()));
     assert!(same_tree(&f.log_dir, &dir), "the replay's logs differ");
     // Under another buggify the logs differ: the comparison can fail.
@@ -579,13 +566,7 @@ fn a_replay_reads_the_sweeps_buggify_and_is_byte_identical() {
     ]))
     .unwrap();
     let dir2 = root.join("replay-default-buggify");
-    let _ = run_once(
-        &w,
-        f.seed,
-        &schedule_for(&w, f.seed),
-        Some(&dir2),
-        &other.sim,
-    );
+    let _ = run_once(&w, f.seed, None, Some(&dir2), &other.sim);
     assert!(
         !same_tree(&f.log_dir, &dir2),
         "buggify must show in the logs"
@@ -598,7 +579,7 @@ fn the_failure_line_carries_the_simulated_time_of_the_failure() {
     let o = opts("failure-time", 0..1);
     let w = coins();
     let dir = o.log_root.join("run");
-    let err = run_once(&w, 1, &Schedule::default(), Some(&dir), &o.sim).unwrap_err();
+    let err = run_once(&w, 1, None, Some(&dir), &o.sim).unwrap_err();
     assert!(err.contains("planted failure"), "{err}");
     let text = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
     let line = text

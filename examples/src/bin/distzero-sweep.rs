@@ -1,12 +1,14 @@
-//! `distzero-sweep`: run a scenario over many seeds in simulation, find
-//! failing seeds, shrink their fault schedule, print how to replay them.
+//! `distzero-sweep`: run a workflow of the examples over many seeds in
+//! simulation, find failing seeds, shrink their fault schedule, print how
+//! to replay them. (A workflow test of your own sweeps from `cargo test`:
+//! `DISTZERO_SEEDS=500 cargo test simulated`.)
 //!
 //!     cargo run --release -p distzero-examples --bin distzero-sweep -- kv-ack-before-replicate
 //!     cargo run --release -p distzero-examples --bin distzero-sweep -- kv-ack-before-replicate --replay 17
 
 use clap::Parser;
-use distzero::sim::nemesis::Schedule;
-use distzero::sim::sweep::{run_once, schedule_for, sweep, SweepOptions};
+use distzero::nemesis::{schedules_from_json, schedules_to_json, Schedule};
+use distzero::sim::sweep::{run_once, schedules_for, sweep, SweepOptions};
 use distzero::Settings;
 use distzero_examples::scenarios;
 use std::path::PathBuf;
@@ -16,12 +18,12 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(
     name = "distzero-sweep",
-    about = "Sweep a scenario over many seeds in simulation"
+    about = "Sweep a workflow of the examples over many seeds in simulation"
 )]
 struct Args {
-    /// Scenario to run (see --list).
-    scenario: Option<String>,
-    /// List the scenarios and exit.
+    /// Workflow to run (see --list).
+    workflow: Option<String>,
+    /// List the workflows and exit.
     #[arg(long)]
     list: bool,
     /// Number of seeds, starting at --first (default: DISTZERO_SWEEP_SEEDS, 200).
@@ -49,7 +51,8 @@ struct Args {
     /// Re-run one seed with full logs (byte for byte the same run).
     #[arg(long)]
     replay: Option<u64>,
-    /// With --replay: run this schedule (JSON, as printed) instead of the seed's own.
+    /// With --replay: run these schedules (JSON, as printed: one per
+    /// nemesis of the workflow) instead of the seed's own.
     #[arg(long)]
     schedule: Option<String>,
     /// Event budget of one seed (default: DISTZERO_MAX_EVENTS); more fails the seed.
@@ -98,10 +101,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.list || args.scenario.is_none() {
-        println!("scenarios:");
-        for s in scenarios::all() {
-            println!("  {}", s.name());
+    if args.list || args.workflow.is_none() {
+        println!("workflows:");
+        for w in scenarios::all() {
+            println!("  {}", w.name);
         }
         return if args.list {
             ExitCode::SUCCESS
@@ -109,8 +112,8 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         };
     }
-    let name = args.scenario.clone().unwrap_or_default();
-    let scenario = match scenarios::by_name(&name) {
+    let name = args.workflow.clone().unwrap_or_default();
+    let workflow = match scenarios::by_name(&name) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -139,20 +142,24 @@ fn main() -> ExitCode {
     // reorder, duplicate, latency, loss, logs, budgets): the replay line
     // repeats them, so it re-runs what the sweep ran wherever it is pasted.
     let prefix = distzero::sim::replay_env(&settings);
-    let command = |seed: u64| {
-        format!("{prefix}cargo run --release -p distzero-examples --bin distzero-sweep -- {name} --replay {seed}{budget_args}")
+    let command = |seed: u64, schedules: Option<&[Schedule]>| {
+        let schedule = match schedules {
+            Some(s) => format!(" --schedule '{}'", schedules_to_json(s)),
+            None => String::new(),
+        };
+        format!("{prefix}cargo run --release -p distzero-examples --bin distzero-sweep -- {name} --replay {seed}{budget_args}{schedule}")
     };
 
     if let Some(seed) = args.replay {
-        let schedule = match &args.schedule {
-            Some(json) => match serde_json::from_str::<Schedule>(json) {
-                Ok(s) => s,
+        let schedules = match &args.schedule {
+            Some(json) => match schedules_from_json(json, "--schedule") {
+                Ok(s) => Some(s),
                 Err(e) => {
-                    eprintln!("error: --schedule is not a schedule as printed by a sweep: {e}");
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             },
-            None => schedule_for(scenario.as_ref(), seed),
+            None => None,
         };
         let suffix = if args.schedule.is_some() {
             "-schedule"
@@ -160,13 +167,17 @@ fn main() -> ExitCode {
             ""
         };
         let dir: PathBuf = log_root
-            .join(scenario.name())
+            .join(&workflow.name)
             .join(format!("simulated-{seed}{suffix}"));
-        println!(
-            "replaying {name} with seed {seed}; schedule:\n{}",
-            schedule.describe().trim_end()
-        );
-        let result = run_once(scenario.as_ref(), seed, &schedule, Some(&dir), &opts.sim);
+        let shown = match &schedules {
+            Some(s) => s.clone(),
+            None => schedules_for(&workflow, seed, &opts.sim),
+        };
+        println!("replaying {name} with seed {seed}; schedule:");
+        for s in &shown {
+            println!("{}", s.describe().trim_end());
+        }
+        let result = run_once(&workflow, seed, schedules.as_deref(), Some(&dir), &opts.sim);
         println!("logs: {}", dir.display());
         return match result {
             Ok(()) => {
@@ -190,17 +201,8 @@ fn main() -> ExitCode {
     if args.no_shrink {
         opts.shrink_budget = 0;
     }
-    let report = sweep(scenario.as_ref(), &opts, &command);
+    let report = sweep(&workflow, &opts, &command);
     print!("{report}");
-    if let Some(f) = report.failures.first() {
-        if let Some((shrunk, _)) = &f.shrunk {
-            let json = serde_json::to_string(shrunk).unwrap_or_default();
-            println!(
-                "  replay the shrunk schedule:\n    {} --schedule '{json}'",
-                command(f.seed)
-            );
-        }
-    }
     if report.passed() {
         ExitCode::SUCCESS
     } else {
