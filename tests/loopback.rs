@@ -837,3 +837,100 @@ fn loopback_controller_redials_after_another_takes_its_link() {
         "m0's control link came up once only:\n{ctl}"
     );
 }
+
+fn boots(c: &mut dyn Cluster, n: NodeId) -> Result<u64> {
+    match c.call(n, &Msg::Boots, secs(2))? {
+        Msg::BootCount(b) => Ok(b),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Run the cluster until `at` after `t0` (real time here).
+fn run_to(c: &mut dyn Cluster, t0: Duration, at: u64) -> Result<()> {
+    let until = t0 + millis(at);
+    c.run_for(until.saturating_sub(c.now()))
+}
+
+/// A nemesis declared in the test fires on real time while the test waits
+/// and calls: the crash at 100 ms makes a call time out, the restart at
+/// 600 ms starts the node again (its disk counts two boots), the partition
+/// from 700 ms to 1200 ms drops a burst sent inside it, and the schedule
+/// that ran is the one given.
+#[test]
+fn loopback_nemesis_fires_on_real_time_while_the_test_waits() {
+    use distzero::nemesis::{Fault, Nemesis, Schedule, Step};
+    let mut c = cluster("loopback_nemesis");
+    let c: &mut dyn Cluster = &mut c;
+    let (a, b) = two_probes(c).unwrap();
+    let step = |at_ms, fault| Step { at_ms, fault };
+    let schedule = Schedule::new(vec![
+        step(100, Fault::Crash(0)),
+        step(600, Fault::Restart(0)),
+        step(700, Fault::Partition(vec![vec![0], vec![1]])),
+        step(1200, Fault::Heal(vec![vec![0], vec![1]])),
+    ]);
+    let t0 = c.now();
+    c.start_nemesis(
+        Nemesis::on(&[a.machine, b.machine])
+            .window(millis(1500))
+            .schedule(schedule.clone()),
+    )
+    .unwrap();
+    run_to(c, t0, 250).unwrap();
+    let e = c.call::<_, Msg>(a, &Msg::Ping(1), millis(100)).unwrap_err();
+    assert!(e.is_timeout(), "a is down: {e}");
+    run_to(c, t0, 850).unwrap();
+    let burst = Msg::Burst {
+        to: a,
+        first: 0,
+        count: 10,
+    };
+    c.send(b, &burst).unwrap();
+    run_to(c, t0, 1000).unwrap();
+    c.wait_nemesis().unwrap();
+    assert!(c.now() >= t0 + millis(1500));
+    assert_eq!(boots(c, a).unwrap(), 2, "crashed and restarted once");
+    assert_eq!(seen(c, a).unwrap(), Vec::<u64>::new(), "the burst was cut");
+    // Healed: the same burst now arrives.
+    c.send(b, &burst).unwrap();
+    c.run_until(secs(5), |c| Ok(seen(c, a)?.len() >= 10))
+        .unwrap();
+    assert_eq!(c.nemesis_schedules(), vec![schedule]);
+    c.shutdown().unwrap();
+}
+
+/// `DISTZERO_SCHEDULE` replaces what a declaration would draw in real
+/// modes too: a schedule found in simulation replays on real agents.
+#[test]
+fn loopback_nemesis_takes_the_schedule_from_the_settings() {
+    let mut s = settings();
+    s.set(
+        "DISTZERO_SCHEDULE",
+        r#"[[{"at_ms":50,"fault":{"Crash":1}}]]"#,
+    )
+    .unwrap();
+    let run_id = new_run_id();
+    let test = "loopback_nemesis_schedule";
+    let dir = run_log_dir(&s, test, Mode::Loopback, &run_id);
+    let p = LoopbackProvider::new(registry(), &dir, &s).unwrap();
+    let mut c = RemoteCluster::with_run(Box::new(p), test, &run_id, &dir, &s).unwrap();
+    let c: &mut dyn Cluster = &mut c;
+    let (a, b) = two_probes(c).unwrap();
+    c.start_nemesis(distzero::nemesis::Nemesis::on(&[a.machine, b.machine]).window(secs(2)))
+        .unwrap();
+    c.run_for(millis(200)).unwrap();
+    let e = c.call::<_, Msg>(b, &Msg::Ping(1), millis(100)).unwrap_err();
+    assert!(e.is_timeout(), "b crashed at 50 ms: {e}");
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(2), secs(2)).unwrap(),
+        Msg::Pong(2)
+    );
+    // Ending the nemesis early heals: b runs again.
+    c.stop_nemesis().unwrap();
+    assert_eq!(
+        c.call::<_, Msg>(b, &Msg::Ping(3), secs(2)).unwrap(),
+        Msg::Pong(3)
+    );
+    assert_eq!(boots(c, b).unwrap(), 2);
+    c.shutdown().unwrap();
+}
