@@ -374,17 +374,25 @@ pub struct SweepOptions {
 }
 
 impl SweepOptions {
-    /// From the settings: seeds (`DISTZERO_SWEEP_SEEDS`), jobs, the
-    /// determinism check, log folder and [`SimSettings`]; the rest as
-    /// [`SweepOptions::default`]. A bad value names its variable.
+    /// From the settings: seeds (`DISTZERO_SEEDS`, else as
+    /// [`SweepOptions::default`]), jobs, the shard (`DISTZERO_SHARD`, or a
+    /// Kubernetes Indexed Job's `JOB_COMPLETION_INDEX` of
+    /// `DISTZERO_SHARDS`), `DISTZERO_KEEP_GOING`, `DISTZERO_SHRINK`,
+    /// `DISTZERO_PROGRESS`, the determinism check, log folder and
+    /// [`SimSettings`]. A bad value names its variable.
     pub fn from_settings(settings: &Settings) -> Result<SweepOptions> {
         Ok(SweepOptions {
-            seeds: 0..settings.sweep_seeds()?,
+            seeds: settings
+                .seeds()?
+                .unwrap_or_else(|| SweepOptions::default().seeds),
             jobs: settings.sweep_jobs()?,
+            stop_at_first: !settings.keep_going()?,
+            shard: settings.shard()?,
             check_determinism: settings.check_determinism()?,
+            progress: settings.progress()?,
+            shrink_budget: settings.shrink_budget()?,
             log_root: settings.log_dir(),
             sim: SimSettings::from_settings(settings)?,
-            ..SweepOptions::default()
         })
     }
 }
@@ -432,6 +440,8 @@ pub struct SweepReport {
     /// faults): without one there is no schedule to shrink.
     pub nemesis: bool,
     pub ran: u64,
+    /// The shard `(i, n)` that ran (seeds with `seed % n == i`), if any.
+    pub shard: Option<(u64, u64)>,
     pub failures: Vec<SweepFailure>,
     /// Seeds whose two runs gave different logs.
     pub nondeterministic: Vec<u64>,
@@ -466,6 +476,9 @@ impl std::fmt::Display for SweepReport {
             self.failures.len(),
             self.nondeterministic.len()
         )?;
+        if let Some((i, n)) = self.shard {
+            writeln!(f, "shard {i}/{n}: seeds ≡ {i} mod {n}")?;
+        }
         if let Some(t) = self.to_first_failure {
             let shrinking = if self.shrinking.is_zero() {
                 "no shrinking".to_string()
@@ -659,6 +672,7 @@ pub fn sweep(
         label: scenario.label().to_string(),
         nemesis: scenario.machines() > 0 && scenario.max_faults() > 0,
         ran: ran.into_inner(),
+        shard: opts.shard,
         failures,
         nondeterministic,
         elapsed: start.elapsed(),
