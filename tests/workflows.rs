@@ -7,7 +7,7 @@
 
 use distzero::check::{check_kv, Budget};
 use distzero::history::{History, Op, OpKind, F};
-use distzero::{millis, secs, Cluster, Latency, Link, Mode, NodeId, Result};
+use distzero::{millis, secs, Cluster, Error, Latency, Link, MachineId, Mode, NodeId, Result};
 use distzero_examples::kv::{self, KvMsg, KvStatus};
 use distzero_examples::kv_client::{KvClientConfig, KIND as KV_CLIENT};
 use distzero_examples::pingpong::{PingConfig, PingMsg, PingStats, KIND as PINGPONG};
@@ -251,15 +251,74 @@ fn ping_rtt_follows_link_latency(c: &mut dyn Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A group's ids are known before it is spawned (`next_node_id`,
+/// `spawn_group`), also with two members on one machine after a node that
+/// was there first: each member pings the others at the ids its config
+/// names, and exactly the members get those pings.
+fn group_ids_are_known_before_spawning(c: &mut dyn Cluster) -> Result<()> {
+    let [m0, m1, m2] = c.add_machines()?;
+    let unknown = MachineId(m2.0 + 100);
+    match c.next_node_id(unknown) {
+        Err(Error::NoSuchMachine(m)) if m == unknown => {}
+        other => panic!("an unknown machine has no next node id: {other:?}"),
+    }
+    assert_eq!(c.next_node_id(m1)?, NodeId::new(m1, 0));
+    let occupant = c.spawn_node(m1, PINGPONG, PingConfig::default())?;
+    assert_eq!(occupant, NodeId::new(m1, 0));
+    assert_eq!(c.next_node_id(m1)?, NodeId::new(m1, 1));
+    // A group with an unknown machine is refused before anything spawns.
+    match c.spawn_group(&[m2, unknown], PINGPONG, |_, _| PingConfig::default()) {
+        Err(Error::NoSuchMachine(m)) if m == unknown => {}
+        other => panic!("a group on an unknown machine must be refused: {other:?}"),
+    }
+    assert_eq!(c.next_node_id(m2)?, NodeId::new(m2, 0), "nothing spawned");
+
+    let want = vec![
+        NodeId::new(m0, 0),
+        NodeId::new(m1, 1),
+        NodeId::new(m0, 1),
+        NodeId::new(m2, 0),
+    ];
+    let mut told = Vec::new();
+    let group = c.spawn_group(&[m0, m1, m0, m2], PINGPONG, |i, ids| {
+        told.push(ids.to_vec());
+        let others = ids.iter().enumerate().filter(|&(j, _)| j != i);
+        pinger(others.map(|(_, &id)| id).collect(), 50, 3)
+    })?;
+    assert_eq!(group, want, "the ids of the group");
+    assert_eq!(told, vec![want.clone(); 4], "every config saw every id");
+    assert_eq!(c.next_node_id(m0)?, NodeId::new(m0, 2));
+    assert_eq!(c.next_node_id(m1)?, NodeId::new(m1, 2));
+    // 3 rounds to 3 peers: 9 pongs each, once the ids are right.
+    c.run_until(secs(10), |c| {
+        for &n in &group {
+            if stats(c, n)?.pongs < 9 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    c.run_for(millis(200))?;
+    for &n in &group {
+        let s = stats(c, n)?;
+        assert_eq!((s.pongs, s.pings_received), (9, 9), "{n}: {s:?}");
+    }
+    assert_eq!(
+        stats(c, occupant)?.pings_received,
+        0,
+        "no member took the node already on {m1} for a peer"
+    );
+    Ok(())
+}
+
 /// Cutting b -> a stops pongs to a and pings to a, but a's pings still reach b.
 fn one_way_cut_blocks_one_direction(c: &mut dyn Cluster) -> Result<()> {
     let [ma, mb] = c.add_machines()?;
-    let a = NodeId::new(ma, 0);
-    let b = NodeId::new(mb, 0);
-    let got = c.spawn_node(ma, PINGPONG, pinger(vec![b], 50, 0))?;
-    assert_eq!(got, a, "the first node of a fresh machine is its node 0");
-    let got = c.spawn_node(mb, PINGPONG, pinger(vec![a], 50, 0))?;
-    assert_eq!(got, b, "the first node of a fresh machine is its node 0");
+    // Each pings the other: both ids are known before either is spawned.
+    let ids = c.spawn_group(&[ma, mb], PINGPONG, |i, ids| {
+        pinger(vec![ids[1 - i]], 50, 0)
+    })?;
+    let (a, b) = (ids[0], ids[1]);
     c.run_until(secs(10), |c| {
         Ok(stats(c, a)?.pongs >= 3 && stats(c, b)?.pongs >= 3)
     })?;
@@ -741,6 +800,7 @@ distzero::workflow_tests! {
     tests: [
     pingpong_answers_calls,
     ping_timer_fires_on_schedule,
+    group_ids_are_known_before_spawning,
     ping_rtt_follows_link_latency,
     one_way_cut_blocks_one_direction,
     pause_delays_but_loses_nothing,

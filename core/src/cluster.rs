@@ -56,6 +56,11 @@ pub trait Cluster {
     /// Start a node on a machine. It starts again from this spec whenever
     /// its machine restarts.
     fn spawn(&mut self, machine: MachineId, spec: NodeSpec) -> Result<NodeId>;
+    /// The id the next node spawned on `machine` will get (a machine
+    /// numbers its nodes 0, 1, … in spawn order; a failed spawn takes no
+    /// number), so that configs can name nodes not spawned yet (see
+    /// `spawn_group`). `Error::NoSuchMachine` for an unknown machine.
+    fn next_node_id(&self, machine: MachineId) -> Result<NodeId>;
 
     /// Send encoded bytes to a node from a fresh client address; no reply expected.
     fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()>;
@@ -146,6 +151,55 @@ impl<'a> dyn Cluster + 'a {
     ) -> Result<NodeId> {
         let spec = NodeSpec::new(kind.kind_name(), config)?;
         self.spawn(machine, spec)
+    }
+
+    /// Spawn one node of `kind` on each of `machines`, in order, where the
+    /// config of the `i`-th is `config(i, ids)` and `ids` are the ids of the
+    /// whole group, known before any of them is spawned: each replica of a
+    /// replicated system can name its peers.
+    ///
+    /// ```
+    /// # use distzero_core::{Cluster, Kind, MachineId, NodeId, Result};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize)]
+    /// pub struct KvConfig { pub me: usize, pub peers: Vec<NodeId> }
+    /// pub const KV: Kind<KvConfig> = Kind::new("kv");
+    ///
+    /// fn replicas(c: &mut dyn Cluster, machines: &[MachineId]) -> Result<Vec<NodeId>> {
+    ///     c.spawn_group(machines, KV, |i, ids| KvConfig { me: i, peers: ids.to_vec() })
+    /// }
+    /// ```
+    ///
+    /// A machine may appear more than once (its nodes of the group take
+    /// consecutive ids after those it already has). Every config is built
+    /// before the first spawn; an unknown machine or a bad config spawns
+    /// nothing, while a spawn that fails midway leaves the nodes before it
+    /// spawned.
+    pub fn spawn_group<C: Serialize>(
+        &mut self,
+        machines: &[MachineId],
+        kind: impl KindOf<C>,
+        mut config: impl FnMut(usize, &[NodeId]) -> C,
+    ) -> Result<Vec<NodeId>> {
+        let mut ids: Vec<NodeId> = Vec::with_capacity(machines.len());
+        for &m in machines {
+            let earlier = ids.iter().filter(|id| id.machine == m).count() as u32;
+            let next = self.next_node_id(m)?;
+            ids.push(NodeId::new(m, next.local + earlier));
+        }
+        let specs = (0..machines.len())
+            .map(|i| NodeSpec::new(kind.kind_name(), config(i, &ids)))
+            .collect::<Result<Vec<_>>>()?;
+        for ((&m, spec), &want) in machines.iter().zip(specs).zip(&ids) {
+            let got = self.spawn(m, spec)?;
+            if got != want {
+                return Err(Error::Unsupported(format!(
+                    "spawn_group: the {} cluster said the next node of {m} would be {want} but spawned {got}",
+                    self.mode().name()
+                )));
+            }
+        }
+        Ok(ids)
     }
 
     /// Send a typed request and wait for its typed reply (the reply type is

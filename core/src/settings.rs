@@ -21,7 +21,13 @@ pub struct Var {
 
 pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_SEED", default: "", help: "seed of simulated runs: an unsigned integer, or `random`; unset = derived from the test name; when set, a workflow test runs this one seed, whatever DISTZERO_SEEDS says" },
-    Var { name: "DISTZERO_SEEDS", default: "", help: "seeds of every simulated workflow test (cargo test simulated): N = seeds 0 to N-1, A..B = seeds A to B-1, swept on DISTZERO_SWEEP_JOBS threads; unset = one seed (DISTZERO_SEED or the test name's)" },
+    Var { name: "DISTZERO_SEEDS", default: "", help: "seeds of a sweep: of every simulated workflow test (cargo test simulated) and of distzero-sweep (its --first and --seeds win); N = seeds 0 to N-1, A..B = seeds A to B-1, swept on DISTZERO_SWEEP_JOBS threads; unset = one seed for a test (DISTZERO_SEED or the test name's), 200 seeds for distzero-sweep" },
+    Var { name: "DISTZERO_SHARD", default: "", help: "i/n = run only the seeds of a sweep with seed % n == i (0 <= i < n), e.g. one of n machines; unset = every seed, or the shard of a Kubernetes Indexed Job (JOB_COMPLETION_INDEX of DISTZERO_SHARDS)" },
+    Var { name: "DISTZERO_SHARDS", default: "", help: "number of shards of a Kubernetes Indexed Job (set it to the Job's completions): with JOB_COMPLETION_INDEX it gives the shard when DISTZERO_SHARD is unset" },
+    Var { name: "JOB_COMPLETION_INDEX", default: "", help: "set by Kubernetes in each pod of an Indexed Job (completionMode: Indexed): the pod's index, its shard of DISTZERO_SHARDS; never set it yourself" },
+    Var { name: "DISTZERO_KEEP_GOING", default: "0", help: "1 = a sweep runs every seed and reports every failing one; 0 = it stops at the first failure" },
+    Var { name: "DISTZERO_SHRINK", default: "300", help: "runs a sweep may spend shrinking the fault schedule of its first failure; 0 = no shrinking" },
+    Var { name: "DISTZERO_PROGRESS", default: "0", help: "1 = a progress bar of a workflow test's sweep on stderr (drawn only when stderr is a terminal); distzero-sweep shows one unless --quiet" },
     Var { name: "DISTZERO_CHECK_DETERMINISM", default: "0", help: "1 = run each seed of a simulated test or sweep twice with full logs and compare them byte for byte; 0 = once" },
     Var { name: "DISTZERO_LOG_DIR", default: ".tmp", help: "folder that receives the logs of every run" },
     Var { name: "DISTZERO_LOG_LEVEL", default: "info", help: "least level written to the logs: off, error, warn, info, debug or trace" },
@@ -43,7 +49,6 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_CONTROLLER_ADDR", default: "", help: "address of this controller as the cloud hosts reach it; unset = picked from the route to the first host" },
     Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
     Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
-    Var { name: "DISTZERO_SWEEP_SEEDS", default: "200", help: "default number of seeds of distzero-sweep (its --seeds); cargo test reads DISTZERO_SEEDS" },
     Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep (distzero-sweep, or a workflow test under DISTZERO_SEEDS); 0 = one per core" },
     Var { name: "DISTZERO_MAX_EVENTS", default: "1000000000", help: "event budget of one simulated run (one seed of a sweep); more fails the run" },
     Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one simulated run (a workflow test's seed, one seed of a sweep, a replay), in seconds (decimals allowed); more fails the seed" },
@@ -170,7 +175,10 @@ impl Settings {
         self.duplicate()?;
         self.default_link()?;
         self.agent_orphan()?;
-        self.sweep_seeds()?;
+        self.shard()?;
+        self.keep_going()?;
+        self.shrink_budget()?;
+        self.progress()?;
         self.sweep_jobs()?;
         self.max_events()?;
         self.sweep_seed_timeout()?;
@@ -228,8 +236,8 @@ impl Settings {
         probability(self, "DISTZERO_BUGGIFY")
     }
 
-    /// The seeds a workflow test sweeps (`DISTZERO_SEEDS`): `N` is `0..N`,
-    /// `A..B` is `A..B` (B excluded); None = one seed.
+    /// The seeds of a sweep (`DISTZERO_SEEDS`): `N` is `0..N`, `A..B` is
+    /// `A..B` (B excluded); None = unset (one seed for a workflow test).
     pub fn seeds(&self) -> Result<Option<Range<u64>>> {
         let Some(v) = self.opt("DISTZERO_SEEDS") else {
             return Ok(None);
@@ -418,12 +426,87 @@ impl Settings {
         self.raw("DISTZERO_CLOUD_DIR")
     }
 
-    pub fn sweep_seeds(&self) -> Result<u64> {
-        let v = self.raw("DISTZERO_SWEEP_SEEDS");
-        v.parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| bad("DISTZERO_SWEEP_SEEDS", v, "a positive whole number"))
+    /// The shard of a sweep this process runs, `(i, n)`: only the seeds
+    /// with `seed % n == i`. `DISTZERO_SHARD=i/n`; when unset, in a pod of
+    /// a Kubernetes Indexed Job, `JOB_COMPLETION_INDEX` of
+    /// `DISTZERO_SHARDS` (the Job's completions); None = every seed. One
+    /// of the last two without the other is an error saying what to set.
+    pub fn shard(&self) -> Result<Option<(u64, u64)>> {
+        let shards = match self.opt("DISTZERO_SHARDS") {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                bad(
+                    "DISTZERO_SHARDS",
+                    v,
+                    "a positive whole number, the completions of the Indexed Job",
+                )
+            })?),
+        };
+        if let Some(v) = self.opt("DISTZERO_SHARD") {
+            let parsed = v.split_once('/').and_then(|(i, n)| {
+                let (i, n) = (i.trim().parse::<u64>().ok()?, n.trim().parse::<u64>().ok()?);
+                (i < n).then_some((i, n))
+            });
+            return parsed.map(Some).ok_or_else(|| {
+                bad(
+                    "DISTZERO_SHARD",
+                    v,
+                    "i/n with 0 <= i < n, such as 3/10 (the seeds with seed % n == i)",
+                )
+            });
+        }
+        let index = match self.opt("JOB_COMPLETION_INDEX") {
+            None => None,
+            Some(v) => Some((
+                v,
+                v.parse::<u64>().map_err(|_| {
+                    bad(
+                        "JOB_COMPLETION_INDEX",
+                        v,
+                        "a whole number, the index Kubernetes gives each pod of an Indexed Job",
+                    )
+                })?,
+            )),
+        };
+        match (index, shards) {
+            (None, None) => Ok(None),
+            (Some((v, i)), Some(n)) if i >= n => Err(bad(
+                "JOB_COMPLETION_INDEX",
+                v,
+                &format!("a whole number below DISTZERO_SHARDS={n}: set DISTZERO_SHARDS to the Job's completions"),
+            )),
+            (Some((_, i)), Some(n)) => Ok(Some((i, n))),
+            (Some((v, _)), None) => Err(Error::Setting(format!(
+                "JOB_COMPLETION_INDEX={v:?} is set (this is a pod of a Kubernetes Indexed Job) but DISTZERO_SHARDS is not: set DISTZERO_SHARDS to the Job's completions so that this pod runs shard {v} of them, or set DISTZERO_SHARD=i/n (which wins)"
+            ))),
+            (None, Some(n)) => Err(Error::Setting(format!(
+                "DISTZERO_SHARDS=\"{n}\" is set but JOB_COMPLETION_INDEX is not: Kubernetes sets it in each pod of an Indexed Job (completionMode: Indexed); elsewhere unset DISTZERO_SHARDS and set DISTZERO_SHARD=i/n"
+            ))),
+        }
+    }
+
+    /// A sweep runs every seed rather than stop at the first failure
+    /// (`DISTZERO_KEEP_GOING`).
+    pub fn keep_going(&self) -> Result<bool> {
+        flag(self, "DISTZERO_KEEP_GOING")
+    }
+
+    /// Runs a sweep may spend shrinking its first failure's schedule
+    /// (`DISTZERO_SHRINK`; 0 = none).
+    pub fn shrink_budget(&self) -> Result<usize> {
+        let v = self.raw("DISTZERO_SHRINK");
+        v.parse::<usize>().map_err(|_| {
+            bad(
+                "DISTZERO_SHRINK",
+                v,
+                "a whole number of runs (0 = no shrinking)",
+            )
+        })
+    }
+
+    /// A progress bar of a sweep on stderr (`DISTZERO_PROGRESS`).
+    pub fn progress(&self) -> Result<bool> {
+        flag(self, "DISTZERO_PROGRESS")
     }
 
     pub fn sweep_jobs(&self) -> Result<usize> {
@@ -691,7 +774,25 @@ mod tests {
                 "0",
                 "a whole number of seconds, at least 1",
             ),
-            ("DISTZERO_SWEEP_SEEDS", "0", "a positive whole number"),
+            ("DISTZERO_SHARD", "4/4", "i/n with 0 <= i < n"),
+            ("DISTZERO_SHARD", "1/0", "i/n with 0 <= i < n"),
+            ("DISTZERO_SHARD", "3", "i/n with 0 <= i < n"),
+            ("DISTZERO_SHARD", "-1/4", "i/n with 0 <= i < n"),
+            ("DISTZERO_SHARDS", "0", "a positive whole number"),
+            ("DISTZERO_SHARDS", "ten", "a positive whole number"),
+            ("JOB_COMPLETION_INDEX", "first", "a whole number"),
+            ("DISTZERO_KEEP_GOING", "yes", "0 or 1 (or false, true)"),
+            ("DISTZERO_PROGRESS", "2", "0 or 1 (or false, true)"),
+            (
+                "DISTZERO_SHRINK",
+                "-1",
+                "a whole number of runs (0 = no shrinking)",
+            ),
+            (
+                "DISTZERO_SHRINK",
+                "lots",
+                "a whole number of runs (0 = no shrinking)",
+            ),
             (
                 "DISTZERO_SWEEP_JOBS",
                 "-1",
@@ -810,6 +911,90 @@ mod tests {
         assert_eq!(parse_duration("250ns"), Some(Duration::from_nanos(250)));
         assert_eq!(parse_duration("1 ms"), Some(Duration::from_millis(1)));
         assert_eq!(parse_duration("1m"), None);
+    }
+
+    #[test]
+    fn sweep_options_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.shard().unwrap(), None);
+        assert!(!s.keep_going().unwrap() && !s.progress().unwrap());
+        assert_eq!(s.shrink_budget().unwrap(), 300);
+        let s = Settings::from_sources(
+            &env(&[
+                ("DISTZERO_SHARD", "3/10"),
+                ("DISTZERO_KEEP_GOING", "1"),
+                ("DISTZERO_SHRINK", "0"),
+                ("DISTZERO_PROGRESS", "true"),
+            ]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.shard().unwrap(), Some((3, 10)));
+        assert!(s.keep_going().unwrap() && s.progress().unwrap());
+        assert_eq!(s.shrink_budget().unwrap(), 0);
+    }
+
+    /// What each pod of a Kubernetes Indexed Job sees: its index in
+    /// JOB_COMPLETION_INDEX, and the count the manifest sets.
+    #[test]
+    fn an_indexed_job_pod_gets_its_shard() {
+        let shard = |pairs: &[(&str, &str)]| {
+            Settings::from_sources(&env(pairs), &env(&[]), None).map(|s| s.shard().unwrap())
+        };
+        assert_eq!(
+            shard(&[("JOB_COMPLETION_INDEX", "3"), ("DISTZERO_SHARDS", "10")]).unwrap(),
+            Some((3, 10))
+        );
+        assert_eq!(
+            shard(&[("JOB_COMPLETION_INDEX", "0"), ("DISTZERO_SHARDS", "1")]).unwrap(),
+            Some((0, 1))
+        );
+        // DISTZERO_SHARD wins over the Job's index.
+        assert_eq!(
+            shard(&[
+                ("JOB_COMPLETION_INDEX", "3"),
+                ("DISTZERO_SHARDS", "10"),
+                ("DISTZERO_SHARD", "1/2"),
+            ])
+            .unwrap(),
+            Some((1, 2))
+        );
+        assert_eq!(
+            shard(&[("JOB_COMPLETION_INDEX", "7"), ("DISTZERO_SHARD", "0/1")]).unwrap(),
+            Some((0, 1)),
+            "DISTZERO_SHARD needs no DISTZERO_SHARDS"
+        );
+        // The index without the count: say what to set.
+        let e = shard(&[("JOB_COMPLETION_INDEX", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("JOB_COMPLETION_INDEX=\"3\" is set")
+                && e.contains("set DISTZERO_SHARDS to the Job's completions")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        // The count without the index (not in a Job's pod).
+        let e = shard(&[("DISTZERO_SHARDS", "10")]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("DISTZERO_SHARDS=\"10\" is set but JOB_COMPLETION_INDEX is not")
+                && e.contains("DISTZERO_SHARD=i/n"),
+            "{e}"
+        );
+        // An index past the count.
+        let e = shard(&[("JOB_COMPLETION_INDEX", "10"), ("DISTZERO_SHARDS", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("JOB_COMPLETION_INDEX=\"10\" is not valid: JOB_COMPLETION_INDEX accepts a whole number below DISTZERO_SHARDS=10"),
+            "{e}"
+        );
+        // A bad count names the count, even beside a good index.
+        let e = shard(&[("JOB_COMPLETION_INDEX", "1"), ("DISTZERO_SHARDS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("DISTZERO_SHARDS=\"0\" is not valid"), "{e}");
     }
 
     #[test]

@@ -688,8 +688,8 @@ impl Node for Kv {
 }
 
 /// Spawn one replica per machine, in order (`machines[0]` hosts the
-/// primary), and return their ids. Each replica must be the next node of its
-/// machine, as its id is known before it is spawned; an error says so if not.
+/// primary), and return their ids: every replica's config names the whole
+/// group (`spawn_group` on `dyn Cluster`), on fresh machines or not.
 pub fn spawn_group(
     c: &mut dyn Cluster,
     machines: &[MachineId],
@@ -704,19 +704,11 @@ pub fn spawn_group_with(
     machines: &[MachineId],
     tweak: impl Fn(&mut KvConfig),
 ) -> distzero::Result<Vec<NodeId>> {
-    let ids: Vec<NodeId> = machines.iter().map(|&m| NodeId::new(m, 0)).collect();
-    for (i, &m) in machines.iter().enumerate() {
-        let mut cfg = KvConfig::new(ids.clone(), i);
+    c.spawn_group(machines, KIND, |i, ids| {
+        let mut cfg = KvConfig::new(ids.to_vec(), i);
         tweak(&mut cfg);
-        let got = c.spawn_node(m, KIND, cfg.clone())?;
-        if got != ids[i] {
-            return Err(distzero::Error::Unsupported(format!(
-                "kv::spawn_group needs fresh machines: replica {i} was expected as {} but got {got}",
-                ids[i]
-            )));
-        }
-    }
-    Ok(ids)
+        cfg
+    })
 }
 
 #[cfg(test)]

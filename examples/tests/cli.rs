@@ -5,11 +5,12 @@ use distzero::sim::sweep::same_tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Run the binary in `dir` with only `envs` among the DISTZERO_ variables.
+/// Run the binary in `dir` with only `envs` among the DISTZERO_ variables
+/// (and JOB_COMPLETION_INDEX).
 fn cli(dir: &Path, envs: &[(String, String)], args: &[String]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_distzero-sweep"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("DISTZERO_") {
+        if k.starts_with("DISTZERO_") || k == "JOB_COMPLETION_INDEX" {
             cmd.env_remove(k);
         }
     }
@@ -144,6 +145,63 @@ fn a_seed_over_its_event_budget_fails_and_its_replay_line_keeps_the_budget() {
     assert!(
         out.contains("DISTZERO_SWEEP_SEED_TIMEOUT=\"soon\""),
         "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn pairs(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn seeds_and_shard_come_from_the_settings_and_the_flags_win() {
+    let dir = temp("shard");
+    let logs = ("DISTZERO_LOG_DIR", "logs");
+    // A pod of a Kubernetes Indexed Job: seeds 10..22, shard 1 of 3.
+    let pod = pairs(&[
+        logs,
+        ("DISTZERO_SEEDS", "10..22"),
+        ("JOB_COMPLETION_INDEX", "1"),
+        ("DISTZERO_SHARDS", "3"),
+    ]);
+    let (ok, text) = cli(&dir, &pod, &words("kv --quiet --jobs 2"));
+    assert!(ok, "{text}");
+    assert!(
+        text.starts_with("workflow kv: 4 seeds in ")
+            && text.contains("\nshard 1/3: seeds ≡ 1 mod 3\n"),
+        "seeds 10, 13, 16, 19:\n{text}"
+    );
+    // --first and --seeds win over DISTZERO_SEEDS, --shard over the Job's.
+    let (ok, text) = cli(
+        &dir,
+        &pod,
+        &words("kv --quiet --jobs 2 --first 0 --seeds 4 --shard 0/2"),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.starts_with("workflow kv: 2 seeds in ") && text.contains("\nshard 0/2: "),
+        "seeds 0, 2:\n{text}"
+    );
+    // Without DISTZERO_SEEDS, 200 seeds from --first (here: 1 seed).
+    let (ok, text) = cli(
+        &dir,
+        &pairs(&[logs]),
+        &words("kv --quiet --first 5 --seeds 1"),
+    );
+    assert!(ok && text.starts_with("workflow kv: 1 seeds in "), "{text}");
+    assert!(!text.contains("shard"), "{text}");
+    // The Job's index without the count: one line saying what to set.
+    let (ok, text) = cli(
+        &dir,
+        &pairs(&[logs, ("JOB_COMPLETION_INDEX", "1")]),
+        &words("kv --quiet"),
+    );
+    assert!(
+        !ok && text.starts_with("error: JOB_COMPLETION_INDEX=\"1\" is set")
+            && text.contains("set DISTZERO_SHARDS to the Job's completions"),
+        "{text}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -6,7 +6,6 @@ use distzero_examples::scenarios::by_name;
 
 fn opts(name: &str) -> SweepOptions {
     SweepOptions {
-        seeds: 0..distzero::Settings::defaults().sweep_seeds().unwrap(),
         jobs: 0,
         log_root: std::env::temp_dir()
             .join(format!("distzero-scenarios-{}-{name}", std::process::id())),

@@ -875,6 +875,11 @@ impl Cluster for RemoteCluster {
         Ok(id)
     }
 
+    fn next_node_id(&self, machine: MachineId) -> Result<NodeId> {
+        let local = self.machine(machine)?.specs.len() as u32;
+        Ok(NodeId::new(machine, local))
+    }
+
     fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
         let _g = self.log.install();
         self.check_send(to, bytes.len())?;

@@ -956,6 +956,11 @@ impl Cluster for SimCluster {
         Ok(id)
     }
 
+    fn next_node_id(&self, machine: MachineId) -> Result<NodeId> {
+        let local = self.machine(machine)?.slots.len() as u32;
+        Ok(NodeId::new(machine, local))
+    }
+
     fn send_bytes(&mut self, to: NodeId, bytes: Vec<u8>) -> Result<()> {
         self.check_node(to)?;
         let from = self.new_client();

@@ -403,8 +403,10 @@ impl std::fmt::Display for WorkflowFailure {
 
 /// A simulated workflow test under `settings`. With `DISTZERO_SEEDS` (and
 /// no `DISTZERO_SEED`), a [`sweep`](crate::sweep::sweep) of the
-/// [`Workflow`] over those seeds on `DISTZERO_SWEEP_JOBS` threads, stopping
-/// at the first failure, whose seed is run again with full logs; else one
+/// [`Workflow`] over those seeds with the options of
+/// [`SweepOptions::from_settings`] (jobs, shard, keep going, progress),
+/// stopping at the first failure unless told to keep going; a failing seed
+/// is run again with full logs. Else one
 /// seed (`DISTZERO_SEED`, or the test name's) with logs in
 /// `<DISTZERO_LOG_DIR>/<test>/simulated-<seed>/`. Under
 /// `DISTZERO_CHECK_DETERMINISM` every seed runs twice and the logs of the
@@ -420,7 +422,21 @@ pub fn check_workflow(
         settings.seed().map_err(F::Settings)?,
         SeedChoice::FromTestName
     );
-    if let (Some(seeds), false) = (settings.seeds().map_err(F::Settings)?, one_seed) {
+    let seeds = settings.seeds().map_err(F::Settings)?;
+    let shard = settings.shard().map_err(F::Settings)?;
+    if let (None, Some((i, n)), false) = (&seeds, shard, one_seed) {
+        // A shard splits a sweep: without seeds, every shard would run the
+        // same one seed and pass together.
+        return Err(F::Settings(Error::Setting(format!(
+            "shard {i}/{n} ({}) splits the seeds of a sweep, but DISTZERO_SEEDS is unset: set DISTZERO_SEEDS to N or A..B",
+            if settings.raw("DISTZERO_SHARD").is_empty() {
+                "JOB_COMPLETION_INDEX of DISTZERO_SHARDS"
+            } else {
+                "DISTZERO_SHARD"
+            }
+        ))));
+    }
+    if let (Some(seeds), false) = (seeds, one_seed) {
         let workflow = Workflow::new(test, registry, body);
         let mut opts = SweepOptions::from_settings(settings).map_err(F::Settings)?;
         opts.seeds = seeds;

@@ -264,17 +264,25 @@ pub struct SweepOptions {
 }
 
 impl SweepOptions {
-    /// From the settings: seeds (`DISTZERO_SWEEP_SEEDS`), jobs, the
-    /// determinism check, log folder and [`SimSettings`]; the rest as
-    /// [`SweepOptions::default`]. A bad value names its variable.
+    /// From the settings: seeds (`DISTZERO_SEEDS`, else as
+    /// [`SweepOptions::default`]), jobs, the shard (`DISTZERO_SHARD`, or a
+    /// Kubernetes Indexed Job's `JOB_COMPLETION_INDEX` of
+    /// `DISTZERO_SHARDS`), `DISTZERO_KEEP_GOING`, `DISTZERO_SHRINK`,
+    /// `DISTZERO_PROGRESS`, the determinism check, log folder and
+    /// [`SimSettings`]. A bad value names its variable.
     pub fn from_settings(settings: &Settings) -> Result<SweepOptions> {
         Ok(SweepOptions {
-            seeds: 0..settings.sweep_seeds()?,
+            seeds: settings
+                .seeds()?
+                .unwrap_or_else(|| SweepOptions::default().seeds),
             jobs: settings.sweep_jobs()?,
+            stop_at_first: !settings.keep_going()?,
+            shard: settings.shard()?,
             check_determinism: settings.check_determinism()?,
+            progress: settings.progress()?,
+            shrink_budget: settings.shrink_budget()?,
             log_root: settings.log_dir(),
             sim: SimSettings::from_settings(settings)?,
-            ..SweepOptions::default()
         })
     }
 }
@@ -356,19 +364,18 @@ fn describe(schedules: &[Schedule]) -> String {
 impl std::fmt::Display for SweepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rate = self.ran as f64 / self.elapsed.as_secs_f64().max(1e-9);
-        let shard = match self.shard {
-            Some((i, n)) => format!(" (shard {i}/{n}: seeds ≡ {i} mod {n})"),
-            None => String::new(),
-        };
         writeln!(
             f,
-            "workflow {}: {} seeds{shard} in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
+            "workflow {}: {} seeds in {:.1} s ({rate:.0} seeds/s), {} failing, {} nondeterministic",
             self.workflow,
             self.ran,
             self.elapsed.as_secs_f64(),
             self.failures.len(),
             self.nondeterministic.len()
         )?;
+        if let Some((i, n)) = self.shard {
+            writeln!(f, "shard {i}/{n}: seeds ≡ {i} mod {n}")?;
+        }
         if let Some(t) = self.to_first_failure {
             let shrinking = if self.shrinking.is_zero() {
                 "no shrinking".to_string()

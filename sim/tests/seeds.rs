@@ -372,3 +372,177 @@ fn a_nemesis_recovery_restores_the_runs_default_link() {
     assert_eq!(after_recovery("500us..1500us"), 100);
     assert_eq!(after_recovery("1s"), 0, "the slow default link is back");
 }
+
+static SWEPT: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// Records its seed; passes.
+fn records_its_seed(c: &mut dyn Cluster) -> Result<()> {
+    c.add_machine()?;
+    SWEPT.lock().unwrap().push(c.seed());
+    Ok(())
+}
+
+/// The seeds `records_its_seed` ran under `pairs`, sorted.
+fn swept_seeds(pairs: &[(&str, &str)]) -> Vec<u64> {
+    SWEPT.lock().unwrap().clear();
+    check_workflow(
+        "records_its_seed",
+        registry(),
+        records_its_seed,
+        &settings(pairs),
+    )
+    .unwrap_or_else(|f| panic!("{f}"));
+    let mut seeds = std::mem::take(&mut *SWEPT.lock().unwrap());
+    seeds.sort();
+    seeds
+}
+
+#[test]
+fn a_sharded_sweep_runs_only_its_seeds() {
+    let root = temp("shard");
+    let root_s = root.display().to_string();
+    let dir = ("DISTZERO_LOG_DIR", root_s.as_str());
+    let seeds = ("DISTZERO_SEEDS", "0..20");
+    assert_eq!(swept_seeds(&[dir, seeds]), (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        swept_seeds(&[dir, seeds, ("DISTZERO_SHARD", "1/4")]),
+        vec![1, 5, 9, 13, 17]
+    );
+    // A pod of a Kubernetes Indexed Job: its index of the manifest's count.
+    assert_eq!(
+        swept_seeds(&[
+            dir,
+            seeds,
+            ("JOB_COMPLETION_INDEX", "2"),
+            ("DISTZERO_SHARDS", "4"),
+        ]),
+        vec![2, 6, 10, 14, 18]
+    );
+    // The shards together run every seed once.
+    let mut all: Vec<u64> = (0..3)
+        .flat_map(|i| {
+            let i = i.to_string();
+            swept_seeds(&[
+                dir,
+                ("DISTZERO_SEEDS", "100..110"),
+                ("JOB_COMPLETION_INDEX", &i),
+                ("DISTZERO_SHARDS", "3"),
+            ])
+        })
+        .collect();
+    all.sort();
+    assert_eq!(all, (100..110).collect::<Vec<_>>());
+    // A shard without seeds to split is refused, not run as one seed in
+    // every pod.
+    SWEPT.lock().unwrap().clear();
+    let e = check_workflow(
+        "records_its_seed",
+        registry(),
+        records_its_seed,
+        &settings(&[dir, ("JOB_COMPLETION_INDEX", "2"), ("DISTZERO_SHARDS", "4")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("shard 2/4 (JOB_COMPLETION_INDEX of DISTZERO_SHARDS)")
+            && e.contains("DISTZERO_SEEDS is unset"),
+        "{e}"
+    );
+    assert!(SWEPT.lock().unwrap().is_empty(), "nothing ran");
+    // DISTZERO_SEED (a replay) still runs its one seed.
+    assert_eq!(
+        swept_seeds(&[dir, ("DISTZERO_SEED", "7"), ("DISTZERO_SHARD", "1/4")]),
+        vec![7]
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_sharded_sweep_reports_its_shard_and_keeps_going_when_told() {
+    let root = temp("shard-report");
+    let root_s = root.display().to_string();
+    let base = [
+        ("DISTZERO_LOG_DIR", root_s.as_str()),
+        ("DISTZERO_SEEDS", "0..40"),
+    ];
+    let name = "fails_on_some_seeds";
+    let sweep_of = |extra: &[(&str, &str)]| {
+        let mut pairs = base.to_vec();
+        pairs.extend_from_slice(extra);
+        match check_workflow(name, registry(), fails_on_some_seeds, &settings(&pairs)) {
+            Err(WorkflowFailure::Sweep(r)) => *r,
+            other => panic!("the shard holds failing seeds: {other:?}"),
+        }
+    };
+    // Shard 3 of 7 is exactly the failing seeds: 3, 10, 17, 24, 31, 38.
+    let r = sweep_of(&[("DISTZERO_SHARD", "3/7"), ("DISTZERO_KEEP_GOING", "1")]);
+    let text = r.to_string();
+    assert_eq!(r.shard, Some((3, 7)));
+    assert_eq!(r.ran, 6, "{text}");
+    let failed: Vec<u64> = r.failures.iter().map(|f| f.seed).collect();
+    assert_eq!(failed, vec![3, 10, 17, 24, 31, 38], "{text}");
+    assert!(
+        text.lines().nth(1) == Some("shard 3/7: seeds ≡ 3 mod 7"),
+        "the report says which shard ran:\n{text}"
+    );
+    assert!(text.contains("FAILED seed 38") && text.contains("replay:   DISTZERO_SEED=38 "));
+    // Without DISTZERO_KEEP_GOING it stops at the first.
+    let r = sweep_of(&[("DISTZERO_SHARD", "3/7")]);
+    assert_eq!(r.failures.len(), 1, "{r}");
+    assert_eq!(r.failures[0].seed, 3);
+    // Another shard holds none of them.
+    let pairs = [base.as_slice(), &[("DISTZERO_SHARD", "4/7")]].concat();
+    check_workflow(name, registry(), fails_on_some_seeds, &settings(&pairs))
+        .unwrap_or_else(|f| panic!("{f}"));
+    // Unsharded, the report has no shard line.
+    let r = sweep_of(&[]);
+    assert_eq!(r.shard, None);
+    assert!(!r.to_string().contains("shard "), "{r}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn the_sweep_options_come_from_the_settings() {
+    use distzero_sim::SweepOptions;
+    let d = SweepOptions::default();
+    let o = SweepOptions::from_settings(&settings(&[])).unwrap();
+    assert_eq!(
+        (
+            o.seeds,
+            o.jobs,
+            o.stop_at_first,
+            o.shard,
+            o.progress,
+            o.shrink_budget
+        ),
+        (
+            d.seeds,
+            d.jobs,
+            d.stop_at_first,
+            d.shard,
+            d.progress,
+            d.shrink_budget
+        ),
+        "the settings' defaults are SweepOptions::default()"
+    );
+    let o = SweepOptions::from_settings(&settings(&[
+        ("DISTZERO_SEEDS", "1000..1500"),
+        ("DISTZERO_SWEEP_JOBS", "3"),
+        ("DISTZERO_SHARD", "2/5"),
+        ("DISTZERO_KEEP_GOING", "1"),
+        ("DISTZERO_PROGRESS", "1"),
+        ("DISTZERO_SHRINK", "0"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            o.seeds,
+            o.jobs,
+            o.stop_at_first,
+            o.shard,
+            o.progress,
+            o.shrink_budget
+        ),
+        (1000..1500, 3, false, Some((2, 5)), true, 0)
+    );
+}

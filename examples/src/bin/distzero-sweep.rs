@@ -26,16 +26,19 @@ struct Args {
     /// List the workflows and exit.
     #[arg(long)]
     list: bool,
-    /// Number of seeds, starting at --first (default: DISTZERO_SWEEP_SEEDS, 200).
+    /// Number of seeds, starting at --first (default: from DISTZERO_SEEDS,
+    /// N or A..B; else 200).
     #[arg(long)]
     seeds: Option<u64>,
-    /// First seed of the sweep.
-    #[arg(long, default_value_t = 0)]
-    first: u64,
-    /// Keep going after the first failure.
+    /// First seed of the sweep (default: from DISTZERO_SEEDS; else 0).
+    #[arg(long)]
+    first: Option<u64>,
+    /// Keep going after the first failure (also DISTZERO_KEEP_GOING=1).
     #[arg(long)]
     keep_going: bool,
-    /// Run only shard i of n (`i/n`, seeds with seed % n == i).
+    /// Run only shard i of n (`i/n`, seeds with seed % n == i) (default:
+    /// DISTZERO_SHARD, or JOB_COMPLETION_INDEX of DISTZERO_SHARDS in a
+    /// Kubernetes Indexed Job).
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(u64, u64)>,
     /// Run every seed twice with full logs and compare them byte for byte
@@ -45,7 +48,8 @@ struct Args {
     /// Threads (default: DISTZERO_SWEEP_JOBS, 0 = one per core).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Do not shrink the failing schedule.
+    /// Do not shrink the failing schedule (DISTZERO_SHRINK sets the runs
+    /// shrinking may take, 300 by default; 0 = none).
     #[arg(long)]
     no_shrink: bool,
     /// Re-run one seed with full logs (byte for byte the same run).
@@ -191,11 +195,13 @@ fn main() -> ExitCode {
         };
     }
 
-    let seeds = args.seeds.unwrap_or(opts.seeds.end);
-    opts.seeds = args.first..args.first.saturating_add(seeds);
+    // The flags win over the settings (DISTZERO_SEEDS, DISTZERO_SHARD, …).
+    let first = args.first.unwrap_or(opts.seeds.start);
+    let seeds = args.seeds.unwrap_or(opts.seeds.end - opts.seeds.start);
+    opts.seeds = first..first.saturating_add(seeds);
     opts.jobs = args.jobs.unwrap_or(opts.jobs);
-    opts.stop_at_first = !args.keep_going;
-    opts.shard = args.shard;
+    opts.stop_at_first &= !args.keep_going;
+    opts.shard = args.shard.or(opts.shard);
     opts.check_determinism |= args.check_determinism;
     opts.progress = !args.quiet;
     if args.no_shrink {
