@@ -792,6 +792,21 @@ fn wordcount_exact_across_crash_and_partition(c: &mut dyn Cluster) -> Result<()>
     Ok(())
 }
 
+/// The key-value store under a nemesis drawn from the seed (partitions,
+/// one-way cuts, crashes, pauses and latency on the three replicas, for
+/// 3 s): once healed, the clients' history is linearizable. The same body
+/// sweeps under `DISTZERO_SEEDS` and runs on agents in real modes, the
+/// nemesis firing on real time.
+fn kv_linearizable_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
+    distzero_examples::scenarios::kv(c)
+}
+
+/// The word count stream under a nemesis on all five machines: once
+/// healed, totals are exact.
+fn wordcount_exact_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
+    distzero_examples::scenarios::wordcount(c)
+}
+
 // Each body runs as simulated::*, loopback_mode::* (agents in this process
 // over 127.0.0.1: real time and the real wire, without Docker; in CI),
 // virtual_mode::* and cloud_mode::*.
@@ -814,6 +829,8 @@ distzero::workflow_tests! {
     kv_linearizable_under_faults,
     wordcount_exact_under_loss,
     wordcount_exact_across_crash_and_partition,
+    kv_linearizable_under_nemesis,
+    wordcount_exact_under_nemesis,
     ],
 }
 

@@ -21,6 +21,6 @@ pub use cluster::{SimCluster, SimConfig, SimStats, Spent};
 pub use runner::{
     check_workflow, log_dir_for, replay_command, replay_env, replay_env_with, run_workflow,
     seed_for, shell_word, try_workflow, BudgetSpent, Failure, SimSettings, WorkflowFailure,
-    RUN_SETTINGS,
+    RUN_SETTINGS, SCHEDULE_SUFFIX,
 };
 pub use sweep::{sweep, SweepOptions, SweepReport, Workflow};

@@ -237,13 +237,24 @@ pub fn seed_for(test: &str, settings: &Settings) -> Result<u64> {
     })
 }
 
-/// `.tmp/<test>/simulated-<seed>/`
+/// `.tmp/<test>/simulated-<seed>/` (`simulated-<seed>-schedule/` under
+/// `DISTZERO_SCHEDULE`).
 pub fn log_dir_for(settings: &Settings, test: &str, seed: u64) -> PathBuf {
+    // A run with given schedules (a shrunk one) keeps the seed's own logs.
+    let given = if settings.raw("DISTZERO_SCHEDULE").is_empty() {
+        ""
+    } else {
+        SCHEDULE_SUFFIX
+    };
     settings
         .log_dir()
         .join(test)
-        .join(format!("simulated-{seed}"))
+        .join(format!("simulated-{seed}{given}"))
 }
+
+/// The log folder of a seed run with given schedules (a sweep's shrunk
+/// run, a replay under `DISTZERO_SCHEDULE`) is `simulated-<seed>` and this.
+pub const SCHEDULE_SUFFIX: &str = "-schedule";
 
 /// Run `body` on a fresh simulated cluster with `seed` and the run
 /// settings of `settings` ([`SimSettings`]), held to the wall-time budget of

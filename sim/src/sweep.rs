@@ -2,7 +2,7 @@
 //! progress bar, shrinking of the failing fault schedules (what the test's
 //! nemesis declarations drew), and a determinism check.
 
-use crate::runner::{run_watched, BudgetSpent, RunFailure, SimRun, SimSettings};
+use crate::runner::{run_watched, BudgetSpent, RunFailure, SimRun, SimSettings, SCHEDULE_SUFFIX};
 use distzero_core::nemesis::{schedules_to_json, Schedule};
 use distzero_core::{Cluster, Registry, Result, Settings};
 use std::collections::BTreeMap;
@@ -318,6 +318,8 @@ pub struct SweepFailure {
     pub schedules: Vec<Schedule>,
     /// The smallest schedules that still fail with this seed, and the message.
     pub shrunk: Option<(Vec<Schedule>, String)>,
+    /// Full logs of the run with the shrunk schedules.
+    pub shrunk_log_dir: Option<PathBuf>,
     /// The command that replays the seed.
     pub replay: String,
     /// The command that replays the seed with the shrunk schedules.
@@ -406,6 +408,9 @@ impl std::fmt::Display for SweepReport {
                 writeln!(f, "  shrunk to {faults} fault(s) in {steps} step(s):")?;
                 writeln!(f, "{}", describe(s).trim_end())?;
                 writeln!(f, "  which still fails: {m}")?;
+                if let Some(d) = &fl.shrunk_log_dir {
+                    writeln!(f, "  its logs: {}", d.display())?;
+                }
                 for (i, one) in s.iter().enumerate() {
                     let which = if s.len() > 1 {
                         format!(" (nemesis #{})", i + 1)
@@ -555,6 +560,7 @@ pub fn sweep(
         };
         let exact = !matches!(budget, Some(BudgetSpent::WallTime(_)));
         let any_steps = schedules.iter().any(|s| !s.is_empty());
+        let mut shrunk_log_dir = None;
         let shrunk = (i == 0 && exact && opts.shrink_budget > 0 && any_steps).then(|| {
             let began = Instant::now();
             let (s, m) = shrink_with(
@@ -570,8 +576,9 @@ pub fn sweep(
             let dir = opts
                 .log_root
                 .join(&w.name)
-                .join(format!("simulated-{seed}-shrunk"));
+                .join(format!("simulated-{seed}{SCHEDULE_SUFFIX}"));
             let _ = run(seed, Some(&s), Some(&dir));
+            shrunk_log_dir = Some(dir);
             (s, m)
         });
         failures.push(SweepFailure {
@@ -582,6 +589,7 @@ pub fn sweep(
             schedules,
             replay_shrunk: shrunk.as_ref().map(|(s, _)| replay(seed, Some(s))),
             shrunk,
+            shrunk_log_dir,
             replay: replay(seed, None),
         });
     }

@@ -546,3 +546,107 @@ fn the_sweep_options_come_from_the_settings() {
         (1000..1500, 3, false, Some((2, 5)), true, 0)
     );
 }
+
+/// 100 messages to a receiver that keeps them in memory, under a nemesis
+/// that may crash, pause and slow down both machines: a crash of the
+/// receiver's machine loses what it got (the planted bug).
+fn delivers_all_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
+    use distzero::nemesis::{FaultKind, Nemesis};
+    let [a, b] = c.add_machines()?;
+    let sender = c.spawn_node(a, "sender", ())?;
+    let receiver = c.spawn_node(b, "receiver", ())?;
+    c.start_nemesis(
+        Nemesis::on(&[a, b])
+            .kinds(&[FaultKind::Crash, FaultKind::Pause, FaultKind::Latency])
+            .window(millis(100))
+            .max_faults(4),
+    )?;
+    c.send(sender, &Msg::Go(receiver, 100))?;
+    c.wait_nemesis()?;
+    c.run_for(millis(50))?;
+    match c.call(receiver, &Msg::Get, millis(3000))? {
+        Msg::Got(got) => assert_eq!(got.len(), 100, "the receiver lost messages"),
+        other => panic!("receiver answered {other:?}"),
+    }
+    Ok(())
+}
+
+/// `DISTZERO_SEEDS` sweeps a workflow's declared nemesis: the failure
+/// prints the shrunk schedule as Rust and JSON and one command that
+/// replays it (`DISTZERO_SCHEDULE`), whose logs are the bytes of the
+/// sweep's run of the shrunk schedule.
+#[test]
+fn a_swept_nemesis_is_shrunk_and_its_printed_replay_is_byte_identical() {
+    let root = temp("nemesis");
+    let root_s = root.display().to_string();
+    let name = "delivers_all_under_nemesis";
+    let swept = settings(&[
+        ("DISTZERO_SEEDS", "0..60"),
+        ("DISTZERO_SWEEP_JOBS", "2"),
+        ("DISTZERO_LOG_DIR", &root_s),
+    ]);
+    let report = match check_workflow(name, registry(), delivers_all_under_nemesis, &swept) {
+        Err(WorkflowFailure::Sweep(r)) => *r,
+        other => panic!("the sweep must find the planted failure: {other:?}"),
+    };
+    let text = WorkflowFailure::Sweep(Box::new(report.clone())).to_string();
+    eprintln!("{text}");
+    let f = &report.failures[0];
+    let (shrunk, msg) = f.shrunk.clone().expect("shrunk");
+    assert!(msg.contains("the receiver lost messages"), "{msg}");
+    // One crash of the receiver's machine (index 1) is all it takes.
+    assert_eq!(shrunk.len(), 1, "{text}");
+    assert_eq!(shrunk[0].faults(), 1, "{text}");
+    assert!(
+        shrunk[0]
+            .steps
+            .iter()
+            .any(|s| s.fault == distzero::nemesis::Fault::Crash(1)),
+        "{text}"
+    );
+    let json = distzero::nemesis::schedules_to_json(&shrunk);
+    assert!(
+        text.contains("as Rust: Nemesis::on(&machines).schedule(Schedule::new(vec![")
+            && text.contains(&format!("as JSON:  {json}")),
+        "{text}"
+    );
+    // The printed replay of the shrunk schedule, run with exactly its
+    // settings: the same failure, the same log bytes.
+    let line = text
+        .lines()
+        .skip_while(|l| !l.contains("replay the shrunk schedule:"))
+        .nth(1)
+        .expect("a replay line for the shrunk schedule");
+    let (mut env, command) = parse_replay(line);
+    assert_eq!(command, format!("cargo test simulated::{name}"));
+    let given = env.get_mut("DISTZERO_SCHEDULE").expect("the schedule");
+    *given = given.trim_matches('\'').to_string();
+    assert_eq!(*given, json);
+    assert_eq!(env["DISTZERO_SEED"], f.seed.to_string());
+    let shrunk_dir = f.shrunk_log_dir.clone().expect("logs of the shrunk run");
+    assert_eq!(
+        shrunk_dir,
+        root.join(name)
+            .join(format!("simulated-{}-schedule", f.seed))
+    );
+    let kept = root.join("kept");
+    copy_dir(&shrunk_dir, &kept);
+    let replay = Settings::from_sources(&env, &BTreeMap::new(), None).unwrap();
+    match check_workflow(name, registry(), delivers_all_under_nemesis, &replay) {
+        Err(WorkflowFailure::Seed(again)) => {
+            assert_eq!((again.seed, &again.message), (f.seed, &msg));
+            assert_eq!(again.log_dir, shrunk_dir);
+        }
+        other => panic!("the replay must fail the same way: {other:?}"),
+    }
+    assert!(same_tree(&kept, &shrunk_dir), "the replay's logs differ");
+    // The seed's own schedule is another run: the comparison can fail.
+    assert!(!same_tree(&kept, &f.log_dir));
+    // Without the nemesis's crash, the seed passes.
+    let mut no_faults = env.clone();
+    no_faults.insert("DISTZERO_SCHEDULE".into(), "[[]]".into());
+    let no_faults = Settings::from_sources(&no_faults, &BTreeMap::new(), None).unwrap();
+    check_workflow(name, registry(), delivers_all_under_nemesis, &no_faults)
+        .unwrap_or_else(|e| panic!("no faults, no failure: {e}"));
+    let _ = std::fs::remove_dir_all(root);
+}
