@@ -42,6 +42,7 @@ use crate::provider::{AgentLaunch, MachineAddrs, Provider};
 use crate::wire::{self, Command, FromAgent, Role, ToAgent, WireError};
 use distzero_core::cluster::{Cluster, Mode};
 use distzero_core::error::{Error, Result};
+use distzero_core::history::{History, RunHistory};
 use distzero_core::ids::{MachineId, NodeId};
 use distzero_core::link::Link;
 use distzero_core::log::{Clock, RunLog};
@@ -51,7 +52,7 @@ use distzero_core::settings::{SeedChoice, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
@@ -67,6 +68,17 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Most acks kept for commands nobody waits for.
 const MAX_ACKS: usize = 4096;
+/// After killing a machine, how long its control link may go on reading
+/// what the agent sent before it died (its last records) until it closes.
+const CRASH_DRAIN: Duration = Duration::from_millis(250);
+
+/// The run's history, shared with the control links' readers: each record
+/// is kept the moment it is read, whatever the test is doing.
+type SharedHistory = Arc<Mutex<RunHistory>>;
+
+fn lock(h: &SharedHistory) -> std::sync::MutexGuard<'_, RunHistory> {
+    h.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -140,6 +152,8 @@ pub struct RemoteCluster {
     reply: Option<Vec<u8>>,
     /// Pairs with a real packet filter in place (provider.cut said true).
     real_cuts: BTreeSet<(MachineId, MachineId)>,
+    /// What nodes recorded (`ctx.record`), as their agents reported it.
+    history: SharedHistory,
     log: RunLog,
     shut_down: bool,
 }
@@ -246,6 +260,7 @@ impl RemoteCluster {
             awaiting: None,
             reply: None,
             real_cuts: BTreeSet::new(),
+            history: Arc::new(Mutex::new(RunHistory::new())),
             log,
             shut_down: false,
         };
@@ -300,6 +315,13 @@ impl RemoteCluster {
 
     pub fn test_name(&self) -> &str {
         &self.test_name
+    }
+
+    /// Keep at most `limit` ops in the run's history (by default
+    /// [`distzero_core::history::MAX_HISTORY_OPS`]); past it,
+    /// [`Cluster::history`] fails naming the limit.
+    pub fn set_max_history_ops(&mut self, limit: usize) {
+        lock(&self.history).set_limit(limit);
     }
 
     fn machine(&self, id: MachineId) -> Result<&Machine> {
@@ -382,9 +404,14 @@ impl RemoteCluster {
         self.next_gen += 1;
         let gen = self.next_gen;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = self
-            .rt
-            .spawn(control_link(id, gen, stream, rx, self.events_tx.clone()));
+        let task = self.rt.spawn(control_link(
+            id,
+            gen,
+            stream,
+            rx,
+            self.events_tx.clone(),
+            self.history.clone(),
+        ));
         tracing::info!(machine = %id, %addr, "control link up");
         self.machine_mut(id)?.conn = Some(Conn { gen, tx, task });
         Ok(())
@@ -420,6 +447,8 @@ impl RemoteCluster {
                             tracing::debug!(%from, %to, "a message to a client no one waits for");
                         }
                     }
+                    // Kept by the link's reader as it reads them.
+                    FromAgent::Recorded { .. } | FromAgent::RecordFailed { .. } => {}
                 }
             }
             CtlEvent::Down { machine, gen, why } => {
@@ -458,6 +487,17 @@ impl RemoteCluster {
                 }
             }
         }
+    }
+
+    /// After a kill: let the machine's control link read what its agent
+    /// sent before it died (records the history must keep) until the link
+    /// closes, for at most [`CRASH_DRAIN`]; then drop it.
+    fn drain_link(&mut self, conn: Option<Conn>) {
+        let Some(mut conn) = conn else { return };
+        let task = &mut conn.task;
+        let _ = self
+            .rt
+            .block_on(async { tokio::time::timeout(CRASH_DRAIN, task).await });
     }
 
     fn send_frame(&mut self, id: MachineId, frame: ToAgent) -> Result<()> {
@@ -695,19 +735,29 @@ fn spawn_cmd(local: u32, spec: &NodeSpec) -> Result<Command> {
 }
 
 /// One machine's control connection: write (batched, with pings when idle),
-/// read frames into the controller's channel; tell it when the link ends.
+/// read frames into the controller's channel (records straight into the
+/// run's history, from any link of the machine, current or not); tell it
+/// when the link ends.
 async fn control_link(
     machine: MachineId,
     gen: u64,
     stream: tokio::net::TcpStream,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<ToAgent>,
     events: std_mpsc::Sender<CtlEvent>,
+    history: SharedHistory,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let ev = events.clone();
     let reader = async move {
         loop {
             match wire::read_frame::<FromAgent, _>(&mut rd).await {
+                Ok(Some(FromAgent::Recorded { node, op })) => {
+                    if node.machine != machine {
+                        tracing::warn!(%machine, %node, "an agent recorded an op for a node of another machine");
+                    }
+                    lock(&history).record_json(node, &op);
+                }
+                Ok(Some(FromAgent::RecordFailed { reason })) => lock(&history).fail(reason),
                 Ok(Some(frame)) => {
                     if ev
                         .send(CtlEvent::Frame {
@@ -779,6 +829,10 @@ impl Cluster for RemoteCluster {
 
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    fn history(&self) -> Result<History> {
+        lock(&self.history).history()
     }
 
     fn add_machine(&mut self) -> Result<MachineId> {
@@ -950,7 +1004,8 @@ impl Cluster for RemoteCluster {
         self.provider.kill(machine)?;
         let m = self.machine_mut(machine)?;
         m.state = State::Down;
-        m.conn = None;
+        let conn = m.conn.take();
+        self.drain_link(conn);
         self.net.crash(machine);
         self.broadcast_life(machine);
         Ok(())

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest frame body accepted or sent: 16 MiB.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Bumped on any incompatible change of the frames below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// A handshake that takes longer than this fails.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -138,6 +138,15 @@ pub enum FromAgent {
         to: NodeId,
         bytes: Vec<u8>,
     },
+    /// `node` recorded an op into the run's history
+    /// (`distzero_core::Context::record`), sent at once. `op` is its JSON
+    /// (postcard cannot carry the op's untagged values), at most
+    /// `distzero_core::history::MAX_OP_BYTES` long.
+    Recorded { node: NodeId, op: String },
+    /// A record that cannot reach the controller's history (an op over
+    /// `MAX_OP_BYTES`, records lost while no controller was connected):
+    /// the run's history is broken for this `reason`.
+    RecordFailed { reason: String },
 }
 
 /// Agent to agent, one way (from the dialer).
