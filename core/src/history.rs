@@ -70,7 +70,7 @@ use std::time::Duration;
 
 /// The tracing target of [`log_op`] events.
 pub const LOG_TARGET: &str = "distzero::history";
-/// The message of [`log_op`] events; [`read_history_dir`] selects lines by it.
+/// The message of [`log_op`] events; readers of logs select lines by it.
 pub const LOG_MESSAGE: &str = "history";
 
 /// What kind of record an [`Op`] is.

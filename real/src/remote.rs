@@ -9,6 +9,7 @@
 //! RemoteCluster::run_id(&self) -> &str            (also Cluster::run_id)
 //! RemoteCluster::cookie(&self) -> &str            (what the provider gave agents in DISTZERO_COOKIE)
 //! RemoteCluster::addrs(&self, MachineId) -> Option<MachineAddrs>
+//! RemoteCluster::set_max_history_ops(&mut self, usize)   (bound of Cluster::history, default MAX_HISTORY_OPS)
 //! new_run_id() -> String                          (short, unique: time + random, lowercase hex)
 //! run_log_dir(settings, test_name, mode, run_id) -> PathBuf   (`<log dir>/<test>/<mode>-<run id>`)
 //! run_remote_workflow(test_name: &str, mode: Mode,
@@ -29,7 +30,12 @@
 //! cannot ack, so commands to it are sent without waiting and apply when it
 //! resumes. A crashed machine's specs, links and filters are kept and sent
 //! again on restart. Controller events go to `controller.jsonl` in the log
-//! folder.
+//! folder. Ops nodes record (`ctx.record`) arrive as
+//! [`FromAgent::Recorded`]; each link's reader appends them to the run's
+//! history as it reads them (whatever the test is doing, from any link of
+//! the machine, current or not), and a crash lets the dying link read what
+//! its agent sent for at most 250 ms: `Cluster::history` loses nothing that
+//! reached the controller.
 //!
 //! Semantics worth knowing: `heal` drops what a `hold` queued (as in
 //! simulation; `release` delivers it). A call to a crashed or paused machine

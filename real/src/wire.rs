@@ -578,6 +578,30 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_recorded_op_crosses_in_one_frame() {
+        use distzero_core::history::{check_op_size, Op, F, MAX_OP_BYTES};
+        use std::time::Duration;
+        let node = NodeId::new(MachineId(1), 2);
+        // As large as a history takes: the limit, less the rest of the JSON.
+        let bare = Op::invoke(u64::MAX, F::Write, Some("k"), "", Duration::MAX).to_json();
+        let op = Op::invoke(
+            u64::MAX,
+            F::Write,
+            Some("k"),
+            "x".repeat(MAX_OP_BYTES - bare.len()),
+            Duration::MAX,
+        );
+        let json = op.to_json();
+        assert_eq!(json.len(), MAX_OP_BYTES);
+        assert!(check_op_size(node, &op, &json).is_ok());
+        let rec = FromAgent::Recorded { node, op: json };
+        let bytes = frame(&rec);
+        assert!(bytes.len() < MAX_FRAME);
+        let (back, n) = decode_frame::<FromAgent>(&bytes).unwrap().unwrap();
+        assert_eq!((back, n), (rec, bytes.len()));
+    }
+
+    #[test]
     fn oversized_and_garbage_are_errors() {
         let mut buf = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         assert!(matches!(
