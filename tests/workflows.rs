@@ -6,10 +6,10 @@
 //! conditions 10-20 s. In simulation those seconds pass in microseconds.
 
 use distzero::check::{check_kv, Budget};
-use distzero::history::{History, Op, OpKind, F};
+use distzero::history::{OpKind, F};
 use distzero::{millis, secs, Cluster, Error, Latency, Link, MachineId, Mode, NodeId, Result};
 use distzero_examples::kv::{self, KvMsg, KvStatus};
-use distzero_examples::kv_client::{KvClientConfig, KIND as KV_CLIENT};
+use distzero_examples::kv_client::{self, KvClientConfig, KIND as KV_CLIENT};
 use distzero_examples::pingpong::{PingConfig, PingMsg, PingStats, KIND as PINGPONG};
 use distzero_examples::wordcount::{count_words, Pipeline};
 use std::time::Duration;
@@ -675,12 +675,11 @@ fn kv_exact_under_message_loss(c: &mut dyn Cluster) -> Result<()> {
 fn kv_linearizable_under_faults(c: &mut dyn Cluster) -> Result<()> {
     let [a, b, d, e] = c.add_machines()?;
     let kv = kv::spawn_group(c, &[a, b, d], None)?;
-    let mut clients = Vec::new();
     for p in 1..=3 {
         let mut cfg = KvClientConfig::new(kv.clone(), p);
         cfg.ops = 100;
         cfg.timeout_ms = 300;
-        clients.push(c.spawn_node(e, KV_CLIENT, cfg)?);
+        c.spawn_node(e, KV_CLIENT, cfg)?;
     }
     c.run_for(millis(300))?;
     c.isolate(b)?;
@@ -698,36 +697,71 @@ fn kv_linearizable_under_faults(c: &mut dyn Cluster) -> Result<()> {
     c.heal_all()?;
     c.set_all_links(Link::default().with_loss(0.1))?;
 
-    let mut ops: Vec<Op> = Vec::new();
     c.run_until(secs(20), |c| {
-        let mut all_done = true;
-        for &cl in &clients {
-            match c.call::<KvMsg, KvMsg>(cl, &KvMsg::History, CALL)? {
-                KvMsg::HistoryReply { done, .. } => all_done &= done,
-                other => panic!("{cl} answered {other:?} to History"),
-            }
-        }
-        Ok(all_done)
+        let h = c.history()?;
+        Ok((1..=3).all(|p| kv_client::completed(&h, p) >= 100))
     })?;
-    for &cl in &clients {
-        match c.call::<KvMsg, KvMsg>(cl, &KvMsg::History, CALL)? {
-            KvMsg::HistoryReply { ops: o, .. } => {
-                for j in o {
-                    ops.push(Op::from_json(&j).expect("a client's op is valid JSON"));
-                }
-            }
-            other => panic!("{cl} answered {other:?} to History"),
-        }
-    }
-    ops.sort_by_key(|o| o.time); // stable: each client's own order is kept
+    let history = c.history()?;
+    let ops = history.ops();
     let count = |f: F, k: OpKind| ops.iter().filter(|o| o.f == f && o.kind == k).count();
     let (reads, writes) = (count(F::Read, OpKind::Ok), count(F::Write, OpKind::Ok));
     assert!(
         reads >= 20 && writes >= 20,
         "too few operations succeeded: {reads} reads, {writes} writes ok"
     );
-    let verdict = check_kv(&History::from_ops(ops), &Budget::steps(5_000_000))
+    let verdict = check_kv(&history, &Budget::steps(5_000_000))
         .expect("the clients record well-formed histories");
+    assert!(
+        verdict.is_linearizable(),
+        "the store must be linearizable: {verdict}"
+    );
+    Ok(())
+}
+
+/// The clients' own machine crashes mid-workload: every op they recorded
+/// before the crash stays in the run's history (it is kept outside the
+/// machines), nothing is recorded while it is down, and after the restart
+/// the clients' new lives (new processes) add to it; the whole history,
+/// with the crashed ops open, is linearizable.
+fn kv_history_survives_client_crash(c: &mut dyn Cluster) -> Result<()> {
+    let [a, b, d, e] = c.add_machines()?;
+    let kv = kv::spawn_group(c, &[a, b, d], None)?;
+    for p in 1..=2 {
+        let mut cfg = KvClientConfig::new(kv.clone(), p);
+        cfg.ops = 40;
+        cfg.timeout_ms = 300;
+        c.spawn_node(e, KV_CLIENT, cfg)?;
+    }
+    c.run_until(secs(20), |c| Ok(c.history()?.len() >= 20))?;
+    c.crash(e)?;
+    let crashed_at = c.now();
+    let before = c.history()?;
+    assert!(before.len() >= 20, "{} ops before the crash", before.len());
+    if simulated(c) {
+        assert!(
+            before.ops().iter().all(|o| o.time <= crashed_at),
+            "only ops recorded before the crash"
+        );
+    }
+    c.run_for(millis(300))?;
+    assert_eq!(
+        c.history()?,
+        before,
+        "a crashed client records nothing, and loses nothing it recorded"
+    );
+    c.restart(e)?;
+    c.run_until(secs(20), |c| {
+        let h = c.history()?;
+        Ok((1..=2).all(|p| kv_client::completed(&h, p + kv_client::LIFE_STRIDE) >= 40))
+    })?;
+    let after = c.history()?;
+    assert_eq!(
+        &after.ops()[..before.len()],
+        before.ops(),
+        "the history only grows"
+    );
+    let verdict = check_kv(&after, &Budget::steps(5_000_000))
+        .expect("the clients record well-formed histories across lives");
     assert!(
         verdict.is_linearizable(),
         "the store must be linearizable: {verdict}"
@@ -827,6 +861,7 @@ distzero::workflow_tests! {
     kv_never_acks_without_majority,
     kv_exact_under_message_loss,
     kv_linearizable_under_faults,
+    kv_history_survives_client_crash,
     wordcount_exact_under_loss,
     wordcount_exact_across_crash_and_partition,
     kv_linearizable_under_nemesis,

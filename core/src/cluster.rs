@@ -1,6 +1,7 @@
 //! The one interface a workflow test sees, in every mode.
 
 use crate::error::{Error, Result};
+use crate::history::History;
 use crate::ids::{MachineId, NodeId};
 use crate::link::Link;
 use crate::message::{decode, encode};
@@ -50,6 +51,15 @@ pub trait Cluster {
     fn log_dir(&self) -> &Path;
     /// Time since the cluster started: virtual in simulation, real elsewhere.
     fn now(&self) -> Duration;
+    /// The ops nodes recorded so far with [`crate::Context::record`], in
+    /// record order, kept outside every machine (a crashed client's ops
+    /// stay), with logs on or off: check it as is, e.g.
+    /// `check_kv(&c.history()?, &Budget::default())`. In real modes an op
+    /// is here once its agent's report reached the controller (a moment
+    /// after the record). Fails ([`Error::Budget`]) if the history broke a
+    /// bound: more than [`crate::history::MAX_HISTORY_OPS`] ops (or the
+    /// cluster's own limit), an op over [`crate::history::MAX_OP_BYTES`].
+    fn history(&self) -> Result<History>;
 
     fn add_machine(&mut self) -> Result<MachineId>;
     fn machines(&self) -> Vec<MachineId>;

@@ -1,6 +1,7 @@
 //! The context: a node's only window on the world.
 
 use crate::error::{Error, Result};
+use crate::history::Op;
 use crate::ids::{MachineId, NodeId, TimerId};
 use crate::message::{encode, encode_with, Message};
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +30,11 @@ pub trait Env {
     fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore;
     /// A fault point: sometimes true in simulation, never in real modes.
     fn buggify(&mut self, node: NodeId) -> bool;
+    /// Append `op`, recorded by `node`, to the run's history, kept outside
+    /// every machine (a crash of `node`'s machine loses nothing already
+    /// recorded), and log it ([`crate::history::log_op`]). Bounded: see
+    /// [`crate::history::RunHistory`].
+    fn record(&mut self, node: NodeId, op: Op);
 }
 
 /// A machine's durable key-value disk.
@@ -135,6 +141,29 @@ impl<'a, M: Message> Context<'a, M> {
     /// Guard rare paths with it (`if ctx.buggify() { return }`) to test them.
     pub fn buggify(&mut self) -> bool {
         self.env.buggify(self.me)
+    }
+
+    /// Record an operation into the run's history (see
+    /// [`crate::history`]): kept outside every machine, so a crash of this
+    /// node's machine loses nothing already recorded, and read by the test
+    /// with [`crate::Cluster::history`] in every mode, with logs on or off.
+    /// The op is also logged as a `history` event.
+    ///
+    /// ```
+    /// # use distzero_core::{Context, Node, NodeId};
+    /// use distzero_core::history::{Op, OpKind, Value, F};
+    /// struct Client;
+    /// impl Node for Client {
+    ///     type Msg = u64;
+    ///     fn on_message(&mut self, ctx: &mut Context<'_, u64>, _from: NodeId, n: u64) {
+    ///         let invoke = Op::invoke(1, F::Read, Some("k"), Value::Nil, ctx.now());
+    ///         ctx.record(invoke.clone());
+    ///         ctx.record(invoke.completion(OpKind::Ok, n as i64, ctx.now()));
+    ///     }
+    /// }
+    /// ```
+    pub fn record(&mut self, op: Op) {
+        self.env.record(self.me, op)
     }
 
     /// This node's view of its machine's durable disk.

@@ -1,14 +1,16 @@
 //! distzero-core: the mode-free core of distzero. No tokio, no sockets, no
 //! clock: nodes, their context, messages, ids, the registry, the
-//! [`Cluster`] interface a workflow test sees, the one network model
-//! ([`net`]), settings, logging, and the delivery-contract probes
-//! ([`conformance`]). Every mode builds on this; users reach it through the
-//! `distzero` crate, which re-exports it whole.
+//! [`Cluster`] interface a workflow test sees, the op types of histories
+//! ([`history`]), the one network model ([`net`]), settings, logging, and
+//! the delivery-contract probes ([`conformance`]). Every mode builds on
+//! this; users reach it through the `distzero` crate, which re-exports it
+//! whole.
 
 pub mod cluster;
 pub mod conformance;
 pub mod context;
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod link;
 pub mod log;

@@ -135,8 +135,6 @@ pub enum KvMsg {
     },
     /// Answered `StatusReply`.
     Status,
-    /// To a `kv-client`: answered `HistoryReply`.
-    History,
 
     // ---- replies ----
     PutOk {
@@ -153,12 +151,6 @@ pub enum KvMsg {
         value: Option<String>,
     },
     StatusReply(KvStatus),
-    /// A `kv-client`'s history so far, each op as JSON
-    /// ([`distzero::history::Op::to_json`]); `done` once its workload ended.
-    HistoryReply {
-        done: bool,
-        ops: Vec<String>,
-    },
     /// The request cannot be served now (no primary reachable, bad config).
     Unavailable {
         reason: String,

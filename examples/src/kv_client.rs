@@ -4,21 +4,39 @@
 //! One client is one process of the history: one operation in flight at a
 //! time, a random read or write of a random key through a random replica,
 //! all drawn from `ctx.rng()`. A write's value is unique
-//! (`process * 1_000_000 + n`) and its request id too. An answer completes the operation `ok`; no
-//! answer within `timeout_ms` completes it `info` (it may have happened, or
-//! may still happen). Every record is logged as a `history` event
-//! ([`distzero::history::log_op`]) and kept in memory, so a test can ask for
-//! it with [`KvMsg::History`] in every mode. Memory is lost on a crash: put
-//! clients on machines the test does not crash.
+//! (`process * 1_000_000 + n`) and its request id too. An answer completes
+//! the operation `ok`; no answer within `timeout_ms` completes it `info` (it
+//! may have happened, or may still happen). Every record goes to the run's
+//! history with `ctx.record` (kept outside the machines, and logged as a
+//! `history` event), so a test reads it with `c.history()` in every mode,
+//! also after the client's machine crashed.
+//!
+//! A crash ends a client's process with its op in flight (never completed:
+//! `info`). When its machine restarts, the client starts a new life as a new
+//! process, `process + life * LIFE_STRIDE` (the life is counted on its
+//! disk), and runs its workload again: a process never invokes twice with an
+//! op in flight.
 
 use crate::kv::KvMsg;
-use distzero::history::{log_op, Op, OpKind, Value, F};
+use distzero::history::{History, Op, OpKind, Value, F};
 use distzero::{Context, Node, NodeId, TimerId, TimerTag};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub const KIND: distzero::Kind<KvClientConfig> = distzero::Kind::new("kv-client");
+
+/// A client's process in its `n`-th life (from 0) is `process + n * LIFE_STRIDE`.
+pub const LIFE_STRIDE: u64 = 1000;
+
+/// How many operations `process` completed (ok, fail or info) in `history`.
+pub fn completed(history: &History, process: u64) -> u64 {
+    history
+        .ops()
+        .iter()
+        .filter(|o| o.process == process && o.kind != OpKind::Invoke)
+        .count() as u64
+}
 
 fn default_keys() -> u64 {
     3
@@ -38,7 +56,8 @@ fn default_think_ms() -> u64 {
 pub struct KvClientConfig {
     /// The store's replicas; each operation goes to one of them at random.
     pub replicas: Vec<NodeId>,
-    /// This client's process number in the history (unique per client).
+    /// This client's process number in the history (unique per client,
+    /// below [`LIFE_STRIDE`]; each restart adds `LIFE_STRIDE`).
     pub process: u64,
     /// Keys `k0 .. k{keys-1}`.
     #[serde(default = "default_keys")]
@@ -81,9 +100,10 @@ struct InFlight {
 
 pub struct KvClient {
     cfg: KvClientConfig,
+    /// The process of this life (see the module docs).
+    process: u64,
     started: u64,
     current: Option<InFlight>,
-    history: Vec<Op>,
 }
 
 /// A stored value as a history value: the integer it holds, or the string.
@@ -100,29 +120,16 @@ fn history_value(v: Option<String>) -> Value {
 impl KvClient {
     pub fn new(cfg: KvClientConfig) -> Self {
         KvClient {
+            process: cfg.process,
             cfg,
             started: 0,
             current: None,
-            history: Vec::new(),
         }
-    }
-
-    fn done(&self) -> bool {
-        self.started >= self.cfg.ops && self.current.is_none()
-    }
-
-    fn record(&mut self, op: Op) {
-        log_op(&op);
-        self.history.push(op);
     }
 
     fn schedule_next(&mut self, ctx: &mut Context<'_, KvMsg>) {
         if self.started >= self.cfg.ops {
-            tracing::info!(
-                process = self.cfg.process,
-                ops = self.started,
-                "workload done"
-            );
+            tracing::info!(process = self.process, ops = self.started, "workload done");
             return;
         }
         let think = ctx.rng().gen_range(0..=self.cfg.think_ms);
@@ -135,7 +142,7 @@ impl KvClient {
         }
         self.started += 1;
         let n = self.started;
-        let p = self.cfg.process;
+        let p = self.process;
         let id = (p << 32) | n;
         let key = format!("k{}", ctx.rng().gen_range(0..self.cfg.keys.max(1)));
         let to = self.cfg.replicas[ctx.rng().gen_range(0..self.cfg.replicas.len())];
@@ -155,7 +162,7 @@ impl KvClient {
                 KvMsg::Read { id, key },
             )
         };
-        self.record(invoke.clone());
+        ctx.record(invoke.clone());
         ctx.send(to, req);
         let timer = ctx.schedule(
             Duration::from_millis(self.cfg.timeout_ms.max(1)),
@@ -173,7 +180,7 @@ impl KvClient {
             ctx.cancel_timer(cur.timer);
         }
         let op = cur.invoke.completion(kind, value, ctx.now());
-        self.record(op);
+        ctx.record(op);
         self.schedule_next(ctx);
     }
 }
@@ -186,8 +193,20 @@ impl Node for KvClient {
             tracing::error!("kv-client without replicas; it does nothing");
             return;
         }
+        // Count this life on disk: each life is a process of its own.
+        let life: u64 = match ctx.disk().get("life") {
+            Ok(l) => l.unwrap_or(0),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable life counter; counting from 0");
+                0
+            }
+        };
+        if let Err(e) = ctx.disk().put("life", &(life + 1)) {
+            tracing::error!(error = %e, "cannot count this life on disk");
+        }
+        self.process = self.cfg.process + life * LIFE_STRIDE;
         tracing::info!(
-            process = self.cfg.process,
+            process = self.process,
             ops = self.cfg.ops,
             "kv-client started"
         );
@@ -210,16 +229,6 @@ impl Node for KvClient {
             }
             KvMsg::PutOk { .. } | KvMsg::ReadOk { .. } | KvMsg::Unavailable { .. } => {
                 tracing::debug!(%from, "late or unrelated answer; ignored");
-            }
-            KvMsg::History => {
-                let ops = self.history.iter().map(Op::to_json).collect();
-                ctx.send(
-                    from,
-                    KvMsg::HistoryReply {
-                        done: self.done(),
-                        ops,
-                    },
-                );
             }
             other => {
                 tracing::warn!(%from, msg = ?other, "unexpected message at a kv-client; ignored")

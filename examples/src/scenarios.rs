@@ -11,11 +11,10 @@
 //! | `wordcount` | word count stream | totals exact |
 //! | `wordcount-count-retries-twice` | counters that count retried batches again | same |
 
-use crate::kv::{self, KvMsg};
+use crate::kv;
 use crate::kv_client::{self, KvClientConfig};
 use crate::wordcount::{self, CounterConfig, SourceConfig, SplitterConfig, WcMsg, WcStatus};
 use distzero::check::{check_kv, Budget};
-use distzero::history::{History, Op};
 use distzero::nemesis::Nemesis;
 use distzero::sim::Workflow;
 use distzero::{Cluster, Error, MachineId, NodeId, Result};
@@ -65,48 +64,30 @@ pub fn kv_stale_read(c: &mut dyn Cluster) -> Result<()> {
 }
 
 const CLIENTS: u64 = 2;
+/// Operations of each client.
+const CLIENT_OPS: u64 = 60;
 
 /// Three replicas (the nemesis hits them) and two clients on machines of
 /// their own (outside the nemesis: their histories must survive).
 fn kv_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
     let machines: [MachineId; 3] = c.add_machines()?;
     let replicas = kv::spawn_group(c, &machines, bug)?;
-    let mut clients = Vec::new();
     for p in 0..CLIENTS {
         let m = c.add_machine()?;
         let mut cfg = KvClientConfig::new(replicas.clone(), p + 1);
-        cfg.ops = 60;
+        cfg.ops = CLIENT_OPS;
         cfg.keys = 2;
         cfg.think_ms = 40;
-        clients.push(c.spawn_node(m, kv_client::KIND, cfg)?);
+        c.spawn_node(m, kv_client::KIND, cfg)?;
     }
     c.start_nemesis(Nemesis::on(&machines).window(Duration::from_secs(3)))?;
     c.wait_nemesis()?;
-    let mut ops = Vec::new();
     // Let the clients finish their operations after the recovery.
     c.run_until(Duration::from_secs(60), |c| {
-        for &cl in &clients {
-            match c.call::<_, KvMsg>(cl, &KvMsg::History, Duration::from_secs(1))? {
-                KvMsg::HistoryReply { done: true, .. } => {}
-                _ => return Ok(false),
-            }
-        }
-        Ok(true)
+        let h = c.history()?;
+        Ok((1..=CLIENTS).all(|p| kv_client::completed(&h, p) >= CLIENT_OPS))
     })?;
-    for &cl in &clients {
-        if let KvMsg::HistoryReply { ops: lines, .. } =
-            c.call(cl, &KvMsg::History, Duration::from_secs(1))?
-        {
-            for l in lines {
-                ops.push(
-                    Op::from_json(&l)
-                        .map_err(|e| Error::Codec(format!("history line {l}: {e}")))?,
-                );
-            }
-        }
-    }
-    ops.sort_by_key(|o| o.time);
-    let history = History::from_ops(ops);
+    let history = c.history()?;
     let verdict = check_kv(&history, &Budget::default())?;
     tracing::info!(ops = history.len(), verdict = %verdict, "linearizability check");
     if verdict.is_not_linearizable() {

@@ -9,6 +9,7 @@
 //! RemoteCluster::run_id(&self) -> &str            (also Cluster::run_id)
 //! RemoteCluster::cookie(&self) -> &str            (what the provider gave agents in DISTZERO_COOKIE)
 //! RemoteCluster::addrs(&self, MachineId) -> Option<MachineAddrs>
+//! RemoteCluster::set_max_history_ops(&mut self, usize)   (bound of Cluster::history, default MAX_HISTORY_OPS)
 //! new_run_id() -> String                          (short, unique: time + random, lowercase hex)
 //! run_log_dir(settings, test_name, mode, run_id) -> PathBuf   (`<log dir>/<test>/<mode>-<run id>`)
 //! run_remote_workflow(test_name: &str, mode: Mode,
@@ -29,7 +30,12 @@
 //! cannot ack, so commands to it are sent without waiting and apply when it
 //! resumes. A crashed machine's specs, links and filters are kept and sent
 //! again on restart. Controller events go to `controller.jsonl` in the log
-//! folder.
+//! folder. Ops nodes record (`ctx.record`) arrive as
+//! [`FromAgent::Recorded`]; each link's reader appends them to the run's
+//! history as it reads them (whatever the test is doing, from any link of
+//! the machine, current or not), and a crash lets the dying link read what
+//! its agent sent for at most 250 ms: `Cluster::history` loses nothing that
+//! reached the controller.
 //!
 //! Semantics worth knowing: `heal` drops what a `hold` queued (as in
 //! simulation; `release` delivers it). A call to a crashed or paused machine
@@ -42,6 +48,7 @@ use crate::provider::{AgentLaunch, MachineAddrs, Provider};
 use crate::wire::{self, Command, FromAgent, Role, ToAgent, WireError};
 use distzero_core::cluster::{Cluster, Mode};
 use distzero_core::error::{Error, Result};
+use distzero_core::history::{History, RunHistory};
 use distzero_core::ids::{MachineId, NodeId};
 use distzero_core::link::Link;
 use distzero_core::log::{Clock, RunLog};
@@ -52,7 +59,7 @@ use distzero_core::settings::{SeedChoice, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
@@ -68,6 +75,17 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Most acks kept for commands nobody waits for.
 const MAX_ACKS: usize = 4096;
+/// After killing a machine, how long its control link may go on reading
+/// what the agent sent before it died (its last records) until it closes.
+const CRASH_DRAIN: Duration = Duration::from_millis(250);
+
+/// The run's history, shared with the control links' readers: each record
+/// is kept the moment it is read, whatever the test is doing.
+type SharedHistory = Arc<Mutex<RunHistory>>;
+
+fn lock(h: &SharedHistory) -> std::sync::MutexGuard<'_, RunHistory> {
+    h.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -141,6 +159,8 @@ pub struct RemoteCluster {
     reply: Option<Vec<u8>>,
     /// Pairs with a real packet filter in place (provider.cut said true).
     real_cuts: BTreeSet<(MachineId, MachineId)>,
+    /// What nodes recorded (`ctx.record`), as their agents reported it.
+    history: SharedHistory,
     log: RunLog,
     shut_down: bool,
     /// The test's nemesis, fired by [`RemoteCluster::wait`] on real time.
@@ -256,6 +276,7 @@ impl RemoteCluster {
             awaiting: None,
             reply: None,
             real_cuts: BTreeSet::new(),
+            history: Arc::new(Mutex::new(RunHistory::new())),
             log,
             shut_down: false,
             nemesis: NemesisDriver::new(seed, BASE_LINK, schedules),
@@ -311,6 +332,13 @@ impl RemoteCluster {
 
     pub fn test_name(&self) -> &str {
         &self.test_name
+    }
+
+    /// Keep at most `limit` ops in the run's history (by default
+    /// [`distzero_core::history::MAX_HISTORY_OPS`]); past it,
+    /// [`Cluster::history`] fails naming the limit.
+    pub fn set_max_history_ops(&mut self, limit: usize) {
+        lock(&self.history).set_limit(limit);
     }
 
     fn machine(&self, id: MachineId) -> Result<&Machine> {
@@ -393,9 +421,14 @@ impl RemoteCluster {
         self.next_gen += 1;
         let gen = self.next_gen;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = self
-            .rt
-            .spawn(control_link(id, gen, stream, rx, self.events_tx.clone()));
+        let task = self.rt.spawn(control_link(
+            id,
+            gen,
+            stream,
+            rx,
+            self.events_tx.clone(),
+            self.history.clone(),
+        ));
         tracing::info!(machine = %id, %addr, "control link up");
         self.machine_mut(id)?.conn = Some(Conn { gen, tx, task });
         Ok(())
@@ -431,6 +464,8 @@ impl RemoteCluster {
                             tracing::debug!(%from, %to, "a message to a client no one waits for");
                         }
                     }
+                    // Kept by the link's reader as it reads them.
+                    FromAgent::Recorded { .. } | FromAgent::RecordFailed { .. } => {}
                 }
             }
             CtlEvent::Down { machine, gen, why } => {
@@ -490,6 +525,17 @@ impl RemoteCluster {
                 }
             }
         }
+    }
+
+    /// After a kill: let the machine's control link read what its agent
+    /// sent before it died (records the history must keep) until the link
+    /// closes, for at most [`CRASH_DRAIN`]; then drop it.
+    fn drain_link(&mut self, conn: Option<Conn>) {
+        let Some(mut conn) = conn else { return };
+        let task = &mut conn.task;
+        let _ = self
+            .rt
+            .block_on(async { tokio::time::timeout(CRASH_DRAIN, task).await });
     }
 
     fn send_frame(&mut self, id: MachineId, frame: ToAgent) -> Result<()> {
@@ -732,19 +778,29 @@ fn spawn_cmd(local: u32, spec: &NodeSpec) -> Result<Command> {
 }
 
 /// One machine's control connection: write (batched, with pings when idle),
-/// read frames into the controller's channel; tell it when the link ends.
+/// read frames into the controller's channel (records straight into the
+/// run's history, from any link of the machine, current or not); tell it
+/// when the link ends.
 async fn control_link(
     machine: MachineId,
     gen: u64,
     stream: tokio::net::TcpStream,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<ToAgent>,
     events: std_mpsc::Sender<CtlEvent>,
+    history: SharedHistory,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let ev = events.clone();
     let reader = async move {
         loop {
             match wire::read_frame::<FromAgent, _>(&mut rd).await {
+                Ok(Some(FromAgent::Recorded { node, op })) => {
+                    if node.machine != machine {
+                        tracing::warn!(%machine, %node, "an agent recorded an op for a node of another machine");
+                    }
+                    lock(&history).record_json(node, &op);
+                }
+                Ok(Some(FromAgent::RecordFailed { reason })) => lock(&history).fail(reason),
                 Ok(Some(frame)) => {
                     if ev
                         .send(CtlEvent::Frame {
@@ -816,6 +872,10 @@ impl Cluster for RemoteCluster {
 
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    fn history(&self) -> Result<History> {
+        lock(&self.history).history()
     }
 
     fn add_machine(&mut self) -> Result<MachineId> {
@@ -992,7 +1052,8 @@ impl Cluster for RemoteCluster {
         self.provider.kill(machine)?;
         let m = self.machine_mut(machine)?;
         m.state = State::Down;
-        m.conn = None;
+        let conn = m.conn.take();
+        self.drain_link(conn);
         self.net.crash(machine);
         self.broadcast_life(machine);
         Ok(())

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest frame body accepted or sent: 16 MiB.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Bumped on any incompatible change of the frames below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// A handshake that takes longer than this fails.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -138,6 +138,15 @@ pub enum FromAgent {
         to: NodeId,
         bytes: Vec<u8>,
     },
+    /// `node` recorded an op into the run's history
+    /// (`distzero_core::Context::record`), sent at once. `op` is its JSON
+    /// (postcard cannot carry the op's untagged values), at most
+    /// `distzero_core::history::MAX_OP_BYTES` long.
+    Recorded { node: NodeId, op: String },
+    /// A record that cannot reach the controller's history (an op over
+    /// `MAX_OP_BYTES`, records lost while no controller was connected):
+    /// the run's history is broken for this `reason`.
+    RecordFailed { reason: String },
 }
 
 /// Agent to agent, one way (from the dialer).
@@ -566,6 +575,30 @@ mod tests {
         for i in 0..n {
             assert!(decode_frame::<ToAgent>(&buf[..i]).unwrap().is_none());
         }
+    }
+
+    #[test]
+    fn the_largest_recorded_op_crosses_in_one_frame() {
+        use distzero_core::history::{check_op_size, Op, F, MAX_OP_BYTES};
+        use std::time::Duration;
+        let node = NodeId::new(MachineId(1), 2);
+        // As large as a history takes: the limit, less the rest of the JSON.
+        let bare = Op::invoke(u64::MAX, F::Write, Some("k"), "", Duration::MAX).to_json();
+        let op = Op::invoke(
+            u64::MAX,
+            F::Write,
+            Some("k"),
+            "x".repeat(MAX_OP_BYTES - bare.len()),
+            Duration::MAX,
+        );
+        let json = op.to_json();
+        assert_eq!(json.len(), MAX_OP_BYTES);
+        assert!(check_op_size(node, &op, &json).is_ok());
+        let rec = FromAgent::Recorded { node, op: json };
+        let bytes = frame(&rec);
+        assert!(bytes.len() < MAX_FRAME);
+        let (back, n) = decode_frame::<FromAgent>(&bytes).unwrap().unwrap();
+        assert_eq!((back, n), (rec, bytes.len()));
     }
 
     #[test]

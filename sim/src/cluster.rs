@@ -3,6 +3,7 @@
 use crate::payload::Payload;
 use crate::queue::Queue;
 use distzero_core::context::{DiskStore, Env, MemDisk};
+use distzero_core::history::{self, History, Op, RunHistory};
 use distzero_core::log::{self, Clock, RunLog, Scope};
 use distzero_core::nemesis::{self, NemesisDriver, Schedule};
 use distzero_core::net::{self, FxBuild, Net, NetOp, Verdict};
@@ -48,6 +49,9 @@ pub struct SimConfig {
     /// would draw, one per declaration in order (a shrunk schedule,
     /// `DISTZERO_SCHEDULE`); None = drawn from the seed.
     pub schedules: Option<Vec<Schedule>>,
+    /// Most ops the run's history keeps ([`history::MAX_HISTORY_OPS`]);
+    /// past it, `history()` fails naming the limit.
+    pub max_history_ops: usize,
 }
 
 /// Default of [`SimConfig::max_events`].
@@ -76,6 +80,7 @@ impl SimConfig {
             max_pending: MAX_PENDING,
             cancel: None,
             schedules: None,
+            max_history_ops: history::MAX_HISTORY_OPS,
         }
     }
 }
@@ -213,6 +218,9 @@ struct World {
     waiting: HashSet<u32, FxBuild>,
     buggify: f64,
     stats: SimStats,
+    /// What nodes recorded with `ctx.record`: here, outside the machines,
+    /// so a crash loses none of it.
+    history: RunHistory,
 }
 
 impl World {
@@ -347,6 +355,16 @@ impl Env for World {
     fn buggify(&mut self, _node: NodeId) -> bool {
         self.buggify > 0.0 && self.rng.gen_bool(self.buggify)
     }
+
+    fn record(&mut self, node: NodeId, op: Op) {
+        // The log scope is the node's: the event lands in its machine's file.
+        let json = op.to_json();
+        history::log_op_json(&json);
+        match history::check_op_size(node, &op, &json) {
+            Ok(()) => self.history.record(node, op),
+            Err(why) => self.history.fail(why),
+        }
+    }
 }
 
 /// The simulated cluster. Single-threaded and deterministic: all state is
@@ -472,6 +490,7 @@ impl SimCluster {
                 waiting: HashSet::default(),
                 buggify: config.buggify,
                 stats: SimStats::default(),
+                history: RunHistory::with_limit(config.max_history_ops),
             },
             machines: Vec::new(),
             next_client: 0,
@@ -902,6 +921,10 @@ impl Cluster for SimCluster {
 
     fn now(&self) -> Duration {
         Duration::from_nanos(self.world.now)
+    }
+
+    fn history(&self) -> Result<History> {
+        self.world.history.history()
     }
 
     fn add_machine(&mut self) -> Result<MachineId> {

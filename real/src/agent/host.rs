@@ -8,6 +8,7 @@ use super::{AgentClock, AgentConfig, Exit, StopHandle};
 use crate::wire::{Command, FromAgent, PeerFrame, ToAgent};
 use distzero_core::context::{DiskStore, Env};
 use distzero_core::error::{Error, Result};
+use distzero_core::history::{self, Op};
 use distzero_core::ids::{MachineId, NodeId, TimerId};
 use distzero_core::link::Link;
 use distzero_core::log::{self, RunLog, Scope};
@@ -29,6 +30,9 @@ const TICK: Duration = Duration::from_millis(200);
 const CONTROLLER_SILENCE: Duration = Duration::from_secs(5);
 /// Events handled per loop turn before timers get a look.
 const EVENT_BATCH: usize = 1024;
+/// Most records kept while no controller is connected (sent when one
+/// connects); past it they are counted, and the controller told.
+pub const MAX_UNSENT_RECORDS: usize = 100_000;
 
 /// `now + d`, or about a century on when that overflows (a timer set for "never").
 fn later(now: Instant, d: Duration) -> Instant {
@@ -47,6 +51,9 @@ struct HostEnv {
     timer_at: BTreeMap<u64, Instant>,
     next_timer: u64,
     outbox: Vec<(NodeId, NodeId, Vec<u8>)>,
+    /// Ops the nodes recorded in this callback, with their JSON: sent to
+    /// the controller right after it, before its messages are routed.
+    records: Vec<(NodeId, Op, String)>,
 }
 
 impl Env for HostEnv {
@@ -81,6 +88,12 @@ impl Env for HostEnv {
     fn buggify(&mut self, _node: NodeId) -> bool {
         false
     }
+    fn record(&mut self, node: NodeId, op: Op) {
+        // The log scope is the node's, as for its other events.
+        let json = op.to_json();
+        history::log_op_json(&json);
+        self.records.push((node, op, json));
+    }
 }
 
 /// A message waiting out its link latency.
@@ -110,6 +123,10 @@ struct Host {
     peer_in: BTreeMap<MachineId, u64>,
     local: VecDeque<(NodeId, NodeId, Vec<u8>)>,
     controller: Option<(u64, UnboundedSender<FromAgent>, tokio::task::JoinHandle<()>)>,
+    /// Records waiting for a controller (at most [`MAX_UNSENT_RECORDS`]),
+    /// and how many did not fit.
+    unsent: VecDeque<FromAgent>,
+    unsent_lost: u64,
     /// Last frame from a controller, or when the agent last had none.
     last_heard: Instant,
     orphan: Duration,
@@ -174,6 +191,7 @@ pub(super) async fn run(
             timer_at: BTreeMap::new(),
             next_timer: 0,
             outbox: Vec::new(),
+            records: Vec::new(),
         },
         nodes: BTreeMap::new(),
         net_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix ^ 0x5555_5555),
@@ -186,6 +204,8 @@ pub(super) async fn run(
         peer_in: BTreeMap::new(),
         local: VecDeque::new(),
         controller: None,
+        unsent: VecDeque::new(),
+        unsent_lost: 0,
         last_heard: Instant::now(),
         orphan: cfg.orphan,
     };
@@ -320,8 +340,79 @@ impl Host {
         f(node.as_mut(), &mut self.env, id);
         log::set_scope(prev);
         self.nodes.insert(local, node);
+        self.send_records();
         self.route_outbox();
         true
+    }
+
+    /// Send what the nodes recorded to the controller, at once: its
+    /// history outlives this machine. An op over
+    /// [`history::MAX_OP_BYTES`] goes as the error it is.
+    fn send_records(&mut self) {
+        for (node, op, json) in std::mem::take(&mut self.env.records) {
+            let frame = match history::check_op_size(node, &op, &json) {
+                Ok(()) => FromAgent::Recorded { node, op: json },
+                Err(reason) => {
+                    tracing::error!(%reason, "an op too large for the run's history");
+                    FromAgent::RecordFailed { reason }
+                }
+            };
+            self.record_to_controller(frame);
+        }
+    }
+
+    /// One record frame to the controller; without one, kept (bounded)
+    /// until one connects.
+    fn record_to_controller(&mut self, frame: FromAgent) {
+        let frame = match &self.controller {
+            Some((_, tx, _)) => match tx.send(frame) {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+            None => frame,
+        };
+        if self.unsent.len() < MAX_UNSENT_RECORDS {
+            self.unsent.push_back(frame);
+        } else {
+            if self.unsent_lost == 0 {
+                tracing::error!(
+                    limit = MAX_UNSENT_RECORDS,
+                    "no controller, and too many records wait for one: records are lost"
+                );
+            }
+            self.unsent_lost += 1;
+        }
+    }
+
+    /// A controller connected: what waited for it, and what was lost.
+    fn flush_records(&mut self) {
+        let Some((_, tx, _)) = &self.controller else {
+            return;
+        };
+        let tx = tx.clone();
+        if !self.unsent.is_empty() {
+            tracing::info!(
+                records = self.unsent.len(),
+                "sending the records kept while no controller was connected"
+            );
+        }
+        while let Some(frame) = self.unsent.pop_front() {
+            if let Err(back) = tx.send(frame) {
+                self.unsent.push_front(back.0);
+                return;
+            }
+        }
+        if self.unsent_lost > 0 {
+            let reason = format!(
+                "{} lost {} recorded ops while no controller was connected (more than \
+                 MAX_UNSENT_RECORDS = {MAX_UNSENT_RECORDS} waited)",
+                self.me(),
+                self.unsent_lost
+            );
+            if tx.send(FromAgent::RecordFailed { reason }).is_ok() {
+                self.unsent_lost = 0;
+            }
+        }
     }
 
     fn route_outbox(&mut self) {
@@ -511,6 +602,7 @@ impl Host {
                     );
                 }
                 self.last_heard = Instant::now();
+                self.flush_records();
             }
             Event::ControllerDown { conn } => {
                 if matches!(&self.controller, Some((c, _, _)) if *c == conn) {

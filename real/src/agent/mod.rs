@@ -21,6 +21,8 @@ pub(crate) mod conn;
 pub mod disk;
 mod host;
 
+pub use host::MAX_UNSENT_RECORDS;
+
 use distzero_core::error::{Error, Result};
 use distzero_core::ids::MachineId;
 use distzero_core::log::{Clock, RunLog};
