@@ -405,8 +405,15 @@ impl std::fmt::Display for SweepReport {
             if let Some((s, m)) = &fl.shrunk {
                 let faults: usize = s.iter().map(Schedule::faults).sum();
                 let steps: usize = s.iter().map(|s| s.steps.len()).sum();
-                writeln!(f, "  shrunk to {faults} fault(s) in {steps} step(s):")?;
-                writeln!(f, "{}", describe(s).trim_end())?;
+                if steps == 0 {
+                    writeln!(
+                        f,
+                        "  shrunk to no fault at all: the seed fails without its nemesis"
+                    )?;
+                } else {
+                    writeln!(f, "  shrunk to {faults} fault(s) in {steps} step(s):")?;
+                    writeln!(f, "{}", describe(s).trim_end())?;
+                }
                 writeln!(f, "  which still fails: {m}")?;
                 if let Some(d) = &fl.shrunk_log_dir {
                     writeln!(f, "  its logs: {}", d.display())?;

@@ -591,3 +591,35 @@ fn the_failure_line_carries_the_simulated_time_of_the_failure() {
     assert_eq!(line["time"].as_f64(), Some(1.234), "{line}");
     let _ = std::fs::remove_dir_all(o.log_root);
 }
+
+/// A seed that fails whatever its nemesis does shrinks to no fault at all,
+/// and the report says so.
+#[test]
+fn a_failure_without_faults_shrinks_to_none_and_says_so() {
+    let mut registry = Registry::new();
+    registry.register("coins", |_: serde_json::Value| Coins);
+    let w = Workflow::new("no-faults-needed", registry, |c| {
+        let [a, b] = c.add_machines()?;
+        c.spawn_node(a, "coins", ())?;
+        c.start_nemesis(Nemesis::on(&[a, b]).max_faults(6))?;
+        c.wait_nemesis()?;
+        Err(distzero::Error::Unsupported("planted failure".into()))
+    });
+    let o = opts("no-faults-needed", 0..20);
+    let report = sweep(&w, &o, &replay);
+    let f = &report.failures[0];
+    assert!(
+        f.schedules[0].faults() > 0,
+        "seed {} drew faults: {report}",
+        f.seed
+    );
+    let (shrunk, _) = f.shrunk.clone().expect("shrunk");
+    assert_eq!(shrunk, vec![Schedule::default()], "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("shrunk to no fault at all: the seed fails without its nemesis"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(o.log_root);
+}
