@@ -286,7 +286,8 @@ impl<'a> dyn Cluster + 'a {
     /// End the active nemesis now: heal every link, resume and restart its
     /// machines, links back to the run's default.
     pub fn stop_nemesis(&mut self) -> Result<()> {
-        match self.nemesis_driver().stop() {
+        let now = self.now();
+        match self.nemesis_driver().stop(now) {
             Some(machines) => {
                 let base = self.nemesis_driver().base();
                 nemesis::recover(self, &machines, base)
@@ -298,6 +299,31 @@ impl<'a> dyn Cluster + 'a {
     /// The schedule each `start_nemesis` of this run ran, in order.
     pub fn nemesis_schedules(&mut self) -> Vec<Schedule> {
         self.nemesis_driver().schedules().to_vec()
+    }
+
+    /// A liveness requirement: `cond` must hold within `within` (checked
+    /// every [`POLL`]), else the test fails with [`Error::Liveness`] naming
+    /// `what` (e.g. "a leader is elected", "every request is answered").
+    /// Typically after `wait_nemesis`: once every fault is healed, the
+    /// system must recover in bounded time.
+    pub fn eventually(
+        &mut self,
+        within: Duration,
+        what: &str,
+        cond: impl FnMut(&mut dyn Cluster) -> Result<bool>,
+    ) -> Result<()> {
+        let healed = self.nemesis_driver().healed_at();
+        match self.run_until(within, cond) {
+            Err(Error::ConditionTimeout(_)) => Err(Error::Liveness {
+                what: what.to_string(),
+                within,
+                after: match healed {
+                    Some(t) => format!(" after the nemesis healed everything at {t:?}"),
+                    None => String::new(),
+                },
+            }),
+            other => other,
+        }
     }
 
     /// Cut every link between machines of different groups, both ways.

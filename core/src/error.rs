@@ -13,6 +13,15 @@ pub enum Error {
     /// `run_until` gave up before its condition held.
     #[error("condition did not hold within {0:?}")]
     ConditionTimeout(Duration),
+    /// A liveness requirement (`eventually`) did not hold in time: the
+    /// system did not recover (elect, converge, answer) after the faults.
+    #[error("liveness: {what} did not hold within {within:?}{after}")]
+    Liveness {
+        what: String,
+        within: Duration,
+        /// Where the wait started, for the message (" after the nemesis healed").
+        after: String,
+    },
     #[error("no machine {0} in this cluster; add it with add_machine first")]
     NoSuchMachine(MachineId),
     #[error("no node {0} in this cluster; spawn it first")]

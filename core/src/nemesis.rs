@@ -524,6 +524,8 @@ pub struct NemesisDriver {
     ran: Vec<Schedule>,
     active: Option<Active>,
     firing: bool,
+    /// When the last nemesis ended with everything healed.
+    healed_at: Option<Duration>,
 }
 
 impl NemesisDriver {
@@ -584,6 +586,7 @@ impl NemesisDriver {
         );
         self.ran.push(schedule.clone());
         let previous = self.active.take().map(|a| a.machines);
+        self.healed_at = None;
         self.active = Some(Active {
             machines: n.machines.clone(),
             start: now,
@@ -622,6 +625,7 @@ impl NemesisDriver {
             None => {
                 let ms = a.machines.clone();
                 self.active = None;
+                self.healed_at = Some(now);
                 Some(Due::Recover(ms))
             }
         }
@@ -633,9 +637,17 @@ impl NemesisDriver {
         self.firing = firing;
     }
 
-    /// End the active nemesis now; the machines to recover.
-    pub fn stop(&mut self) -> Option<Vec<MachineId>> {
-        self.active.take().map(|a| a.machines)
+    /// End the active nemesis now (at `now`); the machines to recover.
+    pub fn stop(&mut self, now: Duration) -> Option<Vec<MachineId>> {
+        let a = self.active.take()?;
+        self.healed_at = Some(now);
+        Some(a.machines)
+    }
+
+    /// When the last nemesis of the run ended, everything healed (None
+    /// while one is active or if none ended).
+    pub fn healed_at(&self) -> Option<Duration> {
+        self.healed_at.filter(|_| self.active.is_none())
     }
 
     /// When the active nemesis's window ends.

@@ -355,6 +355,36 @@ fn run_until_gives_up_with_an_error() {
     assert!(c.now() >= Duration::from_secs(2));
 }
 
+/// A liveness requirement that never holds fails as liveness, naming what
+/// and when the nemesis had healed everything; one that holds passes.
+#[test]
+fn eventually_fails_as_liveness_naming_what_and_since_when() {
+    use distzero::nemesis::{Nemesis, Schedule};
+    let mut sim = cluster(10);
+    let c: &mut dyn Cluster = &mut sim;
+    let m = c.add_machine().unwrap();
+    c.start_nemesis(
+        Nemesis::on(&[m])
+            .window(Duration::from_millis(300))
+            .schedule(Schedule::default()),
+    )
+    .unwrap();
+    c.wait_nemesis().unwrap();
+    let e = c
+        .eventually(Duration::from_secs(1), "a leader is elected", |_| Ok(false))
+        .unwrap_err();
+    assert!(matches!(e, Error::Liveness { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "liveness: a leader is elected did not hold within 1s after the nemesis healed everything at 300ms"
+    );
+    let start = c.now();
+    c.eventually(Duration::from_secs(1), "time passes", |c| {
+        Ok(c.now() >= start + Duration::from_millis(100))
+    })
+    .unwrap();
+}
+
 /// `buggify()` is sometimes true in simulation, at the configured rate, and
 /// the same seed gives the same answers.
 #[test]
