@@ -89,6 +89,34 @@ pub enum Fault {
     },
     /// Every link back to the run's default (undoes `Latency`).
     ResetLinks,
+    /// Cut each pair, both ways (bridges, rings: shapes that groups cannot say).
+    CutPairs(Vec<[u32; 2]>),
+    /// Heal each pair, both ways (undoes `CutPairs`).
+    HealPairs(Vec<[u32; 2]>),
+    /// Queue what `from` sends to `to` until `Release`.
+    Hold {
+        from: u32,
+        to: u32,
+    },
+    /// Send on what the hold queued, in order (undoes `Hold`).
+    Release {
+        from: u32,
+        to: u32,
+    },
+    /// One direction of one link: a latency spike (`latency_ms`: uniform
+    /// min..max; None keeps the run's default latency) and/or a loss burst
+    /// (`loss_pct`, 0 to 100).
+    Link {
+        from: u32,
+        to: u32,
+        latency_ms: Option<(u64, u64)>,
+        loss_pct: u8,
+    },
+    /// That link back to the run's default (undoes `Link`).
+    ResetLink {
+        from: u32,
+        to: u32,
+    },
 }
 
 impl Fault {
@@ -96,10 +124,31 @@ impl Fault {
     fn indexes(&self) -> Vec<u32> {
         match self {
             Fault::Partition(g) | Fault::Heal(g) => g.concat(),
-            Fault::Cut { from, to } | Fault::HealCut { from, to } => vec![*from, *to],
+            Fault::Cut { from, to }
+            | Fault::HealCut { from, to }
+            | Fault::Hold { from, to }
+            | Fault::Release { from, to }
+            | Fault::Link { from, to, .. }
+            | Fault::ResetLink { from, to } => vec![*from, *to],
+            Fault::CutPairs(p) | Fault::HealPairs(p) => p.concat(),
             Fault::Crash(i) | Fault::Restart(i) | Fault::Pause(i) | Fault::Resume(i) => vec![*i],
             Fault::HealAll | Fault::Latency { .. } | Fault::ResetLinks => vec![],
         }
+    }
+
+    /// Whether this step is a fault rather than the undo of one.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Fault::Partition(_)
+                | Fault::Cut { .. }
+                | Fault::Crash(_)
+                | Fault::Pause(_)
+                | Fault::Latency { .. }
+                | Fault::CutPairs(_)
+                | Fault::Hold { .. }
+                | Fault::Link { .. }
+        )
     }
 
     fn to_rust(&self) -> String {
@@ -145,19 +194,7 @@ impl Schedule {
     /// How many steps are faults rather than undos (heal, restart, resume,
     /// links back).
     pub fn faults(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s.fault,
-                    Fault::Partition(_)
-                        | Fault::Cut { .. }
-                        | Fault::Crash(_)
-                        | Fault::Pause(_)
-                        | Fault::Latency { .. }
-                )
-            })
-            .count()
+        self.steps.iter().filter(|s| s.fault.is_fault()).count()
     }
 
     /// Rust that rebuilds this schedule, to paste into a test:
@@ -206,36 +243,126 @@ pub fn schedules_from_json(json: &str, what: &str) -> Result<Vec<Schedule>> {
 }
 
 /// The kinds of fault a declaration may draw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FaultKind {
-    /// The machines split in two groups (both ways), healed after a while.
+    /// The machines split in two groups at random (both ways), healed after a while.
     Partition,
+    /// A minority (fewer than half) cut off from the majority: whoever
+    /// leads may be on either side.
+    MajorityMinority,
+    /// One machine cut off from all the others.
+    Isolate,
+    /// Two groups that only one machine, the bridge, still joins (3+ machines).
+    Bridge,
+    /// Every machine sees only its two neighbours on a random ring (4+ machines).
+    Ring,
     /// One direction between two machines cut, healed after a while.
     Cut,
+    /// One direction between two machines held (queued), released after a while.
+    Hold,
     /// A machine crashes (its nodes lose their memory) and restarts after a while.
     Crash,
+    /// A machine crashes and is back within 50 ms.
+    Bounce,
+    /// A machine crashes, restarts, and crashes again within 20 ms of
+    /// restarting (while it recovers), then restarts.
+    KillDuringRecovery,
     /// A machine freezes and resumes after a while.
     Pause,
+    /// Two or more machines freeze at once and resume after a while.
+    PauseMany,
     /// Latency on every link rises for a while.
     Latency,
+    /// One direction of one link gets 20 to 300 ms of latency for a while.
+    LinkSpike,
+    /// One direction of one link loses 20 to 80 % of its messages for a while.
+    LossBurst,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Partition,
+        FaultKind::MajorityMinority,
+        FaultKind::Isolate,
+        FaultKind::Bridge,
+        FaultKind::Ring,
         FaultKind::Cut,
+        FaultKind::Hold,
         FaultKind::Crash,
+        FaultKind::Bounce,
+        FaultKind::KillDuringRecovery,
         FaultKind::Pause,
+        FaultKind::PauseMany,
         FaultKind::Latency,
+        FaultKind::LinkSpike,
+        FaultKind::LossBurst,
     ];
 
-    /// Relative weight when drawing.
+    /// Relative weight when drawing without swarm testing.
     fn weight(self) -> u32 {
         match self {
-            FaultKind::Partition => 3,
-            FaultKind::Crash => 2,
-            FaultKind::Cut | FaultKind::Pause | FaultKind::Latency => 1,
+            FaultKind::Partition | FaultKind::Crash => 3,
+            FaultKind::MajorityMinority | FaultKind::Isolate | FaultKind::Bounce => 2,
+            _ => 1,
         }
+    }
+
+    /// Fewest machines this kind needs.
+    fn machines_needed(self) -> u32 {
+        match self {
+            FaultKind::Crash
+            | FaultKind::Bounce
+            | FaultKind::KillDuringRecovery
+            | FaultKind::Pause
+            | FaultKind::Latency => 1,
+            FaultKind::Partition
+            | FaultKind::Isolate
+            | FaultKind::Cut
+            | FaultKind::Hold
+            | FaultKind::PauseMany
+            | FaultKind::LinkSpike
+            | FaultKind::LossBurst => 2,
+            FaultKind::MajorityMinority | FaultKind::Bridge => 3,
+            FaultKind::Ring => 4,
+        }
+    }
+}
+
+/// A seed's own fault profile (swarm testing, Groce et al. 2012): which
+/// of the declared kinds are enabled at all and how often each is drawn,
+/// how many faults at most, the part of the window they fall in, and quiet
+/// periods without any. Drawn from the seed, so a replay is exact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Enabled kinds with their weights.
+    pub kinds: Vec<(FaultKind, u32)>,
+    pub max_faults: usize,
+    /// Faults start within `from_ms..to_ms` of the declaration …
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// … but in none of these periods.
+    pub quiet: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|(k, w)| format!("{k:?}×{w}"))
+            .collect();
+        write!(
+            f,
+            "kinds {}; up to {} faults from {} to {} ms",
+            kinds.join(" "),
+            self.max_faults,
+            self.from_ms,
+            self.to_ms
+        )?;
+        for (a, b) in &self.quiet {
+            write!(f, "; quiet {a}..{b} ms")?;
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +376,7 @@ pub struct Nemesis {
     max_faults: usize,
     lasting: (Duration, Duration),
     fixed: Option<Schedule>,
+    swarm: Option<bool>,
 }
 
 impl Nemesis {
@@ -262,7 +390,17 @@ impl Nemesis {
             max_faults: 8,
             lasting: (Duration::from_millis(50), Duration::from_secs(1)),
             fixed: None,
+            swarm: None,
         }
+    }
+
+    /// Swarm testing on (`true`) or off for this declaration, whatever
+    /// `DISTZERO_SWARM` says: each seed draws its own [`Profile`] (a
+    /// subset of the kinds, their weights, a part of the window, quiet
+    /// periods) and then its schedule from it.
+    pub fn swarm(mut self, on: bool) -> Nemesis {
+        self.swarm = Some(on);
+        self
     }
 
     /// Only these kinds of fault.
@@ -343,10 +481,11 @@ impl Nemesis {
     }
 
     /// The schedule this declaration runs with `seed` as its `ordinal`-th
-    /// declaration: the fixed one, or one drawn.
-    pub fn draw(&self, seed: u64, ordinal: usize) -> Schedule {
+    /// declaration: the fixed one, or one drawn (from a swarm [`Profile`]
+    /// drawn first when `swarm`, unless the declaration says otherwise).
+    pub fn draw(&self, seed: u64, ordinal: usize, swarm: bool) -> (Schedule, Option<Profile>) {
         if let Some(s) = &self.fixed {
-            return s.clone();
+            return (s.clone(), None);
         }
         // An rng of its own: the system's draws do not depend on the
         // schedule, so a replaced schedule changes nothing else.
@@ -356,75 +495,257 @@ impl Nemesis {
         key[16..24].copy_from_slice(b"nemesis!");
         let mut rng = ChaCha8Rng::from_seed(key);
         let n = self.machines.len() as u32;
-        let kinds: Vec<FaultKind> = self
+        let fitting: Vec<FaultKind> = self
             .kinds
             .iter()
             .copied()
-            .filter(|k| n >= 2 || !matches!(k, FaultKind::Partition | FaultKind::Cut))
+            .filter(|k| n >= k.machines_needed())
             .collect();
-        let total: u32 = kinds.iter().map(|k| k.weight()).sum();
         let window_ms = (self.window.as_millis() as u64).max(1);
+        let profile = if self.swarm.unwrap_or(swarm) && !fitting.is_empty() {
+            // How many kinds first (uniform), then which: small profiles,
+            // one kind alone, are as likely as large ones.
+            let take = rng.gen_range(1..=fitting.len());
+            let mut order: Vec<FaultKind> = fitting.clone();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.gen_range(0..=i));
+            }
+            let mut kinds: Vec<(FaultKind, u32)> = order[..take].iter().map(|&k| (k, 0)).collect();
+            kinds.sort();
+            for k in kinds.iter_mut() {
+                k.1 = rng.gen_range(1..=8);
+            }
+            let max_faults = rng.gen_range(1..=self.max_faults.max(1));
+            let a = rng.gen_range(0..window_ms);
+            let b = rng.gen_range(a + 1..=window_ms);
+            let quiet = (0..rng.gen_range(0..=2))
+                .map(|_| {
+                    let start = rng.gen_range(a..b);
+                    let len = rng.gen_range(1..=((b - a) / 4).max(1));
+                    (start, (start + len).min(b))
+                })
+                .collect();
+            Profile {
+                kinds,
+                max_faults,
+                from_ms: a,
+                to_ms: b,
+                quiet,
+            }
+        } else {
+            Profile {
+                kinds: fitting.iter().map(|&k| (k, k.weight())).collect(),
+                max_faults: self.max_faults,
+                from_ms: 0,
+                to_ms: window_ms,
+                quiet: Vec::new(),
+            }
+        };
+        let swarmed = self.swarm.unwrap_or(swarm) && !fitting.is_empty();
+        let schedule = self.draw_from(&profile, &mut rng, window_ms);
+        (schedule, swarmed.then_some(profile))
+    }
+
+    fn draw_from(&self, p: &Profile, rng: &mut ChaCha8Rng, window_ms: u64) -> Schedule {
+        let n = self.machines.len() as u32;
+        let total: u32 = p.kinds.iter().map(|(_, w)| *w).sum();
+        if total == 0 {
+            return Schedule::default();
+        }
         let (lo, hi) = (
-            self.lasting.0.as_millis() as u64,
+            (self.lasting.0.as_millis() as u64).max(1),
             (self.lasting.1.as_millis() as u64).max(1),
         );
-        let count = if total == 0 {
-            0
-        } else {
-            rng.gen_range(0..=self.max_faults)
-        };
-        let mut steps = Vec::with_capacity(count * 2);
+        let count = rng.gen_range(0..=p.max_faults);
+        let mut steps = Vec::with_capacity(count * 4);
         for _ in 0..count {
-            let at_ms = rng.gen_range(0..window_ms);
+            // A time outside the quiet periods (bounded tries; else no fault).
+            let quiet = |t: u64| p.quiet.iter().any(|&(a, b)| (a..b).contains(&t));
+            let Some(at) = (0..8)
+                .map(|_| rng.gen_range(p.from_ms..p.to_ms))
+                .find(|&t| !quiet(t))
+            else {
+                continue;
+            };
             let mut pick = rng.gen_range(0..total);
-            let kind = *kinds
+            let kind = p
+                .kinds
                 .iter()
-                .find(|k| {
-                    let hit = pick < k.weight();
-                    pick = pick.saturating_sub(k.weight());
+                .find(|(_, w)| {
+                    let hit = pick < *w;
+                    pick = pick.saturating_sub(*w);
                     hit
                 })
-                .unwrap_or(&kinds[0]);
-            let lasts = rng.gen_range(lo.max(1)..=hi.max(lo.max(1)));
-            let (fault, undo) = match kind {
-                FaultKind::Partition => {
-                    // A non-empty proper subset on one side.
-                    let mut side: Vec<u32> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
-                    if side.is_empty() || side.len() == n as usize {
-                        side = vec![rng.gen_range(0..n)];
-                    }
-                    let rest: Vec<u32> = (0..n).filter(|i| !side.contains(i)).collect();
-                    let groups = vec![side, rest];
-                    (Fault::Partition(groups.clone()), Fault::Heal(groups))
+                .map_or(p.kinds[0].0, |(k, _)| *k);
+            let lasts = rng.gen_range(lo..=hi.max(lo));
+            for (after, fault) in fault_steps(kind, n, lasts, rng) {
+                let at_ms = at + after;
+                // Undos past the window are left to the recovery at its end.
+                if after == 0 || at_ms < window_ms {
+                    steps.push(Step { at_ms, fault });
                 }
-                FaultKind::Cut => {
-                    let from = rng.gen_range(0..n);
-                    let to = (from + rng.gen_range(1..n)) % n;
-                    (Fault::Cut { from, to }, Fault::HealCut { from, to })
-                }
-                FaultKind::Crash => {
-                    let i = rng.gen_range(0..n);
-                    (Fault::Crash(i), Fault::Restart(i))
-                }
-                FaultKind::Pause => {
-                    let i = rng.gen_range(0..n);
-                    (Fault::Pause(i), Fault::Resume(i))
-                }
-                FaultKind::Latency => {
-                    let min_ms = rng.gen_range(0..5);
-                    let max_ms = min_ms + rng.gen_range(0..50);
-                    (Fault::Latency { min_ms, max_ms }, Fault::ResetLinks)
-                }
-            };
-            steps.push(Step { at_ms, fault });
-            if at_ms + lasts < window_ms {
-                steps.push(Step {
-                    at_ms: at_ms + lasts,
-                    fault: undo,
-                });
             }
         }
         Schedule::new(steps)
+    }
+}
+
+/// `n` machines shuffled.
+fn shuffled(n: u32, rng: &mut ChaCha8Rng) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n).collect();
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.gen_range(0..=i));
+    }
+    v
+}
+
+/// Two distinct machines.
+fn two(n: u32, rng: &mut ChaCha8Rng) -> (u32, u32) {
+    let from = rng.gen_range(0..n);
+    (from, (from + rng.gen_range(1..n)) % n)
+}
+
+/// The steps of one fault of `kind` on `n` machines (enough of them for
+/// the kind), as (ms after its start, fault): the fault at 0, its undo
+/// after `lasts`.
+fn fault_steps(kind: FaultKind, n: u32, lasts: u64, rng: &mut ChaCha8Rng) -> Vec<(u64, Fault)> {
+    let split = |groups: Vec<Vec<u32>>| {
+        vec![
+            (0, Fault::Partition(groups.clone())),
+            (lasts, Fault::Heal(groups)),
+        ]
+    };
+    let sorted = |mut v: Vec<u32>| {
+        v.sort();
+        v
+    };
+    match kind {
+        FaultKind::Partition => {
+            // A non-empty proper subset on one side.
+            let mut side: Vec<u32> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
+            if side.is_empty() || side.len() == n as usize {
+                side = vec![rng.gen_range(0..n)];
+            }
+            let rest: Vec<u32> = (0..n).filter(|i| !side.contains(i)).collect();
+            split(vec![side, rest])
+        }
+        FaultKind::MajorityMinority => {
+            let order = shuffled(n, rng);
+            let k = rng.gen_range(1..=((n - 1) / 2).max(1)) as usize;
+            split(vec![
+                sorted(order[..k].to_vec()),
+                sorted(order[k..].to_vec()),
+            ])
+        }
+        FaultKind::Isolate => {
+            let i = rng.gen_range(0..n);
+            split(vec![vec![i], (0..n).filter(|&j| j != i).collect()])
+        }
+        FaultKind::Bridge => {
+            // order[0] is the bridge; the rest split in two non-empty sides.
+            let order = shuffled(n, rng);
+            let k = rng.gen_range(2..n) as usize;
+            let pairs: Vec<[u32; 2]> = order[1..k]
+                .iter()
+                .flat_map(|&a| order[k..].iter().map(move |&b| [a.min(b), a.max(b)]))
+                .collect();
+            vec![
+                (0, Fault::CutPairs(pairs.clone())),
+                (lasts, Fault::HealPairs(pairs)),
+            ]
+        }
+        FaultKind::Ring => {
+            let order = shuffled(n, rng);
+            let next = |i: usize| order[(i + 1) % order.len()];
+            let adjacent = |a: u32, b: u32| {
+                (0..order.len())
+                    .any(|i| (order[i] == a && next(i) == b) || (order[i] == b && next(i) == a))
+            };
+            let pairs: Vec<[u32; 2]> = (0..n)
+                .flat_map(|a| (a + 1..n).map(move |b| [a, b]))
+                .filter(|&[a, b]| !adjacent(a, b))
+                .collect();
+            vec![
+                (0, Fault::CutPairs(pairs.clone())),
+                (lasts, Fault::HealPairs(pairs)),
+            ]
+        }
+        FaultKind::Cut => {
+            let (from, to) = two(n, rng);
+            vec![
+                (0, Fault::Cut { from, to }),
+                (lasts, Fault::HealCut { from, to }),
+            ]
+        }
+        FaultKind::Hold => {
+            let (from, to) = two(n, rng);
+            vec![
+                (0, Fault::Hold { from, to }),
+                (lasts, Fault::Release { from, to }),
+            ]
+        }
+        FaultKind::Crash => {
+            let i = rng.gen_range(0..n);
+            vec![(0, Fault::Crash(i)), (lasts, Fault::Restart(i))]
+        }
+        FaultKind::Bounce => {
+            let i = rng.gen_range(0..n);
+            vec![
+                (0, Fault::Crash(i)),
+                (rng.gen_range(1..=50), Fault::Restart(i)),
+            ]
+        }
+        FaultKind::KillDuringRecovery => {
+            let i = rng.gen_range(0..n);
+            let again = lasts + rng.gen_range(1..=20);
+            vec![
+                (0, Fault::Crash(i)),
+                (lasts, Fault::Restart(i)),
+                (again, Fault::Crash(i)),
+                (again + lasts, Fault::Restart(i)),
+            ]
+        }
+        FaultKind::Pause => {
+            let i = rng.gen_range(0..n);
+            vec![(0, Fault::Pause(i)), (lasts, Fault::Resume(i))]
+        }
+        FaultKind::PauseMany => {
+            let order = shuffled(n, rng);
+            let k = rng.gen_range(2..=n) as usize;
+            let many = sorted(order[..k].to_vec());
+            let mut v: Vec<(u64, Fault)> = many.iter().map(|&i| (0, Fault::Pause(i))).collect();
+            v.extend(many.iter().map(|&i| (lasts, Fault::Resume(i))));
+            v
+        }
+        FaultKind::Latency => {
+            let min_ms = rng.gen_range(0..5);
+            let max_ms = min_ms + rng.gen_range(0..50);
+            vec![
+                (0, Fault::Latency { min_ms, max_ms }),
+                (lasts, Fault::ResetLinks),
+            ]
+        }
+        FaultKind::LinkSpike | FaultKind::LossBurst => {
+            let (from, to) = two(n, rng);
+            let (latency_ms, loss_pct) = if kind == FaultKind::LinkSpike {
+                let min = rng.gen_range(20..=100);
+                (Some((min, min + rng.gen_range(0..=200))), 0)
+            } else {
+                (None, rng.gen_range(20..=80))
+            };
+            vec![
+                (
+                    0,
+                    Fault::Link {
+                        from,
+                        to,
+                        latency_ms,
+                        loss_pct,
+                    },
+                ),
+                (lasts, Fault::ResetLink { from, to }),
+            ]
+        }
     }
 }
 
@@ -471,6 +792,36 @@ pub fn apply(c: &mut dyn Cluster, machines: &[MachineId], fault: &Fault, base: L
             loss: base.loss,
         }),
         Fault::ResetLinks => c.set_all_links(base),
+        Fault::CutPairs(pairs) => pairs.iter().try_for_each(|[a, b]| {
+            c.cut(m(a), m(b))?;
+            c.cut(m(b), m(a))
+        }),
+        Fault::HealPairs(pairs) => pairs.iter().try_for_each(|[a, b]| {
+            c.heal(m(a), m(b))?;
+            c.heal(m(b), m(a))
+        }),
+        Fault::Hold { from, to } => c.hold(m(from), m(to)),
+        Fault::Release { from, to } => c.release(m(from), m(to)),
+        Fault::Link {
+            from,
+            to,
+            latency_ms,
+            loss_pct,
+        } => c.set_link(
+            m(from),
+            m(to),
+            Link {
+                latency: match latency_ms {
+                    Some((min, max)) => Latency::Uniform {
+                        min: Duration::from_millis(*min),
+                        max: Duration::from_millis(*max),
+                    },
+                    None => base.latency,
+                },
+                loss: f64::from(*loss_pct.min(&100)) / 100.0,
+            },
+        ),
+        Fault::ResetLink { from, to } => c.set_link(m(from), m(to), base),
     }
 }
 
@@ -521,7 +872,11 @@ pub struct NemesisDriver {
     seed: u64,
     base: Link,
     replace: Option<Vec<Schedule>>,
+    /// Swarm testing for declarations that do not say (`DISTZERO_SWARM`).
+    swarm: bool,
     ran: Vec<Schedule>,
+    /// The swarm profile each declaration drew its schedule from, if any.
+    profiles: Vec<Option<Profile>>,
     active: Option<Active>,
     firing: bool,
     /// When the last nemesis ended with everything healed.
@@ -539,6 +894,19 @@ impl NemesisDriver {
             replace,
             ..Default::default()
         }
+    }
+
+    /// Swarm testing for every declaration that does not say
+    /// ([`Nemesis::swarm`]); `DISTZERO_SWARM`.
+    pub fn with_swarm(mut self, on: bool) -> NemesisDriver {
+        self.swarm = on;
+        self
+    }
+
+    /// The swarm profile of each declaration of the run, in order (None:
+    /// drawn without one, fixed, or replaced).
+    pub fn profiles(&self) -> &[Option<Profile>] {
+        &self.profiles
     }
 
     /// The run's default link, which recoveries restore.
@@ -561,9 +929,9 @@ impl NemesisDriver {
                 "nemesis: more than {MAX_DECLARATIONS} declarations in one run"
             )));
         }
-        let schedule = match self.replace.as_ref() {
-            Some(r) => r.get(ordinal).cloned().unwrap_or_default(),
-            None => n.draw(self.seed, ordinal),
+        let (schedule, profile) = match self.replace.as_ref() {
+            Some(r) => (r.get(ordinal).cloned().unwrap_or_default(), None),
+            None => n.draw(self.seed, ordinal, self.swarm),
         };
         let count = n.machines.len() as u32;
         if let Some(st) = schedule
@@ -584,7 +952,11 @@ impl NemesisDriver {
             window_ms = (end - now).as_millis() as u64,
             "nemesis starts"
         );
+        if let Some(p) = &profile {
+            tracing::info!(declaration = ordinal, profile = %p, "nemesis swarm profile");
+        }
         self.ran.push(schedule.clone());
+        self.profiles.push(profile);
         let previous = self.active.take().map(|a| a.machines);
         self.healed_at = None;
         self.active = Some(Active {
@@ -688,11 +1060,12 @@ mod tests {
         let mut lengths = std::collections::BTreeSet::new();
         let mut kinds = std::collections::BTreeSet::new();
         for seed in 0..200 {
-            let s = n.draw(seed, 0);
-            assert_eq!(s, n.draw(seed, 0), "same seed, same schedule");
+            let s = n.draw(seed, 0, false).0;
+            assert_eq!(s, n.draw(seed, 0, false).0, "same seed, same schedule");
             assert!(s.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
             assert!(s.steps.iter().all(|st| st.at_ms < 1000), "{s:?}");
-            assert!(s.faults() <= 8, "{s:?}");
+            // PauseMany pauses up to 3 at once; KillDuringRecovery crashes twice.
+            assert!(s.faults() <= 8 * 3, "{s:?}");
             for st in &s.steps {
                 assert!(st.fault.indexes().iter().all(|&i| i < 3), "{st:?}");
                 if let Fault::Partition(g) = &st.fault {
@@ -709,16 +1082,20 @@ mod tests {
             lengths.insert(s.faults());
         }
         assert!(lengths.len() >= 6, "counts {lengths:?}");
-        // Five faults and their five undos.
-        assert_eq!(kinds.len(), 10, "every kind of fault and undo is drawn");
-        assert_ne!(n.draw(1, 0), n.draw(1, 1), "each declaration draws its own");
+        // Eight faults and their eight undos (HealAll is only ever pasted).
+        assert_eq!(kinds.len(), 16, "every kind of fault and undo is drawn");
+        assert_ne!(
+            n.draw(1, 0, false).0,
+            n.draw(1, 1, false).0,
+            "each declaration draws its own"
+        );
     }
 
     #[test]
     fn kinds_limit_what_is_drawn_and_one_machine_gets_no_partition() {
         let n = Nemesis::on(&ms(1)).kinds(&[FaultKind::Partition, FaultKind::Crash]);
         for seed in 0..50 {
-            for st in n.draw(seed, 0).steps {
+            for st in n.draw(seed, 0, false).0.steps {
                 assert!(
                     matches!(st.fault, Fault::Crash(0) | Fault::Restart(0)),
                     "{st:?}"
@@ -726,16 +1103,17 @@ mod tests {
             }
         }
         let only_cuts = Nemesis::on(&ms(1)).kinds(&[FaultKind::Cut]);
-        assert!((0..20).all(|s| only_cuts.draw(s, 0).is_empty()));
+        assert!((0..20).all(|s| only_cuts.draw(s, 0, false).0.is_empty()));
     }
 
     #[test]
     fn every_undo_follows_its_fault_within_the_window() {
         let n = Nemesis::on(&ms(4))
+            .kinds(&[FaultKind::Crash, FaultKind::Pause])
             .window(Duration::from_millis(500))
             .lasting(Duration::from_millis(10), Duration::from_millis(20));
         for seed in 0..100 {
-            let s = n.draw(seed, 0);
+            let s = n.draw(seed, 0, false).0;
             for (i, st) in s.steps.iter().enumerate() {
                 if let Fault::Restart(m) = st.fault {
                     // One of the crashes of that machine before it is its fault.
@@ -746,6 +1124,133 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each kind draws the shape it names.
+    #[test]
+    fn each_kind_draws_its_shape() {
+        let of = |kind: FaultKind, n: u32, seed: u64| {
+            Nemesis::on(&ms(n))
+                .kinds(&[kind])
+                .max_faults(1)
+                .draw(seed, 0, false)
+                .0
+        };
+        let first = |kind, n, seed| of(kind, n, seed).steps.into_iter().next().map(|s| s.fault);
+        for seed in 0..60 {
+            match first(FaultKind::Ring, 5, seed) {
+                Some(Fault::CutPairs(cut)) => {
+                    for m in 0..5u32 {
+                        let cut_of_m = cut.iter().filter(|p| p.contains(&m)).count();
+                        assert_eq!(cut_of_m, 2, "ring: {m} keeps two neighbours: {cut:?}");
+                    }
+                }
+                None => {}
+                other => panic!("ring: {other:?}"),
+            }
+            match first(FaultKind::Bridge, 5, seed) {
+                Some(Fault::CutPairs(cut)) => {
+                    let touched: std::collections::BTreeSet<u32> =
+                        cut.concat().into_iter().collect();
+                    assert_eq!(
+                        touched.len(),
+                        4,
+                        "bridge: one machine keeps every link: {cut:?}"
+                    );
+                    assert!(!cut.is_empty());
+                }
+                None => {}
+                other => panic!("bridge: {other:?}"),
+            }
+            match first(FaultKind::MajorityMinority, 5, seed) {
+                Some(Fault::Partition(g)) => assert!(g[0].len() <= 2 && g[1].len() >= 3, "{g:?}"),
+                None => {}
+                other => panic!("majority/minority: {other:?}"),
+            }
+            match first(FaultKind::Isolate, 4, seed) {
+                Some(Fault::Partition(g)) => assert_eq!((g[0].len(), g[1].len()), (1, 3)),
+                None => {}
+                other => panic!("isolate: {other:?}"),
+            }
+            let many = of(FaultKind::PauseMany, 4, seed);
+            if let Some(s) = many.steps.first() {
+                let at_once = many
+                    .steps
+                    .iter()
+                    .filter(|x| x.at_ms == s.at_ms && matches!(x.fault, Fault::Pause(_)))
+                    .count();
+                assert!(at_once >= 2, "pause many: {many:?}");
+            }
+            let bounce = of(FaultKind::Bounce, 2, seed);
+            if let [crash, restart] = &bounce.steps[..] {
+                assert!(matches!(crash.fault, Fault::Crash(_)));
+                assert!(
+                    (1..=50).contains(&(restart.at_ms - crash.at_ms)),
+                    "{bounce:?}"
+                );
+            }
+            let k = of(FaultKind::KillDuringRecovery, 2, seed);
+            let crashes = k
+                .steps
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::Crash(_)))
+                .count();
+            assert!(k.steps.is_empty() || crashes >= 1, "{k:?}");
+            if let [_, restart, again, ..] = &k.steps[..] {
+                assert!(matches!(again.fault, Fault::Crash(_)), "{k:?}");
+                assert!((1..=20).contains(&(again.at_ms - restart.at_ms)), "{k:?}");
+            }
+        }
+        // Too few machines for a shape: nothing drawn.
+        assert!((0..20).all(|s| of(FaultKind::Ring, 3, s).is_empty()));
+        assert!((0..20).all(|s| of(FaultKind::Bridge, 2, s).is_empty()));
+    }
+
+    /// With swarm testing each seed draws a profile first: a subset of the
+    /// kinds, a part of the window, quiet periods; its schedule keeps to
+    /// it, and the same seed draws the same.
+    #[test]
+    fn swarm_profiles_vary_by_seed_and_schedules_keep_to_them() {
+        // Every kind but the one whose second crash comes late.
+        let kinds: Vec<FaultKind> = FaultKind::ALL
+            .into_iter()
+            .filter(|k| *k != FaultKind::KillDuringRecovery)
+            .collect();
+        let n = Nemesis::on(&ms(3))
+            .kinds(&kinds)
+            .window(Duration::from_secs(2))
+            .swarm(true);
+        let mut subsets = std::collections::BTreeSet::new();
+        let mut quiet_seen = false;
+        for seed in 0..200 {
+            let (s, p) = n.draw(seed, 0, false);
+            let p = p.expect("a swarm profile");
+            assert_eq!((s.clone(), Some(p.clone())), n.draw(seed, 0, false));
+            assert!(!p.kinds.is_empty() && p.kinds.iter().all(|(k, _)| kinds.contains(k)));
+            assert!(p
+                .kinds
+                .iter()
+                .all(|(k, w)| *k != FaultKind::Ring && (1..=8).contains(w)));
+            assert!(p.from_ms < p.to_ms && p.to_ms <= 2000, "{p}");
+            assert!(s.faults() <= p.max_faults * 3, "{p}: {s:?}");
+            for st in s.steps.iter().filter(|st| st.fault.is_fault()) {
+                let in_quiet = p.quiet.iter().any(|&(a, b)| (a..b).contains(&st.at_ms));
+                assert!(
+                    (p.from_ms..p.to_ms).contains(&st.at_ms) && !in_quiet,
+                    "{p}: {st:?}"
+                );
+            }
+            quiet_seen |= !p.quiet.is_empty();
+            subsets.insert(p.kinds.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+        }
+        assert!(subsets.len() > 100, "profiles vary: {}", subsets.len());
+        assert!(subsets.iter().any(|k| k.len() == 1) && subsets.iter().any(|k| k.len() > 5));
+        assert!(quiet_seen);
+        // Off unless asked: by the declaration, or for the run.
+        let plain = Nemesis::on(&ms(3));
+        assert_eq!(plain.draw(1, 0, false).1, None);
+        assert!(plain.draw(1, 0, true).1.is_some());
+        assert_eq!(plain.clone().swarm(false).draw(1, 0, true).1, None);
     }
 
     #[test]
@@ -810,7 +1315,7 @@ mod tests {
         assert_eq!(d.schedules(), &[Schedule::default(), Schedule::default()]);
         let mut drawn = NemesisDriver::new(3, Link::default(), None);
         drawn.begin(&n, Duration::ZERO).unwrap();
-        assert_eq!(drawn.schedules(), &[n.draw(3, 0)]);
+        assert_eq!(drawn.schedules(), &[n.draw(3, 0, false).0]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_DUPLICATE", default: "0", help: "probability that simulation delivers a message twice, 0.0..=1.0, beyond the delivery contract (simulation-only)" },
     Var { name: "DISTZERO_LATENCY", default: "500us..1500us", help: "one-way latency of every simulated link a test does not set: a duration (0, 250us, 1ms, 1.5s) or a uniform range min..max such as 500us..1500us; units ns, us, ms, s (simulation-only)" },
     Var { name: "DISTZERO_SCHEDULE", default: "", help: "fault schedules that replace the ones a test's nemesis declarations draw, as a sweep prints them: JSON (one list of steps per start_nemesis, e.g. [[{\"at_ms\":10,\"fault\":{\"Crash\":0}}]]) or the path of a file holding it; unset = drawn from the seed; every mode" },
+    Var { name: "DISTZERO_SWARM", default: "0", help: "1 = swarm testing: each seed draws its own fault profile (which kinds, how often, when, quiet periods) for every nemesis that does not say otherwise; 0 = every declared kind at fixed weights; every mode" },
     Var { name: "DISTZERO_LOSS", default: "0", help: "probability that a simulated link a test does not set loses a message, 0.0..=1.0 (simulation-only)" },
     Var { name: "DISTZERO_AGENT_BIN", default: "", help: "a prebuilt static agent binary to deploy; unset = the test binary itself (workflow_tests!), else a static build of distzero-agent from this workspace" },
     Var { name: "DISTZERO_AGENT_ARGS", default: "", help: "set by real modes on a test binary they start as an agent (its launch arguments); never set it yourself" },
@@ -268,6 +269,11 @@ impl Settings {
     /// Simulation reorders messages per pair (`DISTZERO_REORDER`).
     pub fn reorder(&self) -> Result<bool> {
         flag(self, "DISTZERO_REORDER")
+    }
+
+    /// Swarm testing for every nemesis that does not say (`DISTZERO_SWARM`).
+    pub fn swarm(&self) -> Result<bool> {
+        flag(self, "DISTZERO_SWARM")
     }
 
     /// Fault schedules replacing the drawn ones (`DISTZERO_SCHEDULE`): JSON,

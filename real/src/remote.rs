@@ -238,7 +238,10 @@ impl RemoteCluster {
                 return Err(e);
             }
         };
-        let schedules = match settings.schedules() {
+        let schedules = match settings
+            .schedules()
+            .and_then(|s| Ok((s, settings.swarm()?)))
+        {
             Ok(s) => s,
             Err(e) => {
                 let _ = provider.shutdown();
@@ -279,7 +282,7 @@ impl RemoteCluster {
             history: Arc::new(Mutex::new(RunHistory::new())),
             log,
             shut_down: false,
-            nemesis: NemesisDriver::new(seed, BASE_LINK, schedules),
+            nemesis: NemesisDriver::new(seed, BASE_LINK, schedules.0).with_swarm(schedules.1),
         };
         {
             let _g = c.log.install();

@@ -49,6 +49,8 @@ pub struct SimConfig {
     /// would draw, one per declaration in order (a shrunk schedule,
     /// `DISTZERO_SCHEDULE`); None = drawn from the seed.
     pub schedules: Option<Vec<Schedule>>,
+    /// Swarm testing for nemeses that do not say (`DISTZERO_SWARM`).
+    pub swarm: bool,
     /// Most ops the run's history keeps ([`history::MAX_HISTORY_OPS`]);
     /// past it, `history()` fails naming the limit.
     pub max_history_ops: usize,
@@ -80,6 +82,7 @@ impl SimConfig {
             max_pending: MAX_PENDING,
             cancel: None,
             schedules: None,
+            swarm: false,
             max_history_ops: history::MAX_HISTORY_OPS,
         }
     }
@@ -512,7 +515,8 @@ impl SimCluster {
                 over: None,
                 spent: None,
             },
-            nemesis: NemesisDriver::new(config.seed, config.default_link, config.schedules),
+            nemesis: NemesisDriver::new(config.seed, config.default_link, config.schedules)
+                .with_swarm(config.swarm),
         };
         tracing::info!(seed = config.seed, "simulated cluster started");
         Ok(cluster)

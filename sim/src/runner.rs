@@ -3,7 +3,7 @@
 use crate::cluster::Spent;
 use crate::sweep::{self, Workflow};
 use crate::{SimCluster, SimConfig, SweepOptions, SweepReport};
-use distzero_core::nemesis::{schedules_to_json, Schedule};
+use distzero_core::nemesis::{schedules_to_json, Profile, Schedule};
 use distzero_core::settings::{SeedChoice, Settings};
 use distzero_core::{Cluster, Error, Link, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,6 +39,8 @@ pub struct SimSettings {
     /// Schedules replacing the ones the test's nemeses draw
     /// (`DISTZERO_SCHEDULE`); None = drawn from each seed.
     pub schedules: Option<Vec<Schedule>>,
+    /// Swarm testing for nemeses that do not say (`DISTZERO_SWARM`).
+    pub swarm: bool,
 }
 
 impl SimSettings {
@@ -54,6 +56,7 @@ impl SimSettings {
             max_events_per_instant: crate::cluster::MAX_EVENTS_PER_INSTANT,
             seed_timeout: settings.sweep_seed_timeout()?,
             schedules: settings.schedules()?,
+            swarm: settings.swarm()?,
         })
     }
 
@@ -73,6 +76,7 @@ impl SimSettings {
         config.max_events = self.max_events;
         config.max_events_per_instant = self.max_events_per_instant;
         config.schedules = self.schedules.clone();
+        config.swarm = self.swarm;
         config
     }
 }
@@ -91,6 +95,7 @@ pub const RUN_SETTINGS: &[&str] = &[
     "DISTZERO_MAX_EVENTS",
     "DISTZERO_SWEEP_SEED_TIMEOUT",
     "DISTZERO_SCHEDULE",
+    "DISTZERO_SWARM",
 ];
 
 /// The [`RUN_SETTINGS`] of `settings` not at their default, as shell words
@@ -289,6 +294,8 @@ pub fn try_workflow(
 pub(crate) struct SimRun {
     pub result: std::result::Result<(), RunFailure>,
     pub schedules: Vec<Schedule>,
+    /// The swarm profile each declaration drew its schedule from, if any.
+    pub profiles: Vec<Option<Profile>>,
 }
 
 /// [`run_sim`] held to `sim`'s wall-time budget by `watchdog`.
@@ -333,18 +340,21 @@ pub(crate) fn run_sim(
                     budget: None,
                 }),
                 schedules: Vec::new(),
+                profiles: Vec::new(),
             }
         }
     };
     let mut run = || catch_unwind(AssertUnwindSafe(|| body(&mut cluster)));
     let outcome = if quiet { quiet_panics(run) } else { run() };
     let schedules = (&mut cluster as &mut dyn Cluster).nemesis_schedules();
+    let profiles = cluster.nemesis_driver().profiles().to_vec();
     let (message, over) = match outcome {
         Ok(Ok(())) => {
             let _ = cluster.shutdown();
             return SimRun {
                 result: Ok(()),
                 schedules,
+                profiles,
             };
         }
         Ok(Err(e)) => {
@@ -377,6 +387,7 @@ pub(crate) fn run_sim(
     SimRun {
         result: Err(RunFailure { message, budget }),
         schedules,
+        profiles,
     }
 }
 

@@ -3,7 +3,7 @@
 //! nemesis declarations drew), and a determinism check.
 
 use crate::runner::{run_watched, BudgetSpent, RunFailure, SimRun, SimSettings, SCHEDULE_SUFFIX};
-use distzero_core::nemesis::{schedules_to_json, Schedule};
+use distzero_core::nemesis::{schedules_to_json, Profile, Schedule};
 use distzero_core::{Cluster, Registry, Result, Settings};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -316,6 +316,9 @@ pub struct SweepFailure {
     pub log_dir: PathBuf,
     /// The schedule each nemesis declaration of the failing run ran.
     pub schedules: Vec<Schedule>,
+    /// The swarm profile each declaration drew it from (`DISTZERO_SWARM`,
+    /// `Nemesis::swarm`), if any.
+    pub profiles: Vec<Option<Profile>>,
     /// The smallest schedules that still fail with this seed, and the message.
     pub shrunk: Option<(Vec<Schedule>, String)>,
     /// Full logs of the run with the shrunk schedules.
@@ -400,6 +403,16 @@ impl std::fmt::Display for SweepReport {
                 None => writeln!(f, "  violated: {}", fl.message)?,
             }
             writeln!(f, "  logs:     {}", fl.log_dir.display())?;
+            for (i, p) in fl.profiles.iter().enumerate() {
+                if let Some(p) = p {
+                    let which = if fl.profiles.len() > 1 {
+                        format!(" (nemesis #{})", i + 1)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(f, "  swarm profile{which}: {p}")?;
+                }
+            }
             writeln!(f, "  schedule:\n{}", describe(&fl.schedules).trim_end())?;
             writeln!(f, "  replay:   {}", fl.replay)?;
             if let Some((s, m)) = &fl.shrunk {
@@ -555,6 +568,7 @@ pub fn sweep(
         // Full logs of the failing run (and a check that it fails again).
         let again = run(seed, None, Some(&log_dir));
         let schedules = again.schedules;
+        let profiles = again.profiles;
         let (message, budget) = match again.result {
             Err(f) => (f.message, f.budget),
             Ok(()) => (
@@ -594,6 +608,7 @@ pub fn sweep(
             budget,
             log_dir,
             schedules,
+            profiles,
             replay_shrunk: shrunk.as_ref().map(|(s, _)| replay(seed, Some(s))),
             shrunk,
             shrunk_log_dir,

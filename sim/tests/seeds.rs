@@ -650,3 +650,58 @@ fn a_swept_nemesis_is_shrunk_and_its_printed_replay_is_byte_identical() {
         .unwrap_or_else(|e| panic!("no faults, no failure: {e}"));
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// `DISTZERO_SWARM=1`: each seed draws its own fault profile, which the
+/// report prints; the replay line carries the setting and fails the same.
+#[test]
+fn a_swarm_sweep_prints_the_seeds_profile_and_replays_it() {
+    let root = temp("swarm");
+    let root_s = root.display().to_string();
+    let name = "delivers_all_under_nemesis";
+    let swept = settings(&[
+        ("DISTZERO_SEEDS", "0..200"),
+        ("DISTZERO_SWEEP_JOBS", "2"),
+        ("DISTZERO_SWARM", "1"),
+        ("DISTZERO_LOG_DIR", &root_s),
+    ]);
+    let report = match check_workflow(name, registry(), delivers_all_under_nemesis, &swept) {
+        Err(WorkflowFailure::Sweep(r)) => *r,
+        other => panic!("the sweep must find the planted failure: {other:?}"),
+    };
+    let text = WorkflowFailure::Sweep(Box::new(report.clone())).to_string();
+    let f = &report.failures[0];
+    let profile = f.profiles[0].clone().expect("a swarm profile");
+    assert!(
+        profile
+            .kinds
+            .iter()
+            .any(|(k, _)| *k == distzero::nemesis::FaultKind::Crash),
+        "the receiver only loses messages to a crash: {profile}"
+    );
+    assert!(
+        text.contains(&format!("swarm profile: {profile}")),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("replay:"))
+        .expect("a replay line");
+    let (env, _) = parse_replay(line);
+    assert_eq!(env.get("DISTZERO_SWARM").map(String::as_str), Some("1"));
+    let replay = Settings::from_sources(&env, &BTreeMap::new(), None).unwrap();
+    match check_workflow(name, registry(), delivers_all_under_nemesis, &replay) {
+        Err(WorkflowFailure::Seed(again)) => assert_eq!(again.message, f.message),
+        other => panic!("the replay must fail the same way: {other:?}"),
+    }
+    // Without swarm the same seed draws another schedule.
+    let mut plain = env.clone();
+    plain.remove("DISTZERO_SWARM");
+    let plain = Settings::from_sources(&plain, &BTreeMap::new(), None).unwrap();
+    let sim = distzero_sim::SimSettings::from_settings(&plain).unwrap();
+    let w = distzero_sim::Workflow::new(name, registry(), delivers_all_under_nemesis);
+    assert_ne!(
+        distzero_sim::sweep::schedules_for(&w, f.seed, &sim),
+        f.schedules
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
