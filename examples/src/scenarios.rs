@@ -36,6 +36,12 @@ pub fn all() -> Vec<Workflow> {
     ]
 }
 
+/// Whether the workflow of that name runs a system with a planted bug (it
+/// must fail a sweep), rather than a correct one (it must pass).
+pub fn planted_bug(name: &str) -> bool {
+    !matches!(name, "kv" | "wordcount" | "raft")
+}
+
 /// The workflow of that name, or an error listing the known ones.
 pub fn by_name(name: &str) -> Result<Workflow> {
     let all = all();

@@ -86,10 +86,13 @@ fn fails_exactly(r: &std::result::Result<(), RunFailure>) -> Option<&RunFailure>
 }
 
 /// Shrink the failing `schedules` of `seed` (one per nemesis declaration,
-/// as the run that failed with `message` ran them): try the schedules
-/// without each step in turn (last first) and keep a removal when the run
-/// still fails, in passes until none goes or `budget` runs are spent. Same
-/// seed throughout: the system's own draws do not depend on the schedule.
+/// as the run that failed with `message` ran them), delta-debugging style:
+/// try the schedules without a chunk of steps (halves, then quarters, …,
+/// then single steps, last first) and keep a removal when the run still
+/// fails, in passes until no single step can go or `budget` runs are
+/// spent. Same seed throughout: the system's own draws do not depend on
+/// the schedule. Removing chunks finds small schedules that single
+/// removals miss (a fault's absence shifts the timing of what follows).
 /// Returns the smallest failing schedules and their failure.
 pub fn shrink(
     w: &Workflow,
@@ -103,6 +106,28 @@ pub fn shrink(
     shrink_with(w, seed, schedules, message, sim, budget, &watchdog)
 }
 
+/// `schedules` without the steps at `drop` (indexes into all their steps,
+/// declaration by declaration).
+fn without(schedules: &[Schedule], drop: std::ops::Range<usize>) -> Vec<Schedule> {
+    let mut i = 0;
+    schedules
+        .iter()
+        .map(|s| {
+            let steps = s
+                .steps
+                .iter()
+                .filter(|_| {
+                    let keep = !drop.contains(&i);
+                    i += 1;
+                    keep
+                })
+                .cloned()
+                .collect();
+            Schedule { steps }
+        })
+        .collect()
+}
+
 fn shrink_with(
     w: &Workflow,
     seed: u64,
@@ -113,26 +138,32 @@ fn shrink_with(
     watchdog: &Watchdog,
 ) -> (Vec<Schedule>, String) {
     let mut left = budget;
+    let len = |s: &[Schedule]| s.iter().map(|s| s.steps.len()).sum::<usize>();
+    let mut chunk = (len(&best) / 2).max(1);
     loop {
         let mut dropped = false;
-        for d in (0..best.len()).rev() {
-            let mut i = best[d].steps.len();
-            while i > 0 && left > 0 {
-                i -= 1;
-                left -= 1;
-                let mut without = best.clone();
-                without[d].steps.remove(i);
-                let run = run_seed(w, seed, Some(&without), None, sim, watchdog);
-                if let Some(f) = fails_exactly(&run.result) {
-                    message = f.message.clone();
-                    best = without;
-                    dropped = true;
-                }
+        // From the end back: later steps more often do nothing, and the
+        // indexes of earlier chunks stay valid.
+        let mut end = len(&best);
+        while end > 0 && left > 0 {
+            let start = end.saturating_sub(chunk);
+            left -= 1;
+            let candidate = without(&best, start..end);
+            let run = run_seed(w, seed, Some(&candidate), None, sim, watchdog);
+            if let Some(f) = fails_exactly(&run.result) {
+                message = f.message.clone();
+                best = candidate;
+                dropped = true;
             }
+            end = start;
         }
-        if !dropped || left == 0 {
+        if left == 0 || (chunk == 1 && !dropped) {
             return (best, message);
         }
+        if !dropped {
+            chunk = (chunk / 2).max(1);
+        }
+        chunk = chunk.min(len(&best).max(1));
     }
 }
 
@@ -241,6 +272,9 @@ impl Drop for Watchdog {
     }
 }
 
+/// Default of [`SweepOptions::candidates`].
+pub const CANDIDATES: usize = 3;
+
 /// How to sweep.
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
@@ -249,6 +283,13 @@ pub struct SweepOptions {
     /// Threads; 0 = one per core.
     pub jobs: usize,
     pub stop_at_first: bool,
+    /// With `stop_at_first`: how many failing seeds to gather (sweeping at
+    /// most as many seeds again as it took to find the first, at least
+    /// 16 more) before shrinking each and reporting the one that shrinks
+    /// smallest. A seed's schedule often shrinks poorly (a fault's absence
+    /// shifts the timing of everything after it); another seed's may
+    /// shrink to one fault. 1 = the first failure only.
+    pub candidates: usize,
     /// `(i, n)`: run only seeds with `seed % n == i`.
     pub shard: Option<(u64, u64)>,
     /// Run each seed twice with full logs and compare them byte for byte.
@@ -277,6 +318,7 @@ impl SweepOptions {
                 .unwrap_or_else(|| SweepOptions::default().seeds),
             jobs: settings.sweep_jobs()?,
             stop_at_first: !settings.keep_going()?,
+            candidates: CANDIDATES,
             shard: settings.shard()?,
             check_determinism: settings.check_determinism()?,
             progress: settings.progress()?,
@@ -293,6 +335,7 @@ impl Default for SweepOptions {
             seeds: 0..200,
             jobs: 0,
             stop_at_first: true,
+            candidates: CANDIDATES,
             shard: None,
             check_determinism: false,
             progress: false,
@@ -343,8 +386,13 @@ pub struct SweepReport {
     pub elapsed: Duration,
     /// Wall time from the start until a seed first failed.
     pub to_first_failure: Option<Duration>,
-    /// Wall time spent shrinking (zero if nothing was shrunk).
+    /// Wall time spent re-running failures with logs and shrinking (zero
+    /// if nothing was shrunk).
     pub shrinking: Duration,
+    /// Failing seeds found but not reported in full (stopping at the first
+    /// failure, the other candidates; the report shows the one that shrank
+    /// smallest).
+    pub also_failing: Vec<u64>,
 }
 
 impl SweepReport {
@@ -391,6 +439,14 @@ impl std::fmt::Display for SweepReport {
                 f,
                 "time: first failure after {:.2} s, {shrinking}",
                 t.as_secs_f64()
+            )?;
+        }
+        if !self.also_failing.is_empty() {
+            let seeds: Vec<String> = self.also_failing.iter().map(u64::to_string).collect();
+            writeln!(
+                f,
+                "also failing: seeds {} (below: the failure whose schedule shrank smallest)",
+                seeds.join(", ")
             )?;
         }
         for s in &self.nondeterministic {
@@ -503,11 +559,20 @@ pub fn sweep(
     let nondet = Mutex::new(Vec::<u64>::new());
     let ran = AtomicU64::new(0);
     let first_failure = OnceLock::<Duration>::new();
+    // Seeds run when the first failure came: the candidates' search runs
+    // at most as many again (at least 16).
+    let ran_at_first = OnceLock::<u64>::new();
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
                 if stop.load(Ordering::Relaxed) {
                     return;
+                }
+                if let Some(&r0) = ran_at_first.get() {
+                    if ran.load(Ordering::Relaxed) >= r0 + r0.max(16) {
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&seed) = seeds.get(i) else { return };
@@ -541,10 +606,11 @@ pub fn sweep(
                 ran.fetch_add(1, Ordering::Relaxed);
                 if let Err(m) = result {
                     first_failure.get_or_init(|| start.elapsed());
+                    ran_at_first.get_or_init(|| ran.load(Ordering::Relaxed));
                     let mut f = failing.lock().expect("poisoned");
                     f.push((seed, m));
                     bar.set_message(format!("{} failing", f.len()));
-                    if opts.stop_at_first {
+                    if opts.stop_at_first && f.len() >= opts.candidates.max(1) {
                         stop.store(true, Ordering::Relaxed);
                     }
                 }
@@ -555,66 +621,44 @@ pub fn sweep(
     bar.finish_and_clear();
     let mut failing = failing.into_inner().expect("poisoned");
     failing.sort_by_key(|(seed, _)| *seed);
+    let also_failing: Vec<u64> = failing.iter().map(|(s, _)| *s).collect();
     if opts.stop_at_first {
-        failing.truncate(1);
+        failing.truncate(opts.candidates.max(1));
     }
+    // Each failure with full logs; the first (or, stopping at the first,
+    // each candidate) shrunk.
+    let began = Instant::now();
     let mut failures = Vec::new();
-    let mut shrinking = Duration::ZERO;
     for (i, (seed, first)) in failing.into_iter().enumerate() {
-        let log_dir = opts
-            .log_root
-            .join(&w.name)
-            .join(format!("simulated-{seed}"));
-        // Full logs of the failing run (and a check that it fails again).
-        let again = run(seed, None, Some(&log_dir));
-        let schedules = again.schedules;
-        let profiles = again.profiles;
-        let (message, budget) = match again.result {
-            Err(f) => (f.message, f.budget),
-            Ok(()) => (
-                format!(
-                    "{} (but the replay with logs PASSED: nondeterminism?)",
-                    first.message
-                ),
-                first.budget,
+        let shrink = i == 0 || opts.stop_at_first;
+        failures.push(examine(w, seed, first, shrink, opts, replay, &watchdog));
+    }
+    let shrinking = if failures.iter().any(|f| f.shrunk.is_some()) {
+        began.elapsed()
+    } else {
+        Duration::ZERO
+    };
+    if opts.stop_at_first && failures.len() > 1 {
+        // The candidate that shrank smallest (fewest faults, then steps,
+        // then the lowest seed); its logs are the ones kept.
+        let size = |f: &SweepFailure| match &f.shrunk {
+            Some((s, _)) => (
+                s.iter().map(Schedule::faults).sum::<usize>(),
+                s.iter().map(|s| s.steps.len()).sum::<usize>(),
+            ),
+            None => (
+                f.schedules.iter().map(Schedule::faults).sum::<usize>(),
+                f.schedules.iter().map(|s| s.steps.len()).sum::<usize>(),
             ),
         };
-        let exact = !matches!(budget, Some(BudgetSpent::WallTime(_)));
-        let any_steps = schedules.iter().any(|s| !s.is_empty());
-        let mut shrunk_log_dir = None;
-        let shrunk = (i == 0 && exact && opts.shrink_budget > 0 && any_steps).then(|| {
-            let began = Instant::now();
-            let (s, m) = shrink_with(
-                w,
-                seed,
-                schedules.clone(),
-                message.clone(),
-                &opts.sim,
-                opts.shrink_budget,
-                &watchdog,
-            );
-            shrinking = began.elapsed();
-            let dir = opts
-                .log_root
-                .join(&w.name)
-                .join(format!("simulated-{seed}{SCHEDULE_SUFFIX}"));
-            let _ = run(seed, Some(&s), Some(&dir));
-            shrunk_log_dir = Some(dir);
-            (s, m)
-        });
-        failures.push(SweepFailure {
-            seed,
-            message,
-            budget,
-            log_dir,
-            schedules,
-            profiles,
-            replay_shrunk: shrunk.as_ref().map(|(s, _)| replay(seed, Some(s))),
-            shrunk,
-            shrunk_log_dir,
-            replay: replay(seed, None),
-        });
+        failures.sort_by_key(|f| (size(f), f.seed));
+        failures.truncate(1);
     }
+    let reported: Vec<u64> = failures.iter().map(|f| f.seed).collect();
+    let also_failing = also_failing
+        .into_iter()
+        .filter(|s| !reported.contains(s))
+        .collect();
     let mut nondeterministic = nondet.into_inner().expect("poisoned");
     nondeterministic.sort();
     SweepReport {
@@ -626,6 +670,72 @@ pub fn sweep(
         elapsed: start.elapsed(),
         to_first_failure: first_failure.into_inner(),
         shrinking,
+        also_failing,
+    }
+}
+
+/// A failing seed run again with full logs (a check that it fails again),
+/// and its schedule shrunk if `shrink`.
+fn examine(
+    w: &Workflow,
+    seed: u64,
+    first: RunFailure,
+    shrink: bool,
+    opts: &SweepOptions,
+    replay: &dyn Fn(u64, Option<&[Schedule]>) -> String,
+    watchdog: &Watchdog,
+) -> SweepFailure {
+    let run = |schedules: Option<&[Schedule]>, log_dir: Option<&Path>| {
+        run_seed(w, seed, schedules, log_dir, &opts.sim, watchdog)
+    };
+    let log_dir = opts
+        .log_root
+        .join(&w.name)
+        .join(format!("simulated-{seed}"));
+    let again = run(None, Some(&log_dir));
+    let (message, budget) = match again.result {
+        Err(f) => (f.message, f.budget),
+        Ok(()) => (
+            format!(
+                "{} (but the replay with logs PASSED: nondeterminism?)",
+                first.message
+            ),
+            first.budget,
+        ),
+    };
+    let schedules = again.schedules;
+    let exact = !matches!(budget, Some(BudgetSpent::WallTime(_)));
+    let any_steps = schedules.iter().any(|s| !s.is_empty());
+    let mut shrunk_log_dir = None;
+    let shrunk = (shrink && exact && opts.shrink_budget > 0 && any_steps).then(|| {
+        let (s, m) = shrink_with(
+            w,
+            seed,
+            schedules.clone(),
+            message.clone(),
+            &opts.sim,
+            opts.shrink_budget,
+            watchdog,
+        );
+        let dir = opts
+            .log_root
+            .join(&w.name)
+            .join(format!("simulated-{seed}{SCHEDULE_SUFFIX}"));
+        let _ = run(Some(&s), Some(&dir));
+        shrunk_log_dir = Some(dir);
+        (s, m)
+    });
+    SweepFailure {
+        seed,
+        message,
+        budget,
+        log_dir,
+        schedules,
+        profiles: again.profiles,
+        replay_shrunk: shrunk.as_ref().map(|(s, _)| replay(seed, Some(s))),
+        shrunk,
+        shrunk_log_dir,
+        replay: replay(seed, None),
     }
 }
 
