@@ -623,3 +623,53 @@ fn a_failure_without_faults_shrinks_to_none_and_says_so() {
     );
     let _ = std::fs::remove_dir_all(o.log_root);
 }
+
+/// Fails when its nemesis crashed a machine: on seeds below 6 only with
+/// two crashes or more (a schedule that shrinks poorly), on the others
+/// with one.
+fn crash_counting(c: &mut dyn Cluster) -> Result<()> {
+    use distzero::nemesis::FaultKind;
+    let ms: [MachineId; 3] = c.add_machines()?;
+    c.start_nemesis(Nemesis::on(&ms).kinds(&[FaultKind::Crash]).max_faults(6))?;
+    c.wait_nemesis()?;
+    let crashes = c.nemesis_schedules()[0]
+        .steps
+        .iter()
+        .filter(|s| matches!(s.fault, Fault::Crash(_)))
+        .count();
+    let needed = if c.seed() < 6 { 2 } else { 1 };
+    assert!(crashes < needed, "{crashes} crashes");
+    Ok(())
+}
+
+/// Stopping at the first failure, a sweep gathers a few candidates and
+/// reports the one that shrinks smallest; the others are listed.
+#[test]
+fn the_reported_failure_is_the_candidate_that_shrinks_smallest() {
+    let w = Workflow::new("crash-counting", Registry::new(), crash_counting);
+    let mut o = opts("candidates", 0..40);
+    o.jobs = 1;
+    let report = sweep(&w, &o, &replay);
+    let f = &report.failures[0];
+    let (shrunk, _) = f.shrunk.clone().expect("shrunk");
+    let first = *report.also_failing.iter().min().expect("other candidates");
+    assert!(first < 6 && first < f.seed, "{report}");
+    assert!(f.seed >= 6, "{report}");
+    assert_eq!(shrunk[0].faults(), 1, "{report}");
+    assert!(
+        report.to_string().contains("also failing: seeds "),
+        "{report}"
+    );
+    // One candidate only: the first failure, shrunk to its two crashes.
+    o.candidates = 1;
+    let one = sweep(&w, &o, &replay);
+    let f1 = &one.failures[0];
+    assert_eq!(f1.seed, first, "{one}");
+    assert_eq!(
+        f1.shrunk.as_ref().expect("shrunk").0[0].faults(),
+        2,
+        "{one}"
+    );
+    assert!(one.also_failing.is_empty(), "{one}");
+    let _ = std::fs::remove_dir_all(o.log_root);
+}
