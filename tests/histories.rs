@@ -207,7 +207,7 @@ fn simulated_op_over_the_size_limit_fails_the_history() {
 
 // ------------------------------------------------------------- loopback
 
-const COOKIE: &str = "histories-test-cookie";
+const COOKIE: &str = "histories-test-cookie-0123456789abcdef";
 
 fn loopback(test: &str, log_level: &str) -> (RemoteCluster, PathBuf) {
     let mut s = Settings::load().expect("settings");

@@ -73,7 +73,7 @@ fn registry() -> Registry {
     r
 }
 
-const COOKIE: &str = "loopback-test-cookie";
+const COOKIE: &str = "loopback-test-cookie-0123456789abcdef";
 
 fn settings() -> Settings {
     let mut s = Settings::load().expect("settings");
@@ -933,4 +933,91 @@ fn loopback_nemesis_takes_the_schedule_from_the_settings() {
     );
     assert_eq!(boots(c, b).unwrap(), 2);
     c.shutdown().unwrap();
+}
+
+/// A flood of unauthenticated connections (each announcing a 16 MiB
+/// frame, then silent) neither takes the agent down nor holds it: past
+/// `MAX_UNAUTHENTICATED` at once the agent closes new ones straight away,
+/// the others are dropped at the handshake deadline, and the controller is
+/// served throughout.
+#[test]
+fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
+    use std::io::Read;
+    let mut rc = cluster("loopback_flood");
+    let (a, _) = two_probes(&mut rc).unwrap();
+    let addr = rc.addrs(a.machine).unwrap().control;
+    // 200 silent connections, then 100 that announce a 16 MiB frame.
+    let flood: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            if i >= 200 {
+                let _ = s.write_all(&(16u32 << 20).to_be_bytes());
+            }
+            s
+        })
+        .collect();
+    // Served while flooded.
+    let c: &mut dyn Cluster = &mut rc;
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(1), secs(2)).unwrap(),
+        Msg::Pong(1)
+    );
+    // Closed by the agent within `within`: a refusal frame at most, then the end.
+    let closed_within = |s: &std::net::TcpStream, within: Duration| {
+        let mut s = s.try_clone().unwrap();
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 512];
+        (0..2).any(|_| match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        })
+    };
+    // Silent ones over the cap are closed at once; the ones under it wait
+    // for the handshake deadline (2 s): look at all of them 500 ms in.
+    std::thread::sleep(millis(500));
+    let closed_now = |s: &std::net::TcpStream| {
+        let mut s = s.try_clone().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 512];
+        let r = match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => matches!(s.read(&mut b), Ok(0)),
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        s.set_nonblocking(false).unwrap();
+        r
+    };
+    let early = flood[..200].iter().filter(|s| closed_now(s)).count();
+    assert!(
+        early >= 200 - distzero::agent::MAX_UNAUTHENTICATED,
+        "{early} of 200 silent connections closed at once"
+    );
+    assert!(early < 200, "the ones under the cap wait for the deadline");
+    let closed = flood.iter().filter(|s| closed_within(s, secs(5))).count();
+    assert_eq!(closed, 300, "every unauthenticated connection is closed");
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(2), secs(2)).unwrap(),
+        Msg::Pong(2)
+    );
+    c.shutdown().unwrap();
+}
+
+/// A user-chosen cookie shorter than 32 characters is refused before
+/// anything starts, naming the minimum.
+#[test]
+fn loopback_weak_cookie_is_refused_naming_the_minimum() {
+    let mut s = settings();
+    s.set("DISTZERO_COOKIE", "hunter2").unwrap();
+    let run_id = new_run_id();
+    let dir = run_log_dir(&s, "loopback_weak_cookie", Mode::Loopback, &run_id);
+    let p = LoopbackProvider::new(registry(), &dir, &s).unwrap();
+    let e = match RemoteCluster::with_run(Box::new(p), "loopback_weak_cookie", &run_id, &dir, &s) {
+        Ok(_) => panic!("a weak cookie must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("DISTZERO_COOKIE is too weak") && e.contains("at least 32"),
+        "{e}"
+    );
 }

@@ -31,7 +31,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CHECK_DETERMINISM", default: "0", help: "1 = run each seed of a simulated test or sweep twice with full logs and compare them byte for byte; 0 = once" },
     Var { name: "DISTZERO_LOG_DIR", default: ".tmp", help: "folder that receives the logs of every run" },
     Var { name: "DISTZERO_LOG_LEVEL", default: "info", help: "least level written to the logs: off, error, warn, info, debug or trace" },
-    Var { name: "DISTZERO_COOKIE", default: "", help: "cluster cookie that members prove; unset = a fresh random one per run" },
+    Var { name: "DISTZERO_COOKIE", default: "", help: "cluster cookie that members prove: at least 32 random characters (openssl rand -hex 16); unset = a fresh random one (128 bits) per run" },
     Var { name: "DISTZERO_BUGGIFY", default: "0.05", help: "probability that ctx.buggify() is true in simulation, 0.0..=1.0 (simulation-only: real modes refuse another value)" },
     Var { name: "DISTZERO_REORDER", default: "0", help: "1 = simulation reorders messages per pair of machines, beyond the delivery contract; 0 = in order (simulation-only)" },
     Var { name: "DISTZERO_DUPLICATE", default: "0", help: "probability that simulation delivers a message twice, 0.0..=1.0, beyond the delivery contract (simulation-only)" },
@@ -54,6 +54,10 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_MAX_EVENTS", default: "1000000000", help: "event budget of one simulated run (one seed of a sweep); more fails the run" },
     Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one simulated run (a workflow test's seed, one seed of a sweep, a replay), in seconds (decimals allowed); more fails the seed" },
 ];
+
+/// Fewest characters of a user-chosen `DISTZERO_COOKIE` (32 hex digits:
+/// 128 bits).
+pub const MIN_COOKIE_CHARS: usize = 32;
 
 /// Separates the arguments in `DISTZERO_AGENT_ARGS` (the ASCII unit
 /// separator: no argument a provider makes contains it).
@@ -229,8 +233,22 @@ impl Settings {
         }
     }
 
-    pub fn cookie(&self) -> Option<&str> {
-        self.opt("DISTZERO_COOKIE")
+    /// The cluster cookie (`DISTZERO_COOKIE`), if set: at least
+    /// [`MIN_COOKIE_CHARS`] characters, not mostly one character, so that
+    /// guessing it offline from a proof is hopeless (128 bits and more).
+    pub fn cookie(&self) -> Result<Option<&str>> {
+        let Some(c) = self.opt("DISTZERO_COOKIE") else {
+            return Ok(None);
+        };
+        let distinct: std::collections::BTreeSet<char> = c.chars().collect();
+        if c.chars().count() < MIN_COOKIE_CHARS || distinct.len() < 8 {
+            return Err(Error::Setting(format!(
+                "DISTZERO_COOKIE is too weak ({} characters, {} distinct): it needs at least {MIN_COOKIE_CHARS} random characters, such as `openssl rand -hex 16` prints; or leave it unset for a fresh random cookie per run",
+                c.chars().count(),
+                distinct.len()
+            )));
+        }
+        Ok(Some(c))
     }
 
     pub fn buggify(&self) -> Result<f64> {

@@ -238,10 +238,11 @@ impl RemoteCluster {
                 return Err(e);
             }
         };
-        let schedules = match settings
-            .schedules()
-            .and_then(|s| Ok((s, settings.swarm()?)))
-        {
+        let checked = settings.schedules().and_then(|s| {
+            let cookie = settings.cookie()?.map(str::to_string);
+            Ok((s, settings.swarm()?, cookie))
+        });
+        let schedules = match checked {
             Ok(s) => s,
             Err(e) => {
                 let _ = provider.shutdown();
@@ -260,10 +261,7 @@ impl RemoteCluster {
             test_name: test_name.to_string(),
             run_id: run_id.to_string(),
             log_dir: log_dir.to_path_buf(),
-            cookie: settings
-                .cookie()
-                .map(str::to_string)
-                .unwrap_or_else(fresh_cookie),
+            cookie: schedules.2.clone().unwrap_or_else(fresh_cookie),
             seed,
             epoch_micros,
             orphan_secs,

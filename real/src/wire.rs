@@ -4,14 +4,33 @@
 //!   [`MAX_FRAME`] bytes. A longer length, a body that does not decode, or a
 //!   connection closed inside a frame is an error: the connection is closed
 //!   (and logged); the process serving it goes on serving the others.
-//! - Handshake, on every connection, before any other frame: the dialer
-//!   says [`Handshake::Hello`] with a fresh nonce; the acceptor answers with
-//!   its own nonce and an HMAC-SHA256 proof of the cluster cookie over both
-//!   nonces; the dialer checks it and answers with its own proof (a different
-//!   label, so one side's proof cannot be replayed as the other's); the
-//!   acceptor checks it and says [`Handshake::Accepted`]. The cookie itself
-//!   never crosses; the run id, the protocol version and both roles are bound
-//!   into the proofs.
+//! - Handshake, on every connection, before any other frame, with frames
+//!   of at most [`HANDSHAKE_MAX_FRAME`] bytes: the dialer says
+//!   [`Handshake::Hello`] (version, role, run id, a fresh nonce); the
+//!   acceptor answers [`Handshake::Challenge`] with its own nonce and
+//!   nothing else; the dialer proves the cluster cookie first
+//!   ([`Handshake::Proof`], an HMAC-SHA256 over both nonces, the version,
+//!   the run id and its role); only then does the acceptor prove it back
+//!   ([`Handshake::Accepted`]: its machine and its own proof, under another
+//!   label so one side's proof cannot be replayed as the other's). The
+//!   cookie itself never crosses.
+//!
+//!   Why the dialer proves first: agents listen on a network, and anyone
+//!   there may connect. An acceptor that proved first would hand every
+//!   stranger an HMAC of the cookie to guess it offline; now a stranger
+//!   gets a nonce and a refusal, nothing derived from the cookie, nor the
+//!   run id or the machine (a wrong run id is refused without naming
+//!   either). The dialer (the controller, or an agent dialing a peer) only
+//!   dials addresses its own run started; an impostor there could collect
+//!   the dialer's proof, which is why a user-chosen cookie must carry at
+//!   least 128 bits (`DISTZERO_COOKIE`: 32 characters or more) so that
+//!   offline guessing is hopeless, and a generated one carries 128 bits. A
+//!   PAKE (SPAKE2, OPAQUE) would resist guessing even for weak secrets; it
+//!   is not needed when weak secrets are refused.
+//! - Before the handshake ends, the acceptor holds a connection for at most
+//!   [`ACCEPT_HANDSHAKE_TIMEOUT`], reads frames of at most
+//!   [`HANDSHAKE_MAX_FRAME`] bytes, and (in the agent) serves at most a
+//!   fixed number of unauthenticated connections at once.
 //! - After the handshake: the controller sends [`ToAgent`] and receives
 //!   [`FromAgent`]; a peer agent (the dialer) sends [`PeerFrame`] one way: each
 //!   agent dials its own connection to each peer it sends to, so the order of
@@ -26,20 +45,29 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Largest frame body accepted or sent: 16 MiB.
+/// Largest frame body accepted or sent after the handshake: 16 MiB.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Largest frame body during the handshake (a hello with the longest run
+/// id is about 110 bytes).
+pub const HANDSHAKE_MAX_FRAME: usize = 256;
+/// Longest run id (bytes) a hello may carry.
+pub const MAX_RUN_ID: usize = 64;
 /// Bumped on any incompatible change of the frames below.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// A handshake that takes longer than this fails.
+pub const PROTOCOL_VERSION: u32 = 3;
+/// A dialer's handshake that takes longer than this fails.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// An acceptor drops a connection that has not proved the cookie by then.
+pub const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest text from the other side kept in an error or a log line.
+pub const MAX_PEER_TEXT: usize = 120;
 
 /// Why a connection failed. Every variant closes the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes")]
-    TooLarge { len: usize },
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
     #[error("malformed frame: {0}")]
     Malformed(String),
     #[error("connection closed by the other side")]
@@ -76,19 +104,15 @@ pub enum Handshake {
         run_id: String,
         nonce: Nonce,
     },
-    Challenge {
-        machine: MachineId,
-        nonce: Nonce,
-        proof: Proof,
-    },
-    Proof {
-        proof: Proof,
-    },
-    Accepted,
+    /// The acceptor's nonce: nothing about the run, the agent or the cookie.
+    Challenge { nonce: Nonce },
+    /// The dialer's proof of the cookie.
+    Proof { proof: Proof },
+    /// The acceptor's machine and its proof of the cookie, sent only after
+    /// the dialer's proof checked.
+    Accepted { machine: MachineId, proof: Proof },
     /// Sent instead of the next step, then the connection closes.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
 }
 
 /// Orders from the controller.
@@ -180,7 +204,10 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Wire
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);
-        return Err(WireError::TooLarge { len });
+        return Err(WireError::TooLarge {
+            len,
+            limit: MAX_FRAME,
+        });
     }
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
@@ -194,7 +221,10 @@ pub fn decode_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)
     };
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len > MAX_FRAME {
-        return Err(WireError::TooLarge { len });
+        return Err(WireError::TooLarge {
+            len,
+            limit: MAX_FRAME,
+        });
     }
     let Some(body) = buf.get(4..4 + len) else {
         return Ok(None);
@@ -219,6 +249,16 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
+    read_frame_limited(r, MAX_FRAME).await
+}
+
+/// [`read_frame`] with a body of at most `limit` bytes (the handshake's
+/// [`HANDSHAKE_MAX_FRAME`]): a longer length fails before any body is read.
+pub async fn read_frame_limited<T, R>(r: &mut R, limit: usize) -> Result<Option<T>, WireError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -233,8 +273,11 @@ where
         got += n;
     }
     let len = u32::from_be_bytes(head) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge { len });
+    if len > limit.min(MAX_FRAME) {
+        return Err(WireError::TooLarge {
+            len,
+            limit: limit.min(MAX_FRAME),
+        });
     }
     // Grow as bytes arrive rather than trusting the length with an allocation.
     let mut body = Vec::with_capacity(len.min(64 * 1024));
@@ -259,10 +302,20 @@ where
     Ok(())
 }
 
+/// At most [`MAX_PEER_TEXT`] characters of `text` from the other side.
+pub fn bounded(text: &str) -> String {
+    if text.chars().count() <= MAX_PEER_TEXT {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(MAX_PEER_TEXT).collect();
+    format!("{cut}… ({} bytes in all)", text.len())
+}
+
 async fn read_handshake<S: AsyncRead + Unpin>(s: &mut S) -> Result<Handshake, WireError> {
-    match read_frame::<Handshake, _>(s).await? {
+    match read_frame_limited::<Handshake, _>(s, HANDSHAKE_MAX_FRAME).await? {
         Some(Handshake::Refused { reason }) => Err(WireError::Auth(format!(
-            "refused by the other side: {reason}"
+            "refused by the other side: {}",
+            bounded(&reason)
         ))),
         Some(h) => Ok(h),
         None => Err(WireError::Closed),
@@ -302,13 +355,17 @@ fn mac(cookie: &[u8], label: &str, parts: &[&[u8]]) -> Hmac<Sha256> {
 struct Transcript<'a> {
     run_id: &'a str,
     role: Role,
-    acceptor: MachineId,
     dialer_nonce: Nonce,
     acceptor_nonce: Nonce,
 }
 
 impl Transcript<'_> {
-    fn mac(&self, cookie: &[u8], label: &str) -> Hmac<Sha256> {
+    /// The MAC of a proof; the acceptor's also binds its machine.
+    fn mac(&self, cookie: &[u8], label: &str, acceptor: Option<MachineId>) -> Hmac<Sha256> {
+        let machine = acceptor.map_or([0xff; 5], |m| {
+            let b = m.0.to_be_bytes();
+            [1, b[0], b[1], b[2], b[3]]
+        });
         mac(
             cookie,
             label,
@@ -316,17 +373,28 @@ impl Transcript<'_> {
                 &PROTOCOL_VERSION.to_be_bytes(),
                 self.run_id.as_bytes(),
                 &role_bytes(self.role),
-                &self.acceptor.0.to_be_bytes(),
+                &machine,
                 &self.dialer_nonce,
                 &self.acceptor_nonce,
             ],
         )
     }
-    fn proof(&self, cookie: &[u8], label: &str) -> Proof {
-        self.mac(cookie, label).finalize().into_bytes().into()
+    fn proof(&self, cookie: &[u8], label: &str, acceptor: Option<MachineId>) -> Proof {
+        self.mac(cookie, label, acceptor)
+            .finalize()
+            .into_bytes()
+            .into()
     }
-    fn check(&self, cookie: &[u8], label: &str, proof: &Proof) -> bool {
-        self.mac(cookie, label).verify_slice(proof).is_ok()
+    fn check(
+        &self,
+        cookie: &[u8],
+        label: &str,
+        acceptor: Option<MachineId>,
+        proof: &Proof,
+    ) -> bool {
+        self.mac(cookie, label, acceptor)
+            .verify_slice(proof)
+            .is_ok()
     }
 }
 
@@ -359,6 +427,12 @@ async fn dial_inner<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if run_id.len() > MAX_RUN_ID {
+        return Err(WireError::Auth(format!(
+            "run id of {} bytes is longer than {MAX_RUN_ID}",
+            run_id.len()
+        )));
+    }
     let nonce = fresh_nonce();
     write_frame(
         s,
@@ -370,12 +444,8 @@ where
         },
     )
     .await?;
-    let (machine, their_nonce, proof) = match read_handshake(s).await? {
-        Handshake::Challenge {
-            machine,
-            nonce,
-            proof,
-        } => (machine, nonce, proof),
+    let their_nonce = match read_handshake(s).await? {
+        Handshake::Challenge { nonce } => nonce,
         other => {
             return Err(WireError::Auth(format!(
                 "expected a challenge, got {}",
@@ -386,26 +456,26 @@ where
     let t = Transcript {
         run_id,
         role,
-        acceptor: machine,
         dialer_nonce: nonce,
         acceptor_nonce: their_nonce,
     };
-    if !t.check(cookie, ACCEPTOR, &proof) {
-        let reason = "your cookie proof is wrong".to_string();
-        let _ = write_frame(s, &Handshake::Refused { reason }).await;
-        return Err(WireError::Auth(format!(
-            "{machine} could not prove the cluster cookie (an agent of another run, or a different DISTZERO_COOKIE)"
-        )));
-    }
     write_frame(
         s,
         &Handshake::Proof {
-            proof: t.proof(cookie, DIALER),
+            proof: t.proof(cookie, DIALER, None),
         },
     )
     .await?;
     match read_handshake(s).await? {
-        Handshake::Accepted => Ok(machine),
+        Handshake::Accepted { machine, proof } => {
+            if t.check(cookie, ACCEPTOR, Some(machine), &proof) {
+                Ok(machine)
+            } else {
+                Err(WireError::Auth(format!(
+                    "{machine} could not prove the cluster cookie (an impostor, or a different DISTZERO_COOKIE)"
+                )))
+            }
+        }
         other => Err(WireError::Auth(format!(
             "expected acceptance, got {}",
             step_name(&other)
@@ -413,7 +483,8 @@ where
     }
 }
 
-/// Acceptor's side (`me` is this agent's machine). Returns the dialer's role.
+/// Acceptor's side (`me` is this agent's machine). Returns the dialer's
+/// role. Gives up after [`ACCEPT_HANDSHAKE_TIMEOUT`].
 pub async fn accept_handshake<S>(
     s: &mut S,
     cookie: &[u8],
@@ -423,21 +494,26 @@ pub async fn accept_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_inner(s, cookie, run_id, me)).await {
+    match tokio::time::timeout(
+        ACCEPT_HANDSHAKE_TIMEOUT,
+        accept_inner(s, cookie, run_id, me),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(WireError::Timeout("handshake")),
     }
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: String) -> WireError {
+async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: &str) -> WireError {
     let _ = write_frame(
         s,
         &Handshake::Refused {
-            reason: reason.clone(),
+            reason: reason.to_string(),
         },
     )
     .await;
-    WireError::Auth(reason)
+    WireError::Auth(reason.to_string())
 }
 
 async fn accept_inner<S>(
@@ -459,16 +535,13 @@ where
             if version != PROTOCOL_VERSION {
                 return Err(refuse(
                     s,
-                    format!("protocol version {version}, this agent speaks {PROTOCOL_VERSION}"),
+                    &format!("protocol version {version}; this agent speaks {PROTOCOL_VERSION}"),
                 )
                 .await);
             }
+            // Neither run id is named: a stranger learns nothing.
             if theirs != run_id {
-                return Err(refuse(
-                    s,
-                    format!("run `{theirs}` dialed an agent of run `{run_id}`"),
-                )
-                .await);
+                return Err(refuse(s, "this agent serves another run").await);
             }
             (role, nonce)
         }
@@ -480,22 +553,7 @@ where
         }
     };
     let nonce = fresh_nonce();
-    let t = Transcript {
-        run_id,
-        role,
-        acceptor: me,
-        dialer_nonce: their_nonce,
-        acceptor_nonce: nonce,
-    };
-    write_frame(
-        s,
-        &Handshake::Challenge {
-            machine: me,
-            nonce,
-            proof: t.proof(cookie, ACCEPTOR),
-        },
-    )
-    .await?;
+    write_frame(s, &Handshake::Challenge { nonce }).await?;
     let proof = match read_handshake(s).await? {
         Handshake::Proof { proof } => proof,
         other => {
@@ -505,10 +563,23 @@ where
             )))
         }
     };
-    if !t.check(cookie, DIALER, &proof) {
-        return Err(refuse(s, "cookie proof is wrong".into()).await);
+    let t = Transcript {
+        run_id,
+        role,
+        dialer_nonce: their_nonce,
+        acceptor_nonce: nonce,
+    };
+    if !t.check(cookie, DIALER, None, &proof) {
+        return Err(refuse(s, "cookie proof is wrong").await);
     }
-    write_frame(s, &Handshake::Accepted).await?;
+    write_frame(
+        s,
+        &Handshake::Accepted {
+            machine: me,
+            proof: t.proof(cookie, ACCEPTOR, Some(me)),
+        },
+    )
+    .await?;
     Ok(role)
 }
 
@@ -517,7 +588,7 @@ fn step_name(h: &Handshake) -> &'static str {
         Handshake::Hello { .. } => "hello",
         Handshake::Challenge { .. } => "challenge",
         Handshake::Proof { .. } => "proof",
-        Handshake::Accepted => "accepted",
+        Handshake::Accepted { .. } => "accepted",
         Handshake::Refused { .. } => "refused",
     }
 }
@@ -671,18 +742,109 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn handshake_refuses_another_run() {
+    async fn handshake_refuses_another_run_without_naming_either() {
         let (mut a, mut b) = tokio::io::duplex(4096);
         let d = async move { dial_handshake(&mut a, b"k", "run-a", Role::Controller).await };
         let acc = async move { accept_handshake(&mut b, b"k", "run-b", MachineId(0)).await };
         let (d, a) = tokio::join!(d, acc);
-        assert!(d.unwrap_err().to_string().contains("run `run-a`"));
+        let d = d.unwrap_err().to_string();
+        assert_eq!(
+            d,
+            "handshake failed: refused by the other side: this agent serves another run"
+        );
         let a = a.unwrap_err();
         assert!(a.is_auth(), "{a:?}");
+        assert!(!a.to_string().contains("run-a") && !d.contains("run-b"));
+    }
+
+    /// A stranger (no cookie) who knows the run id gets a nonce and a
+    /// refusal: no proof of the cookie to guess it offline from, no
+    /// machine. The acceptor proves nothing before the dialer has.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stranger_learns_nothing_derived_from_the_cookie() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let acc = async move { accept_handshake(&mut b, b"secret", "run1", MachineId(7)).await };
+        let stranger = async move {
+            let hello = Handshake::Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Controller,
+                run_id: "run1".into(),
+                nonce: [1; 32],
+            };
+            write_frame(&mut a, &hello).await.unwrap();
+            let mut seen = vec![read_frame::<Handshake, _>(&mut a).await.unwrap().unwrap()];
+            write_frame(&mut a, &Handshake::Proof { proof: [0; 32] })
+                .await
+                .unwrap();
+            while let Ok(Some(h)) = read_frame::<Handshake, _>(&mut a).await {
+                seen.push(h);
+            }
+            seen
+        };
+        let (acc, seen) = tokio::join!(acc, stranger);
+        assert!(acc.unwrap_err().is_auth());
+        assert!(matches!(seen[0], Handshake::Challenge { .. }), "{seen:?}");
         assert_eq!(
-            a.to_string(),
-            "handshake failed: run `run-a` dialed an agent of run `run-b`"
+            seen[1..],
+            [Handshake::Refused {
+                reason: "cookie proof is wrong".into()
+            }]
         );
+    }
+
+    /// Before the handshake, frames are tiny: a long length is refused
+    /// before any body is read, and a long run id is never sent.
+    #[tokio::test(flavor = "current_thread")]
+    async fn handshake_frames_and_run_ids_are_bounded() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let acc = async move { accept_handshake(&mut b, b"k", "run1", MachineId(0)).await };
+        let attacker = async move {
+            // 16 MiB announced; the acceptor must not wait for (or hold) it.
+            a.write_all(&(MAX_FRAME as u32).to_be_bytes())
+                .await
+                .unwrap();
+            a
+        };
+        let (acc, _a) = tokio::join!(acc, attacker);
+        assert!(
+            matches!(
+                acc,
+                Err(WireError::TooLarge {
+                    limit: HANDSHAKE_MAX_FRAME,
+                    ..
+                })
+            ),
+            "{acc:?}"
+        );
+        let (mut a, _b) = tokio::io::duplex(4096);
+        let long = "r".repeat(MAX_RUN_ID + 1);
+        let e = dial_handshake(&mut a, b"k", &long, Role::Controller)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("longer than 64"), "{e}");
+        // The longest hello fits the handshake's limit.
+        let hello = Handshake::Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Peer(MachineId(u32::MAX - 1)),
+            run_id: "r".repeat(MAX_RUN_ID),
+            nonce: [0xff; 32],
+        };
+        let mut buf = Vec::new();
+        encode_frame(&hello, &mut buf).unwrap();
+        assert!(buf.len() - 4 <= HANDSHAKE_MAX_FRAME, "{}", buf.len());
+        // Text from the other side is cut short in errors and logs.
+        let b = bounded(&"x".repeat(10_000));
+        assert!(b.len() < 200 && b.ends_with("(10000 bytes in all)"), "{b}");
+    }
+
+    /// A silent connection is dropped after the acceptor's deadline.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_silent_connection_is_dropped_at_the_deadline() {
+        let (_a, mut b) = tokio::io::duplex(4096);
+        let e = accept_handshake(&mut b, b"k", "run1", MachineId(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WireError::Timeout("handshake")), "{e:?}");
     }
 
     proptest! {

@@ -50,18 +50,41 @@ pub(crate) struct Ident {
 /// Bytes gathered before one write when frames are queued.
 const BATCH: usize = 256 * 1024;
 
+/// Connections that have not proved the cookie yet, served at once; more
+/// are closed as they come (each holds at most a handshake frame and a
+/// task, for at most `wire::ACCEPT_HANDSHAKE_TIMEOUT`).
+pub const MAX_UNAUTHENTICATED: usize = 64;
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     ident: Arc<Ident>,
     events: UnboundedSender<Event>,
 ) {
     let mut next_conn = 0u64;
+    let unauthenticated = Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED));
+    let mut turned_away = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                    // Closed at once: no task, no buffer. Logged sparingly.
+                    turned_away += 1;
+                    if turned_away.is_power_of_two() {
+                        tracing::warn!(%addr, turned_away, "too many unauthenticated connections; closing new ones");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 next_conn += 1;
                 let conn = next_conn;
-                tokio::spawn(serve(stream, addr, conn, ident.clone(), events.clone()));
+                tokio::spawn(serve(
+                    stream,
+                    addr,
+                    conn,
+                    ident.clone(),
+                    events.clone(),
+                    permit,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying");
@@ -77,6 +100,7 @@ async fn serve(
     conn: u64,
     ident: Arc<Ident>,
     events: UnboundedSender<Event>,
+    unauthenticated: tokio::sync::OwnedSemaphorePermit,
 ) {
     wire::tune_socket(&stream);
     let role = match wire::accept_handshake(
@@ -89,10 +113,11 @@ async fn serve(
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(%addr, error = %e, "refused a connection");
+            tracing::warn!(%addr, error = %wire::bounded(&e.to_string()), "refused a connection");
             return;
         }
     };
+    drop(unauthenticated);
     let (mut rd, wr) = stream.into_split();
     match role {
         Role::Controller => {

@@ -18,6 +18,7 @@
 //! inside a thread (the loopback provider).
 
 pub(crate) mod conn;
+pub use conn::MAX_UNAUTHENTICATED;
 pub mod disk;
 mod host;
 
@@ -320,7 +321,7 @@ fn main_inner(registry: Registry, args: Vec<String>) -> Result<Exit> {
     // The controller passes everything an agent needs; a `.env` lying on the
     // host must not change it.
     let settings = Settings::from_environment()?;
-    let cookie = settings.cookie().unwrap_or("").to_string();
+    let cookie = settings.cookie()?.unwrap_or("").to_string();
     let cfg = AgentConfig::from_args(&args, &cookie, settings.log_level()?)?;
     eprintln!(
         "distzero-agent {} of run {} listening on {}",
