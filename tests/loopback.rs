@@ -696,10 +696,28 @@ fn loopback_process_agents_crash_restart_pause() {
             c.call::<_, Msg>(a, &Msg::Ping(4), secs(5)).unwrap(),
             Msg::Pong(4)
         );
-        rc.addrs(a.machine).unwrap().control
+        let addr = rc.addrs(a.machine).unwrap().control;
+        // A local process agent listens on loopback only: through any other
+        // address of this machine, nothing answers.
+        assert!(addr.ip().is_loopback(), "{addr}");
+        if let Some(ip) = non_loopback_ip() {
+            assert_refused(
+                std::net::SocketAddr::new(ip, addr.port()),
+                "agent reachable from the network",
+            );
+        }
+        addr
     };
     rc.shutdown().unwrap();
     assert_refused(addr, "agent process still listening");
+}
+
+/// An address of this machine other than loopback, if it has one (the
+/// route a UDP socket would take; nothing is sent).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.255:9").ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
 }
 
 /// An agent process with no controller; returns it and its log folder.

@@ -197,6 +197,8 @@ pub struct SshProvider {
     agent_dir: String,
     hostctl_remote: String,
     log_level: String,
+    /// Where agents listen (`DISTZERO_CLOUD_BIND`); None = the host's address.
+    bind: Option<std::net::IpAddr>,
     controller: ControllerRecord,
     machines: BTreeMap<MachineId, Placed>,
     /// Hosts of this run and the machine folders made on each.
@@ -275,6 +277,7 @@ impl SshProvider {
                 "DISTZERO_CLOUD_DIR={dir:?} is not valid: DISTZERO_CLOUD_DIR accepts an absolute folder other than /"
             )));
         }
+        let bind = settings.cloud_bind()?;
         let mut ssh = ssh_from_settings(settings, log_dir)?;
         let artifact = Artifact::resolve(settings, source)?;
         let agent_dir = format!("{dir}/bin/agent-{}", artifact.tag());
@@ -294,6 +297,7 @@ impl SshProvider {
             agent_dir,
             hostctl_remote,
             log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
+            bind,
             controller: ControllerRecord::current(),
             machines: BTreeMap::new(),
             used: BTreeMap::new(),
@@ -482,7 +486,7 @@ impl SshProvider {
                 port,
                 ..launch.clone()
             };
-            let agent_args = l.args(&mdir, &format!("{mdir}/data"));
+            let agent_args = l.args_on(self.bind.unwrap_or(ip), &mdir, &format!("{mdir}/data"));
             let command = self.artifact.command(&self.agent_dir, &agent_args)?;
             let port_s = port.to_string();
             let record = self.controller.line();

@@ -48,6 +48,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_USER", default: "root", help: "SSH user for cloud hosts that name none" },
     Var { name: "DISTZERO_CLOUD_SSH_KEY", default: "", help: "private key file for SSH to cloud hosts; unset = ssh's own defaults" },
     Var { name: "DISTZERO_CLOUD_CONTROLLER_ADDR", default: "", help: "address of this controller as the cloud hosts reach it; unset = picked from the route to the first host" },
+    Var { name: "DISTZERO_CLOUD_BIND", default: "", help: "address cloud agents listen on: unset = the host's own address from DISTZERO_CLOUD_HOSTS (resolved), which the controller and peers dial; 0.0.0.0 where that address is not on the host (behind NAT)" },
     Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
     Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
     Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep (distzero-sweep, or a workflow test under DISTZERO_SEEDS); 0 = one per core" },
@@ -189,6 +190,9 @@ impl Settings {
         self.sweep_seed_timeout()?;
         self.docker_subnet()?;
         self.cloud_hosts()?;
+        self.cloud_bind()?;
+        self.cookie()?;
+        self.swarm()?;
         Ok(())
     }
 
@@ -444,6 +448,21 @@ impl Settings {
 
     pub fn cloud_controller_addr(&self) -> Option<&str> {
         self.opt("DISTZERO_CLOUD_CONTROLLER_ADDR")
+    }
+
+    /// The address cloud agents listen on (`DISTZERO_CLOUD_BIND`); None =
+    /// the host's own address.
+    pub fn cloud_bind(&self) -> Result<Option<std::net::IpAddr>> {
+        match self.opt("DISTZERO_CLOUD_BIND") {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                bad(
+                    "DISTZERO_CLOUD_BIND",
+                    v,
+                    "an IP address such as 0.0.0.0 or 10.0.0.5, or unset for the host's own address",
+                )
+            }),
+        }
     }
 
     pub fn cloud_dir(&self) -> &str {
@@ -724,6 +743,31 @@ mod tests {
                 && e.to_string().contains("a port from 1 to 65535"),
             "{e}"
         );
+        let e = Settings::from_sources(
+            &env(&[("DISTZERO_CLOUD_BIND", "anywhere")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("DISTZERO_CLOUD_BIND=\"anywhere\"")
+                && e.to_string().contains("an IP address"),
+            "{e}"
+        );
+        for weak in ["hunter2", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+            let e = Settings::from_sources(&env(&[("DISTZERO_COOKIE", weak)]), &env(&[]), None)
+                .unwrap_err();
+            assert!(
+                e.to_string().starts_with("DISTZERO_COOKIE is too weak")
+                    && e.to_string().contains("at least 32"),
+                "{e}"
+            );
+        }
+        let strong = "9f86d081884c7d659a2feaa0c55ad015";
+        let s =
+            Settings::from_sources(&env(&[("DISTZERO_COOKIE", strong)]), &env(&[]), None).unwrap();
+        assert_eq!(s.cookie().unwrap(), Some(strong));
         let e =
             Settings::from_sources(&env(&[]), &env(&[("DISTZERO_SEEED", "1")]), None).unwrap_err();
         assert!(

@@ -358,7 +358,12 @@ impl ProcessProvider {
             ..launch.clone()
         };
         let data = self.dir.join("data").join(m.to_string());
-        let args = launch.args(&self.dir.to_string_lossy(), &data.to_string_lossy());
+        // Local processes: reachable from this machine only.
+        let args = launch.args_on(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            &self.dir.to_string_lossy(),
+            &data.to_string_lossy(),
+        );
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
         let stderr = std::fs::OpenOptions::new()

@@ -32,8 +32,16 @@ pub struct AgentLaunch {
 }
 
 impl AgentLaunch {
-    /// Arguments for the agent binary. Paths are the provider's choice.
+    /// Arguments for an agent that listens on every address of its host
+    /// (`0.0.0.0`): right inside a container, whose network namespace holds
+    /// only its own interfaces. Paths are the provider's choice.
     pub fn args(&self, log_dir: &str, data_dir: &str) -> Vec<String> {
+        self.args_on(std::net::Ipv4Addr::UNSPECIFIED.into(), log_dir, data_dir)
+    }
+
+    /// Arguments for an agent that listens on `bind` only: the address the
+    /// controller and its peers use (loopback for local providers).
+    pub fn args_on(&self, bind: std::net::IpAddr, log_dir: &str, data_dir: &str) -> Vec<String> {
         vec![
             "--machine".into(),
             self.machine.0.to_string(),
@@ -42,7 +50,7 @@ impl AgentLaunch {
             "--seed".into(),
             self.seed.to_string(),
             "--listen".into(),
-            format!("0.0.0.0:{}", self.port),
+            SocketAddr::new(bind, self.port).to_string(),
             "--epoch-micros".into(),
             self.epoch_micros.to_string(),
             "--orphan-secs".into(),
