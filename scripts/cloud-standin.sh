@@ -14,7 +14,7 @@
 #   host k (1..N): namespace dz-h<k>, veth dz-v<k> <-> eth0, 10.214.0.(10+k)
 #   state in $DZ_STANDIN_STATE (default /run/distzero-standin): a client key
 #   (id_ed25519), per host its sshd config, host key, pid file and log, and
-#   settings.env (DISTZERO_CLOUD_HOSTS, _SSH_KEY, _CONTROLLER_ADDR, _USER,
+#   settings.env (DISTZERO_CLOUD_HOSTS, _SSH_KEY, _USER,
 #   _DIR), and cloud/, the hosts' DISTZERO_CLOUD_DIR (agents, their logs and
 #   disks), so `down` leaves nothing behind.
 #
@@ -182,7 +182,6 @@ EOF
 DISTZERO_CLOUD_HOSTS=$list
 DISTZERO_CLOUD_USER=root
 DISTZERO_CLOUD_SSH_KEY=$STATE/id_ed25519
-DISTZERO_CLOUD_CONTROLLER_ADDR=$CONTROLLER
 DISTZERO_CLOUD_DIR=$STATE/cloud
 EOF
     say "$n hosts up; settings in $STATE/settings.env:"

@@ -603,7 +603,7 @@ fn assert_refused(addr: std::net::SocketAddr, what: &str) {
 }
 
 /// Set when this test binary is started as an agent process.
-const AGENT_ARGS_VAR: &str = "DISTZERO_TEST_AGENT_ARGS";
+const AGENT_ARGS_VAR: &str = "DZTEST_AGENT_ARGS";
 
 #[test]
 fn loopback_process_agent_entry() {
@@ -964,16 +964,41 @@ fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
     let mut rc = cluster("loopback_flood");
     let (a, _) = two_probes(&mut rc).unwrap();
     let addr = rc.addrs(a.machine).unwrap().control;
-    // 200 silent connections, then 100 that announce a 16 MiB frame.
-    let flood: Vec<std::net::TcpStream> = (0..300)
-        .map(|i| {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            if i >= 200 {
-                let _ = s.write_all(&(16u32 << 20).to_be_bytes());
-            }
-            s
-        })
+    let closed_now = |s: &std::net::TcpStream| {
+        let mut s = s.try_clone().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 512];
+        let r = match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => matches!(s.read(&mut b), Ok(0)),
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        s.set_nonblocking(false).unwrap();
+        r
+    };
+    // 200 silent connections: those over the cap are closed at once, those
+    // under it wait for the handshake deadline (2 s).
+    let t0 = std::time::Instant::now();
+    let mut flood: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
         .collect();
+    std::thread::sleep(millis(300));
+    let early = flood.iter().filter(|s| closed_now(s)).count();
+    if t0.elapsed() < millis(1500) {
+        assert!(
+            early >= 200 - distzero::agent::MAX_UNAUTHENTICATED,
+            "{early} of 200 silent connections closed at once"
+        );
+        assert!(early < 200, "the ones under the cap wait for the deadline");
+    } else {
+        eprintln!("the machine is too slow to see the cap apart from the deadline");
+    }
+    // Then 100 that announce a 16 MiB frame: refused as soon as read.
+    flood.extend((0..100).map(|_| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(&(16u32 << 20).to_be_bytes());
+        s
+    }));
     // Served while flooded.
     let c: &mut dyn Cluster = &mut rc;
     assert_eq!(
@@ -991,27 +1016,6 @@ fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         })
     };
-    // Silent ones over the cap are closed at once; the ones under it wait
-    // for the handshake deadline (2 s): look at all of them 500 ms in.
-    std::thread::sleep(millis(500));
-    let closed_now = |s: &std::net::TcpStream| {
-        let mut s = s.try_clone().unwrap();
-        s.set_nonblocking(true).unwrap();
-        let mut b = [0u8; 512];
-        let r = match s.read(&mut b) {
-            Ok(0) => true,
-            Ok(_) => matches!(s.read(&mut b), Ok(0)),
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        };
-        s.set_nonblocking(false).unwrap();
-        r
-    };
-    let early = flood[..200].iter().filter(|s| closed_now(s)).count();
-    assert!(
-        early >= 200 - distzero::agent::MAX_UNAUTHENTICATED,
-        "{early} of 200 silent connections closed at once"
-    );
-    assert!(early < 200, "the ones under the cap wait for the deadline");
     let closed = flood.iter().filter(|s| closed_within(s, secs(5))).count();
     assert_eq!(closed, 300, "every unauthenticated connection is closed");
     assert_eq!(
@@ -1026,14 +1030,7 @@ fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
 #[test]
 fn loopback_weak_cookie_is_refused_naming_the_minimum() {
     let mut s = settings();
-    s.set("DISTZERO_COOKIE", "hunter2").unwrap();
-    let run_id = new_run_id();
-    let dir = run_log_dir(&s, "loopback_weak_cookie", Mode::Loopback, &run_id);
-    let p = LoopbackProvider::new(registry(), &dir, &s).unwrap();
-    let e = match RemoteCluster::with_run(Box::new(p), "loopback_weak_cookie", &run_id, &dir, &s) {
-        Ok(_) => panic!("a weak cookie must be refused"),
-        Err(e) => e.to_string(),
-    };
+    let e = s.set("DISTZERO_COOKIE", "hunter2").unwrap_err().to_string();
     assert!(
         e.contains("DISTZERO_COOKIE is too weak") && e.contains("at least 32"),
         "{e}"

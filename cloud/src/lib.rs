@@ -17,7 +17,7 @@
 //! Settings come from `distzero_core::Settings` only: `DISTZERO_CLOUD_HOSTS`,
 //! `DISTZERO_CLOUD_USER`, `DISTZERO_CLOUD_SSH_KEY`,
 //! `DISTZERO_CLOUD_KNOWN_HOSTS`, `DISTZERO_CLOUD_DIR`,
-//! `DISTZERO_CLOUD_CONTROLLER_ADDR`, `DISTZERO_AGENT_BIN`,
+//! `DISTZERO_AGENT_BIN`,
 //! `DISTZERO_AGENT_ORPHAN_SECS`. With no cloud account, `scripts/cloud-standin.sh`
 //! makes local stand-in hosts (network namespaces with an sshd each):
 //!

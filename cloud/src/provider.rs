@@ -312,7 +312,6 @@ impl SshProvider {
         tracing::info!(
             run = %p.run_id,
             inventory = %p.inventory.describe(),
-            controller = settings.cloud_controller_addr().unwrap_or("-"),
             agent = %p.artifact.program().display(),
             bundle = %p.agent_dir,
             "cloud provider ready"

@@ -47,7 +47,6 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_HOSTS", default: "", help: "cloud inventory: comma-separated [user@]host[:port] reached over SSH" },
     Var { name: "DISTZERO_CLOUD_USER", default: "root", help: "SSH user for cloud hosts that name none" },
     Var { name: "DISTZERO_CLOUD_SSH_KEY", default: "", help: "private key file for SSH to cloud hosts; unset = ssh's own defaults" },
-    Var { name: "DISTZERO_CLOUD_CONTROLLER_ADDR", default: "", help: "address of this controller as the cloud hosts reach it; unset = picked from the route to the first host" },
     Var { name: "DISTZERO_CLOUD_BIND", default: "", help: "address cloud agents listen on: unset = the host's own address from DISTZERO_CLOUD_HOSTS (resolved), which the controller and peers dial; 0.0.0.0 where that address is not on the host (behind NAT)" },
     Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
     Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
@@ -92,6 +91,29 @@ pub enum SeedChoice {
     FromTestName,
 }
 
+/// The known variable nearest to `name` (at most 3 edits away), for a hint.
+fn closest(name: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    VARS.iter()
+        .map(|v| (distance(name, v.name), v.name))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, n)| n)
+}
+
 fn bad(var: &str, value: &str, accepts: &str) -> Error {
     Error::Setting(format!(
         "{var}={value:?} is not valid: {var} accepts {accepts}"
@@ -133,6 +155,16 @@ impl Settings {
                         .map(Path::display)
                         .map(|d| d.to_string())
                         .unwrap_or_default()
+                )));
+            }
+        }
+        for key in env.keys() {
+            if key.starts_with("DISTZERO_") && !VARS.iter().any(|v| v.name == key) {
+                let hint = closest(key)
+                    .map(|k| format!(" (did you mean {k}?)"))
+                    .unwrap_or_default();
+                return Err(Error::Setting(format!(
+                    "{key} in the environment is not a distzero setting{hint}; the known ones are in .env.template"
                 )));
             }
         }
@@ -218,6 +250,24 @@ impl Settings {
 
     pub fn log_dir(&self) -> PathBuf {
         PathBuf::from(self.raw("DISTZERO_LOG_DIR"))
+    }
+
+    /// [`Settings::log_dir`], made if missing and checked writable (a probe
+    /// file written and removed), so a run that cannot write its logs
+    /// fails at once naming `DISTZERO_LOG_DIR`, not as a failed seed.
+    pub fn writable_log_dir(&self) -> Result<PathBuf> {
+        let dir = self.log_dir();
+        let probe = dir.join(format!(".distzero-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                Error::Setting(format!(
+                    "DISTZERO_LOG_DIR={:?} cannot be written ({e}): set DISTZERO_LOG_DIR to a folder this user may write",
+                    dir.display().to_string()
+                ))
+            })?;
+        Ok(dir)
     }
 
     pub fn log_level(&self) -> Result<Option<tracing::Level>> {
@@ -415,12 +465,19 @@ impl Settings {
         {
             let (user, rest) = match item.split_once('@') {
                 Some((u, r)) => (u.to_string(), r),
+                None if default_user.is_empty() => {
+                    return Err(bad(
+                        "DISTZERO_CLOUD_USER",
+                        "",
+                        &format!("an SSH user name for the hosts that name none (such as {item} in DISTZERO_CLOUD_HOSTS); or write user@host there"),
+                    ))
+                }
                 None => (default_user.clone(), item),
             };
             let (host, port) = match rest.rsplit_once(':') {
                 Some((h, p)) => (
                     h.to_string(),
-                    p.parse::<u16>().map_err(|_| {
+                    p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
                         bad(
                             "DISTZERO_CLOUD_HOSTS",
                             item,
@@ -444,10 +501,6 @@ impl Settings {
 
     pub fn cloud_ssh_key(&self) -> Option<PathBuf> {
         self.opt("DISTZERO_CLOUD_SSH_KEY").map(PathBuf::from)
-    }
-
-    pub fn cloud_controller_addr(&self) -> Option<&str> {
-        self.opt("DISTZERO_CLOUD_CONTROLLER_ADDR")
     }
 
     /// The address cloud agents listen on (`DISTZERO_CLOUD_BIND`); None =
@@ -776,6 +829,42 @@ mod tests {
                     .contains("is not a distzero setting; the known ones are in .env.template"),
             "{e}"
         );
+        // An unwritable log folder is a settings error, named.
+        let file = std::env::temp_dir().join(format!("distzero-not-a-dir-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let s = Settings::from_sources(
+            &env(&[("DISTZERO_LOG_DIR", &file.join("logs").display().to_string())]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let e = s.writable_log_dir().unwrap_err().to_string();
+        assert!(
+            e.starts_with("DISTZERO_LOG_DIR=") && e.contains("cannot be written"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(file);
+        // Misspelled in the environment too, with a hint.
+        let e =
+            Settings::from_sources(&env(&[("DISTZERO_SEEED", "1")]), &env(&[]), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DISTZERO_SEEED in the environment is not a distzero setting (did you mean DISTZERO_SEED?); the known ones are in .env.template"
+        );
+        let e = Settings::from_sources(&env(&[("DISTZERO_WHATEVER_ELSE", "1")]), &env(&[]), None)
+            .unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+        // An empty cloud user is blamed, not the hosts; port 0 is no port.
+        let e = Settings::from_sources(
+            &env(&[("DISTZERO_CLOUD_HOSTS", "h1"), ("DISTZERO_CLOUD_USER", "")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("DISTZERO_CLOUD_USER=\"\""), "{e}");
+        let e = Settings::from_sources(&env(&[("DISTZERO_CLOUD_HOSTS", "h1:0")]), &env(&[]), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("a port from 1 to 65535"), "{e}");
         // Every validated variable: a bad value is refused in one line that
         // names the variable, the value and what it accepts.
         for (var, value, accepts) in [

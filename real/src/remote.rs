@@ -1148,6 +1148,7 @@ pub fn run_remote_workflow(
     // refused, not silently ignored.
     let settings = match Settings::load().and_then(|s| {
         s.refuse_simulation_only(mode.name())?;
+        s.writable_log_dir()?;
         Ok(s)
     }) {
         Ok(s) => s,

@@ -440,6 +440,7 @@ pub fn check_workflow(
     settings: &Settings,
 ) -> std::result::Result<(), WorkflowFailure> {
     use WorkflowFailure as F;
+    settings.writable_log_dir().map_err(F::Settings)?;
     let one_seed = !matches!(
         settings.seed().map_err(F::Settings)?,
         SeedChoice::FromTestName

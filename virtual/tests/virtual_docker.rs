@@ -87,7 +87,7 @@ fn virtual_no_engine_gives_a_clear_error() {
 #[test]
 #[ignore = "child process of virtual_no_permission_on_the_socket_gives_a_clear_error"]
 fn virtual_helper_connect_as_another_user() {
-    if std::env::var("DISTZERO_VIRTUAL_TEST_CONNECT").is_err() {
+    if std::env::var("DZTEST_VIRTUAL_CONNECT").is_err() {
         return;
     }
     match Engine::connect(&Settings::load().unwrap()) {
@@ -115,7 +115,7 @@ fn virtual_no_permission_on_the_socket_gives_a_clear_error() {
             "--ignored",
             "--nocapture",
         ])
-        .env("DISTZERO_VIRTUAL_TEST_CONNECT", "1")
+        .env("DZTEST_VIRTUAL_CONNECT", "1")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -291,7 +291,7 @@ fn virtual_logs_are_collected_and_nothing_is_left_after_a_run() {
 #[test]
 #[ignore = "child process of virtual_sweep_removes_a_killed_runs_leftovers"]
 fn virtual_helper_controller_to_be_killed() {
-    let Ok(run) = std::env::var("DISTZERO_VIRTUAL_TEST_RUN") else {
+    let Ok(run) = std::env::var("DZTEST_VIRTUAL_RUN") else {
         return;
     };
     let mut p = DockerProvider::new(&settings(false)).unwrap();
@@ -312,7 +312,7 @@ fn virtual_sweep_removes_a_killed_runs_leftovers() {
             "--ignored",
             "--nocapture",
         ])
-        .env("DISTZERO_VIRTUAL_TEST_RUN", &run)
+        .env("DZTEST_VIRTUAL_RUN", &run)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -98,7 +98,7 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let settings = match Settings::load() {
+    let settings = match Settings::load().and_then(|s| s.writable_log_dir().map(|_| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
