@@ -50,6 +50,31 @@ struct Machine {
     port: u16,
 }
 
+/// The one fixed subnet of this process, held by one run at a time.
+struct SubnetLease;
+
+static SUBNET_HELD: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static SUBNET_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl SubnetLease {
+    /// Wait until no other run of this process holds the subnet.
+    fn acquire() -> SubnetLease {
+        let mut held = SUBNET_HELD.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = SUBNET_FREED.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        *held = true;
+        SubnetLease
+    }
+}
+
+impl Drop for SubnetLease {
+    fn drop(&mut self) {
+        *SUBNET_HELD.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        SUBNET_FREED.notify_one();
+    }
+}
+
 /// Docker side of virtual mode.
 pub struct DockerProvider {
     engine: Engine,
@@ -57,6 +82,9 @@ pub struct DockerProvider {
     image: AgentImage,
     controller: Controller,
     subnet: Option<[u8; 3]>,
+    /// Held while this run owns the fixed `DISTZERO_DOCKER_SUBNET`: runs of
+    /// one process that set it take turns instead of colliding.
+    subnet_lease: Option<SubnetLease>,
     net: Option<RunNet>,
     machines: BTreeMap<MachineId, Machine>,
     /// Cuts in force (from, to).
@@ -107,6 +135,7 @@ impl DockerProvider {
             image,
             controller: Controller::current(),
             subnet: settings.docker_subnet()?,
+            subnet_lease: None,
             net: None,
             machines: BTreeMap::new(),
             cuts: BTreeSet::new(),
@@ -201,6 +230,12 @@ impl DockerProvider {
         let taken = self.taken_subnets()?;
         let candidates: Vec<[u8; 3]> = match self.subnet {
             Some(p) => {
+                // Tests of one `cargo test` run side by side: with one fixed
+                // subnet they take turns (another process is refused below).
+                if self.subnet_lease.is_none() {
+                    self.subnet_lease = Some(SubnetLease::acquire());
+                }
+                let taken = self.taken_subnets()?;
                 if let Some(owner) = taken.iter().find(|(net, _)| overlaps(*net, p)) {
                     return Err(Error::Infra(format!(
                         "DISTZERO_DOCKER_SUBNET={}.{}.{} overlaps {} ({}): another run or network holds it; \
@@ -679,6 +714,7 @@ impl Provider for DockerProvider {
         self.machines.clear();
         self.cuts.clear();
         self.net = None;
+        self.subnet_lease = None;
         Ok(())
     }
 }
