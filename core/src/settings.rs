@@ -43,7 +43,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_AGENT_ARGS", default: "", help: "set by real modes on a test binary they start as an agent (its launch arguments); never set it yourself" },
     Var { name: "DISTZERO_AGENT_ORPHAN_SECS", default: "5", help: "seconds an agent lives on without its controller before it exits" },
     Var { name: "DISTZERO_DOCKER_HOST", default: "unix:///var/run/docker.sock", help: "Docker engine to use in virtual mode" },
-    Var { name: "DISTZERO_DOCKER_SUBNET", default: "", help: "first three octets of the /24 of a virtual run (e.g. 172.29.7); unset = picked per run from 172.28-31" },
+    Var { name: "DISTZERO_DOCKER_SUBNET", default: "", help: "first three octets of the /24 of a virtual run (e.g. 172.29.7): the tests of one process take turns on it, another process holding it is refused; unset = a free one picked per run from 172.28-31 (tests run in parallel)" },
     Var { name: "DISTZERO_CLOUD_HOSTS", default: "", help: "cloud inventory: comma-separated [user@]host[:port] reached over SSH" },
     Var { name: "DISTZERO_CLOUD_USER", default: "root", help: "SSH user for cloud hosts that name none" },
     Var { name: "DISTZERO_CLOUD_SSH_KEY", default: "", help: "private key file for SSH to cloud hosts; unset = ssh's own defaults" },
