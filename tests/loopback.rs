@@ -696,6 +696,14 @@ fn loopback_process_agents_crash_restart_pause() {
             c.call::<_, Msg>(a, &Msg::Ping(4), secs(5)).unwrap(),
             Msg::Pong(4)
         );
+        // The agent processes got the cookie on stdin: it is in neither
+        // their arguments nor their environment.
+        let agents = agent_processes(rc.run_id());
+        assert_eq!(agents.len(), 2, "two agent processes of this run");
+        for (cmdline, environ) in &agents {
+            assert!(!cmdline.contains(COOKIE) && !environ.contains(COOKIE));
+            assert!(!environ.contains("DISTZERO_COOKIE"));
+        }
         let addr = rc.addrs(a.machine).unwrap().control;
         // A local process agent listens on loopback only: through any other
         // address of this machine, nothing answers.
@@ -710,6 +718,25 @@ fn loopback_process_agents_crash_restart_pause() {
     };
     rc.shutdown().unwrap();
     assert_refused(addr, "agent process still listening");
+}
+
+/// Command line and environment of this test binary's agent processes of
+/// `run` (found by their launch variable in `/proc`).
+fn agent_processes(run: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let (Ok(environ), Ok(cmdline)) = (
+            std::fs::read(e.path().join("environ")),
+            std::fs::read(e.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        let environ = String::from_utf8_lossy(&environ).to_string();
+        if environ.contains(&format!("{AGENT_ARGS_VAR}=")) && environ.contains(run) {
+            out.push((String::from_utf8_lossy(&cmdline).to_string(), environ));
+        }
+    }
+    out
 }
 
 /// An address of this machine other than loopback, if it has one (the

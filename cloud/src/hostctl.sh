@@ -111,8 +111,9 @@ start)
     listening "$port" && fail 75 "port $port is taken"
     cd "$mdir" || fail 2 "cannot enter $mdir"
     echo "--- start $(date -u +%Y-%m-%dT%H:%M:%SZ) port $port" >> "m$k.stderr"
-    DISTZERO_COOKIE=$cookie DISTZERO_LOG_LEVEL=$level setsid "$@" \
-        < /dev/null >> "m$k.stderr" 2>&1 &
+    # The cookie on the agent's stdin: not in its arguments or environment.
+    printf '%s\n' "$cookie" | DISTZERO_LOG_LEVEL=$level setsid "$@" \
+        >> "m$k.stderr" 2>&1 &
     pid=$!
     echo "$pid" > agent.pid
     n=0

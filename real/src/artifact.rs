@@ -86,8 +86,8 @@ pub struct Artifact {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartCommand {
     pub argv: Vec<String>,
-    /// Added to the agent's environment (besides the cookie and log level,
-    /// which providers pass themselves).
+    /// Added to the agent's environment (besides the log level, which
+    /// providers pass themselves; the cookie goes on stdin).
     pub env: Vec<(String, String)>,
 }
 

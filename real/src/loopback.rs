@@ -372,14 +372,21 @@ impl ProcessProvider {
             .open(self.dir.join(format!("{m}.stderr")))
             .map_err(|e| Error::io(format!("opening the stderr file of {m}"), e))?;
         let mut cmd = (self.make)(&args);
-        cmd.env("DISTZERO_COOKIE", &launch.cookie)
+        // The cookie on stdin: not in the arguments or the environment.
+        cmd.env_remove("DISTZERO_COOKIE")
             .env("DISTZERO_LOG_LEVEL", &self.log_level)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(stderr);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("starting the agent process of {m}"), e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            // A write that fails means the agent died at once: the dial
+            // that follows reports it.
+            let _ = writeln!(stdin, "{}", launch.cookie);
+        }
         self.procs.insert(
             m,
             Proc {

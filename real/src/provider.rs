@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// Everything an agent needs to start; the provider turns it into a command
-/// line (`AgentLaunch::args`) plus the cookie in the `DISTZERO_COOKIE`
-/// environment variable (never on the command line).
+/// line (`AgentLaunch::args`) and writes the cookie as the first line of
+/// the agent's stdin: never in its arguments, its environment or a
+/// container's configuration.
 #[derive(Clone, Debug)]
 pub struct AgentLaunch {
     pub machine: MachineId,

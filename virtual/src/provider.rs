@@ -340,8 +340,9 @@ impl DockerProvider {
         let start = self
             .artifact
             .command(BUNDLE_DIR, &launch.args(LOG_DIR, DATA_DIR))?;
+        // No cookie here: a container's configuration is on show
+        // (`docker inspect`); the agent reads it on stdin at each start.
         let mut env = vec![
-            format!("DISTZERO_COOKIE={}", launch.cookie),
             format!("DISTZERO_LOG_LEVEL={}", self.log_level),
             "RUST_BACKTRACE=1".into(),
         ];
@@ -354,6 +355,9 @@ impl DockerProvider {
             entrypoint: Some(start.argv),
             cmd: None,
             env: Some(env),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 init: Some(true),
@@ -392,19 +396,39 @@ impl DockerProvider {
 
     /// Start the container and wait until its agent listens; on failure the
     /// error names the machine and carries the container's last output.
-    fn start_and_wait(&self, machine: MachineId, m: &Machine) -> Result<()> {
+    fn start_and_wait(&self, machine: MachineId, m: &Machine, cookie: &str) -> Result<()> {
         let docker = self.engine.docker();
+        let started = |e| {
+            self.engine.err(
+                &format!("starting container {} of machine {machine}", m.container),
+                e,
+            )
+        };
+        // Attached to stdin before the start; the cookie is written once the
+        // agent runs, then stdin closes (`stdin_once`).
+        let attach = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stream(true)
+            .build();
+        let attached = self
+            .engine
+            .block(docker.attach_container(&m.container, Some(attach)))
+            .map_err(started)?;
         self.engine
             .block(docker.start_container(
                 &m.container,
                 None::<bollard::query_parameters::StartContainerOptions>,
             ))
-            .map_err(|e| {
-                self.engine.err(
-                    &format!("starting container {} of machine {machine}", m.container),
-                    e,
-                )
-            })?;
+            .map_err(started)?;
+        let mut input = attached.input;
+        let line = format!("{cookie}\n");
+        self.engine
+            .block(async move {
+                use tokio::io::AsyncWriteExt;
+                input.write_all(line.as_bytes()).await?;
+                input.shutdown().await
+            })
+            .map_err(|e| Error::io(format!("passing the cookie to machine {machine}"), e))?;
         let deadline = Instant::now() + self.ready_timeout;
         let why = loop {
             let state = self.container_state(&m.container)?;
@@ -567,7 +591,7 @@ impl Provider for DockerProvider {
             ip,
             port: launch.port,
         };
-        if let Err(e) = self.start_and_wait(id, &m) {
+        if let Err(e) = self.start_and_wait(id, &m, &launch.cookie) {
             let opts = RemoveContainerOptions {
                 force: true,
                 v: true,
@@ -619,7 +643,7 @@ impl Provider for DockerProvider {
                 "machine {id} is running; kill it before a restart"
             )));
         }
-        self.start_and_wait(id, &m)?;
+        self.start_and_wait(id, &m, &launch.cookie)?;
         self.reapply_cuts(id)?;
         let addr = SocketAddr::V4(SocketAddrV4::new(m.ip, m.port));
         Ok(MachineAddrs {

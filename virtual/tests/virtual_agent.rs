@@ -119,6 +119,27 @@ fn virtual_agent_refuses_a_wrong_cookie() {
             .unwrap();
         assert_eq!(who, m);
     });
+    // The cookie is nowhere in what Docker shows of the container (its
+    // configuration, arguments, environment): it came on stdin.
+    let shown = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=distzero.run={run}")])
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(!ids.trim().is_empty(), "the run's container is listed");
+    for id in ids.split_whitespace() {
+        let inspect = std::process::Command::new("docker")
+            .args(["inspect", id])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        assert!(text.contains("OpenStdin"), "{text}");
+        assert!(
+            !text.contains(&cookie),
+            "the cookie shows in docker inspect"
+        );
+        assert!(!text.contains("DISTZERO_COOKIE"), "{text}");
+    }
     cl.shutdown().unwrap();
     drop(cl);
     assert_run_gone(&run);

@@ -59,7 +59,7 @@ pub struct AgentConfig {
 }
 
 const USAGE: &str = "usage: distzero-agent --machine N --run-id ID --seed N --listen ADDR:PORT \
---epoch-micros N --orphan-secs N --log-dir DIR --data-dir DIR (cookie in DISTZERO_COOKIE)";
+--epoch-micros N --orphan-secs N --log-dir DIR --data-dir DIR (the cookie on the first line of stdin, or in DISTZERO_COOKIE)";
 
 impl AgentConfig {
     /// Parse the agent's arguments (without the program name).
@@ -321,7 +321,12 @@ fn main_inner(registry: Registry, args: Vec<String>) -> Result<Exit> {
     // The controller passes everything an agent needs; a `.env` lying on the
     // host must not change it.
     let settings = Settings::from_environment()?;
-    let cookie = settings.cookie()?.unwrap_or("").to_string();
+    // The cookie comes on stdin (its first line), never in the arguments
+    // or a container's configuration; `DISTZERO_COOKIE` for a hand start.
+    let cookie = match settings.cookie()? {
+        Some(c) => c.to_string(),
+        None => cookie_from_stdin()?,
+    };
     let cfg = AgentConfig::from_args(&args, &cookie, settings.log_level()?)?;
     eprintln!(
         "distzero-agent {} of run {} listening on {}",
@@ -330,6 +335,19 @@ fn main_inner(registry: Registry, args: Vec<String>) -> Result<Exit> {
     let exit = run_agent(cfg, registry, StopHandle::new())?;
     eprintln!("distzero-agent exits: {exit:?}");
     Ok(exit)
+}
+
+/// The first line of stdin (at most 1 KiB), trimmed: the cookie as
+/// providers pass it.
+fn cookie_from_stdin() -> Result<String> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .take(1024)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading the cookie from stdin", e))?;
+    Ok(line.trim().to_string())
 }
 
 /// Real time since the cluster's epoch, monotonic within the process.
