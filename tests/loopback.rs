@@ -1063,3 +1063,58 @@ fn loopback_weak_cookie_is_refused_naming_the_minimum() {
         "{e}"
     );
 }
+
+/// Set in the child process of the interrupt test.
+const INTERRUPT_CHILD_VAR: &str = "DZTEST_INTERRUPT_CHILD";
+
+/// The child of `loopback_interrupt_removes_the_agent_processes`: a run
+/// with two process agents (orphan timer 60 s), then a long wait.
+#[test]
+fn loopback_interrupt_child() {
+    if std::env::var(INTERRUPT_CHILD_VAR).is_err() {
+        return;
+    }
+    let mut s = settings();
+    s.set("DISTZERO_AGENT_ORPHAN_SECS", "60").unwrap();
+    let run_id = new_run_id();
+    let dir = run_log_dir(&s, "loopback_interrupt", Mode::Loopback, &run_id);
+    let p = ProcessProvider::with_command(agent_command(), &dir, &s);
+    let mut rc =
+        RemoteCluster::with_run(Box::new(p), "loopback_interrupt", &run_id, &dir, &s).unwrap();
+    two_probes(&mut rc).unwrap();
+    println!("READY {run_id}");
+    std::thread::sleep(secs(60));
+}
+
+/// Ctrl-C (SIGINT) of a test process with a run up removes the run's agent
+/// processes at once (long before their orphan timer), and the process
+/// ends as interrupted.
+#[test]
+fn loopback_interrupt_removes_the_agent_processes() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "loopback_interrupt_child", "--nocapture"])
+        .env(INTERRUPT_CHILD_VAR, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let run = out
+        .lines()
+        .map_while(|l| l.ok())
+        .find_map(|l| l.strip_prefix("READY ").map(str::to_string))
+        .expect("the child's run starts");
+    assert_eq!(agent_processes(&run).len(), 2, "two agents up");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "ended as interrupted: {status}");
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(millis(100));
+        agent_processes(&run).is_empty()
+    });
+    assert!(gone, "the agents of run {run} outlived the interrupt");
+}

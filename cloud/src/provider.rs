@@ -211,6 +211,9 @@ pub struct SshProvider {
     /// A long-lived shell per host for the faults of a running test.
     sessions: BTreeMap<Host, Session>,
     shut_down: bool,
+    /// What the clean-up on interrupt removes: the machines per host.
+    on_interrupt: std::sync::Arc<std::sync::Mutex<BTreeMap<Host, BTreeSet<u32>>>>,
+    cleanup: Option<distzero_real::cleanup::Registration>,
 }
 
 fn infra(msg: String) -> Error {
@@ -287,7 +290,34 @@ impl SshProvider {
         ssh.control_dir = Some(std::env::temp_dir().join(format!("dz-ssh-{run_id}")));
         ssh.prepare_control_dir()
             .map_err(|e| Error::io("creating the folder of the run's ssh connections", e))?;
+        let on_interrupt: std::sync::Arc<std::sync::Mutex<BTreeMap<Host, BTreeSet<u32>>>> =
+            Default::default();
+        let cleanup = {
+            let (ssh, hostctl, dir, run) = (
+                ssh.clone(),
+                hostctl_remote.clone(),
+                dir.clone(),
+                run_id.to_string(),
+            );
+            let used = on_interrupt.clone();
+            distzero_real::cleanup::register(
+                format!("the agents and folders of run {run_id} on its hosts"),
+                move || {
+                    let used = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for (host, ks) in &used {
+                        let ks: Vec<String> = ks.iter().map(u32::to_string).collect();
+                        let mut args = vec!["finish", dir.as_str(), run.as_str()];
+                        args.extend(ks.iter().map(String::as_str));
+                        let _ = ctl(&ssh, &hostctl, host, &args, b"");
+                    }
+                    let hosts: Vec<Host> = used.keys().cloned().collect();
+                    ssh.close_masters(&hosts);
+                },
+            )
+        };
         let p = SshProvider {
+            on_interrupt,
+            cleanup: Some(cleanup),
             inventory,
             ssh,
             run_id: run_id.to_string(),
@@ -512,6 +542,12 @@ impl SshProvider {
                 .ctl(&host, &args, &stdin)
                 .map_err(|e| Error::Infra(format!("{m}: {e}")))?;
             self.used.entry(host.clone()).or_default().insert(m.0);
+            self.on_interrupt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(host.clone())
+                .or_default()
+                .insert(m.0);
             match out.code {
                 0 => {
                     tracing::info!(machine = %m, %host, port, "agent started: {}", out.stdout.trim());
@@ -1004,6 +1040,7 @@ impl Provider for SshProvider {
         if let Err(e) = self.inventory.release(&self.run_id, &hosts) {
             first.get_or_insert(e);
         }
+        self.cleanup = None;
         match first {
             Some(e) => {
                 tracing::error!(error = %e, "cloud shutdown incomplete");

@@ -256,8 +256,11 @@ impl Settings {
     /// file written and removed), so a run that cannot write its logs
     /// fails at once naming `DISTZERO_LOG_DIR`, not as a failed seed.
     pub fn writable_log_dir(&self) -> Result<PathBuf> {
+        // One probe file per call: threads of one process check at once.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.log_dir();
-        let probe = dir.join(format!(".distzero-probe-{}", std::process::id()));
+        let probe = dir.join(format!(".distzero-probe-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(&probe, b""))
             .and_then(|()| std::fs::remove_file(&probe))

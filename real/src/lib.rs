@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod artifact;
+pub mod cleanup;
 pub mod loopback;
 pub mod provider;
 pub mod remote;

@@ -280,6 +280,9 @@ pub struct ProcessProvider {
     dir: PathBuf,
     log_level: String,
     procs: BTreeMap<MachineId, Proc>,
+    /// Pids of running agents, for the clean-up on interrupt.
+    pids: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
+    cleanup: Option<crate::cleanup::Registration>,
 }
 
 /// A port of 127.0.0.1 free right now.
@@ -348,6 +351,8 @@ impl ProcessProvider {
             dir: run_dir.to_path_buf(),
             log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
             procs: BTreeMap::new(),
+            pids: Default::default(),
+            cleanup: None,
         }
     }
 
@@ -387,6 +392,21 @@ impl ProcessProvider {
             // that follows reports it.
             let _ = writeln!(stdin, "{}", launch.cookie);
         }
+        self.pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(child.id());
+        if self.cleanup.is_none() {
+            let pids = self.pids.clone();
+            self.cleanup = Some(crate::cleanup::register(
+                format!("the agent processes of {}", self.dir.display()),
+                move || {
+                    for pid in pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                        let _ = signal(*pid, "-KILL");
+                    }
+                },
+            ));
+        }
         self.procs.insert(
             m,
             Proc {
@@ -415,8 +435,11 @@ impl ProcessProvider {
     }
 
     /// SIGKILL and reap.
-    fn kill_now(p: &mut Proc) {
+    fn kill_now(pids: &std::sync::Mutex<std::collections::BTreeSet<u32>>, p: &mut Proc) {
         if let Some(mut c) = p.child.take() {
+            pids.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&c.id());
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -440,13 +463,15 @@ impl Provider for ProcessProvider {
     }
 
     fn kill(&mut self, machine: MachineId) -> Result<()> {
-        Self::kill_now(self.proc(machine)?);
+        let pids = self.pids.clone();
+        Self::kill_now(&pids, self.proc(machine)?);
         Ok(())
     }
 
     fn restart(&mut self, launch: &AgentLaunch) -> Result<MachineAddrs> {
+        let pids = self.pids.clone();
         let p = self.proc(launch.machine)?;
-        Self::kill_now(p);
+        Self::kill_now(&pids, p);
         let port = p.port;
         self.spawn(launch, port)
     }
@@ -481,6 +506,7 @@ impl Provider for ProcessProvider {
     /// Agents told to shut down have 2 s to exit; then SIGKILL.
     fn shutdown(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(2);
+        let pids = self.pids.clone();
         for (m, p) in self.procs.iter_mut() {
             let Some(c) = p.child.as_mut() else { continue };
             let _ = signal(c.id(), "-CONT");
@@ -496,8 +522,9 @@ impl Provider for ProcessProvider {
                     }
                 }
             }
-            Self::kill_now(p);
+            Self::kill_now(&pids, p);
         }
+        self.cleanup = None;
         Ok(())
     }
 }

@@ -123,7 +123,12 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Connect to `DISTZERO_DOCKER_HOST` and agree on an API version.
     pub fn connect(settings: &Settings) -> Result<Engine> {
-        let host = settings.docker_host().to_string();
+        Engine::connect_to(settings.docker_host())
+    }
+
+    /// Connect to the engine at `host` (a `DISTZERO_DOCKER_HOST` value).
+    pub fn connect_to(host: &str) -> Result<Engine> {
+        let host = host.to_string();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

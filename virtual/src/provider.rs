@@ -53,24 +53,31 @@ struct Machine {
 /// The one fixed subnet of this process, held by one run at a time.
 struct SubnetLease;
 
-static SUBNET_HELD: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+/// The thread whose run holds the fixed subnet, if any.
+static SUBNET_HELD: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
 static SUBNET_FREED: std::sync::Condvar = std::sync::Condvar::new();
 
 impl SubnetLease {
-    /// Wait until no other run of this process holds the subnet.
-    fn acquire() -> SubnetLease {
+    /// Wait until no other run of this process holds the subnet; None
+    /// when this thread holds it already (waiting would never end).
+    fn acquire() -> Option<SubnetLease> {
+        let me = std::thread::current().id();
         let mut held = SUBNET_HELD.lock().unwrap_or_else(|e| e.into_inner());
-        while *held {
-            held = SUBNET_FREED.wait(held).unwrap_or_else(|e| e.into_inner());
+        loop {
+            match *held {
+                None => break,
+                Some(t) if t == me => return None,
+                Some(_) => held = SUBNET_FREED.wait(held).unwrap_or_else(|e| e.into_inner()),
+            }
         }
-        *held = true;
-        SubnetLease
+        *held = Some(me);
+        Some(SubnetLease)
     }
 }
 
 impl Drop for SubnetLease {
     fn drop(&mut self) {
-        *SUBNET_HELD.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        *SUBNET_HELD.lock().unwrap_or_else(|e| e.into_inner()) = None;
         SUBNET_FREED.notify_one();
     }
 }
@@ -85,6 +92,9 @@ pub struct DockerProvider {
     /// Held while this run owns the fixed `DISTZERO_DOCKER_SUBNET`: runs of
     /// one process that set it take turns instead of colliding.
     subnet_lease: Option<SubnetLease>,
+    /// Removes the run's containers and network if the process is
+    /// interrupted (`distzero_real::cleanup`).
+    cleanup: Option<distzero_real::cleanup::Registration>,
     net: Option<RunNet>,
     machines: BTreeMap<MachineId, Machine>,
     /// Cuts in force (from, to).
@@ -136,6 +146,7 @@ impl DockerProvider {
             controller: Controller::current(),
             subnet: settings.docker_subnet()?,
             subnet_lease: None,
+            cleanup: None,
             net: None,
             machines: BTreeMap::new(),
             cuts: BTreeSet::new(),
@@ -232,8 +243,9 @@ impl DockerProvider {
             Some(p) => {
                 // Tests of one `cargo test` run side by side: with one fixed
                 // subnet they take turns (another process is refused below).
+                // (A second run in the thread that holds it is refused below.)
                 if self.subnet_lease.is_none() {
-                    self.subnet_lease = Some(SubnetLease::acquire());
+                    self.subnet_lease = SubnetLease::acquire();
                 }
                 let taken = self.taken_subnets()?;
                 if let Some(owner) = taken.iter().find(|(net, _)| overlaps(*net, p)) {
@@ -275,6 +287,15 @@ impl DockerProvider {
             };
             match self.engine.block(self.engine.docker().create_network(req)) {
                 Ok(_) => {
+                    let (host, run) = (self.engine.host().to_string(), run_id.to_string());
+                    self.cleanup = Some(distzero_real::cleanup::register(
+                        format!("the containers and network of run {run_id}"),
+                        move || {
+                            if let Ok(engine) = Engine::connect_to(&host) {
+                                let _ = engine.remove_run(&run);
+                            }
+                        },
+                    ));
                     let net = RunNet {
                         run_id: run_id.to_string(),
                         name: name.clone(),
@@ -739,6 +760,7 @@ impl Provider for DockerProvider {
         self.cuts.clear();
         self.net = None;
         self.subnet_lease = None;
+        self.cleanup = None;
         Ok(())
     }
 }

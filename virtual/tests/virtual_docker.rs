@@ -367,3 +367,72 @@ fn virtual_pinned_subnet_is_used_and_a_second_run_on_it_is_refused_clearly() {
     p.shutdown().unwrap();
     assert_run_gone(p.engine(), &run);
 }
+
+/// Not a test on its own: the controller that
+/// `virtual_interrupt_removes_the_run_at_once` starts as a child and signals.
+#[test]
+#[ignore = "child process of virtual_interrupt_removes_the_run_at_once"]
+fn virtual_helper_controller_to_be_interrupted() {
+    let Ok(run) = std::env::var("DZTEST_VIRTUAL_RUN") else {
+        return;
+    };
+    let mut p = DockerProvider::new(&settings(false)).unwrap();
+    p.start(&launch(&run, 0)).unwrap();
+    p.start(&launch(&run, 1)).unwrap();
+    p.pause(MachineId(1)).unwrap(); // a paused container must not stay paused
+    println!("READY {run}");
+    std::thread::sleep(Duration::from_secs(120));
+    std::mem::forget(p);
+}
+
+/// SIGTERM and Ctrl-C (SIGINT) of a controller with a run up remove the
+/// run's containers (a paused one too) and network within 10 s, without
+/// waiting for the next run's sweep.
+#[test]
+fn virtual_interrupt_removes_the_run_at_once() {
+    for signal in ["-TERM", "-INT"] {
+        let run = run_id("interrupt");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "virtual_helper_controller_to_be_interrupted",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("DZTEST_VIRTUAL_RUN", &run)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("READY")));
+        assert!(
+            ready.is_some(),
+            "the child controller did not start its run"
+        );
+        let engine = Engine::connect(&Settings::load().unwrap()).unwrap();
+        assert_eq!(engine.containers(Some(&run)).unwrap().len(), 2);
+        let t = Instant::now();
+        std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            matches!(status.code(), Some(130) | Some(143)),
+            "{signal}: ended as interrupted: {status}"
+        );
+        let gone = (0..100).any(|_| {
+            engine.containers(Some(&run)).unwrap().is_empty()
+                && engine.networks(Some(&run)).unwrap().is_empty()
+                || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    false
+                }
+        });
+        assert!(
+            gone,
+            "{signal}: run {run} still has containers or a network"
+        );
+        eprintln!("{signal}: run removed {:?} after the signal", t.elapsed());
+    }
+}

@@ -1,6 +1,6 @@
 //! A stand-in agent for the provider's own tests: std only, built statically
 //! with rustc by the tests. It takes the agent's command line
-//! (`AgentLaunch::args`), needs DISTZERO_COOKIE, writes a log line, and
+//! (`AgentLaunch::args`), needs the cookie on stdin, writes a log line, and
 //! answers one-line commands on its port:
 //!   ping -> pong | cookie -> cookie <value> | write <text> -> ok (appends to
 //!   <data>/file) | read -> the file's lines joined by '|' | dial <addr> ->
@@ -59,10 +59,14 @@ fn main() {
         eprintln!("standin: failing on purpose: cannot open the flux capacitor");
         std::process::exit(3);
     }
-    let Ok(cookie) = std::env::var("DISTZERO_COOKIE") else {
-        eprintln!("standin: DISTZERO_COOKIE is not set");
+    // As the real agent: the cookie on the first line of stdin.
+    let mut cookie = String::new();
+    let _ = std::io::stdin().read_line(&mut cookie);
+    let cookie = cookie.trim().to_string();
+    if cookie.is_empty() {
+        eprintln!("standin: no cookie on stdin");
         std::process::exit(2);
-    };
+    }
     let machine = arg(&args, "--machine");
     let log_dir = arg(&args, "--log-dir");
     let data_dir = arg(&args, "--data-dir");
