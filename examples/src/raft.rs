@@ -8,7 +8,9 @@
 //!
 //! - **Election.** A follower that hears nothing from a leader for an
 //!   election timeout (drawn uniformly from `election_min_ms ..=
-//!   election_max_ms` with `ctx.rng()`, redrawn every time it is armed)
+//!   election_max_ms`, redrawn every time it is armed, by the replica's own
+//!   rng, seeded from `ctx.rng()` when it starts: its draws do not depend on
+//!   other nodes' events, so a shrunk fault schedule changes less)
 //!   becomes a candidate: it increments its term, votes for itself and asks
 //!   every peer with `RequestVote` (repeated every heartbeat to peers that
 //!   have not answered). A replica grants at most one vote per term, and only
@@ -56,34 +58,59 @@
 //! back and starts as a follower; the commit index and the state machine are
 //! volatile and rebuilt from the log as the leader's commit index comes in.
 //!
+//! Not here: snapshots, membership changes, pre-vote, check-quorum (a
+//! leader cut off from the majority believes in itself until it hears a
+//! later term; harmless, since its reads go through the log and never
+//! commit).
+//!
+//! # Observing it
+//!
+//! `Status` answers a [`RaftStatus`] (role, term, leader, commit and
+//! applied index; `leading`: a leader whose commit index reached an entry
+//! of its term). `Digest { index }` answers the digest (FNV-1a, chained) of
+//! the entries the replica applied up to `index`: two replicas that applied
+//! the same log agree on it, so a test checks state machine safety without
+//! reading the logs.
+//!
 //! # Bounds
 //!
 //! The log holds at most `max_log` entries (a leader with a full log refuses
 //! new commands with `Unavailable`; there are no snapshots: the bound is per
 //! test), a leader at most `max_pending` client requests waiting for their
 //! entry to apply (more: `Unavailable`), an `AppendEntries` at most
-//! [`MAX_BATCH`] entries, a group at most [`MAX_REPLICAS`] replicas. The
-//! invariants the code relies on (`applied <= commit <= log length`, no
+//! [`MAX_BATCH`] entries, the session table at most [`MAX_SESSIONS`]
+//! clients, a group at most [`MAX_REPLICAS`] replicas. The invariants the
+//! code relies on (`applied <= commit <= log length <= max_log`, no
 //! committed entry deleted, one leader per term as far as one replica can
 //! see) are asserted in the correct protocol; a planted bug may break them,
-//! and then they are logged as errors for the workflow's checks to find.
+//! and then the first break is logged as an error and the workflow's checks
+//! find the damage.
 //!
 //! # Planted bugs (config `bug`)
 //!
-//! - `vote-not-persisted`: a replica grants a vote without writing it to
-//!   disk first (its term is written when it moves to the candidate's term).
-//!   Nothing changes while it runs; but if it crashes after voting and
-//!   restarts within the same term, it has forgotten the vote and may grant
-//!   another candidate of that term: two leaders in one term, whose
-//!   conflicting entries at the same index and term both commit. Only a crash
-//!   and restart shows it.
+//! - `vote-not-persisted`: the vote handler moves to the candidate's term
+//!   and grants its vote in memory only, without writing term and vote to
+//!   disk first (every other path persists them). Nothing changes while the
+//!   replica runs. If it crashes during that term and restarts, it is back
+//!   in the term before, with no vote in the term it voted in; if it then
+//!   hears nothing from that term's leader before its timeout, it stands in
+//!   that same term and can win it with a replica that has no vote there
+//!   (one that never voted in it, or forgot too): two leaders in one term.
+//!   The first leader's entries that never committed and the second's sit
+//!   at the same index with the same term, so the Log Matching check takes
+//!   one for the other: the replicas apply different logs (sometimes also a
+//!   history that is not linearizable). It takes a crash and restart, in
+//!   practice two or three crashes lined up, never a partition or a pause
+//!   alone.
 //! - `commit-without-majority`: the leader's quorum for commit is `n / 2`
 //!   replicas counting itself (an off-by-one), so with three replicas it
 //!   commits, applies and acknowledges alone. A leader cut off from the
 //!   others acknowledges writes that the next leader never had.
 //! - `stale-read`: the leader answers a read from its own state at once, not
 //!   through the log. A deposed leader that does not know it yet (cut off
-//!   from the majority, which elected another) serves old values.
+//!   from the majority, which elected another; or paused) serves old values,
+//!   and so does a new leader that has not yet applied everything its
+//!   predecessors committed.
 //! - `no-reelection`: a replica that learns of a higher term from a
 //!   candidate or a reply (not from a leader) cancels its election timer
 //!   "until that term's leader calls". When a candidate that cannot win (its

@@ -3,13 +3,14 @@
 //!
 //! One client is one process of the history, with one operation in flight
 //! at a time: a read, a write or (if `cas`) a compare-and-set of a random
-//! key, all drawn from its own rng (seeded from `ctx.rng()` when it starts). A write's value is unique (`process *
-//! 1_000_000 + n`); a cas expects the value this client last saw under that
-//! key. Each operation is one command `(process, n)` of the log, sent to the
-//! replica the client believes leads (or, now and then, to a random one):
+//! key. A write's value is unique (`process * 1_000_000 + n`); a cas
+//! expects the value this client last saw under that key. Each operation is
+//! one command `(process, n)` of the log, sent to the replica the client
+//! believes leads (or, one time in five, to a random one, so that a deposed
+//! leader that still believes in itself is asked too):
 //!
 //! - `NotLeader` (with the leader if known) or `Unavailable`: send it again,
-//!   to that leader or another replica, after a short pause;
+//!   to that leader or another replica, after [`RETRY_PAUSE`];
 //! - no answer within `attempt_ms`: send it again to another replica. A
 //!   command retried under the same number is applied once (the log's
 //!   session table), so a retry never doubles a write;
@@ -18,11 +19,16 @@
 //!   moves on to its next command number (the log then never applies the
 //!   old one after the new one).
 //!
-//! An answer completes it `ok` (a failed cas: `fail`). Records go to the
-//! run's history with `ctx.record`, kept outside the machines. A restarted
-//! client continues as a new process, `process + life * LIFE_STRIDE`, as
-//! [`crate::kv_client`] does ([`crate::kv_client::completed`] counts its
-//! operations).
+//! An answer completes it `ok` (a cas that found another value: `fail`).
+//! Records go to the run's history with `ctx.record`, kept outside the
+//! machines. A restarted client continues as a new process,
+//! `process + life * LIFE_STRIDE`, as [`crate::kv_client`] does
+//! ([`crate::kv_client::completed`] counts its operations).
+//!
+//! Every choice (think time, operation, key, replica) comes from the
+//! client's own rng, seeded from `ctx.rng()` when it starts: its sequence of
+//! operations does not depend on the timing of other nodes' events, so a
+//! fault schedule shrunk by a sweep changes as little else as it can.
 
 use crate::kv_client::LIFE_STRIDE;
 use crate::raft::{Cmd, Outcome, RaftMsg};
@@ -317,8 +323,11 @@ impl Node for RaftClient {
     type Msg = RaftMsg;
 
     fn on_start(&mut self, ctx: &mut Context<'_, RaftMsg>) {
-        if self.cfg.replicas.is_empty() {
-            tracing::error!("raft-client without replicas; it does nothing");
+        if self.cfg.replicas.is_empty() || self.cfg.process == crate::raft::NOOP_CLIENT {
+            tracing::error!(
+                process = self.cfg.process,
+                "raft-client without replicas, or with the reserved process 0; it does nothing"
+            );
             return;
         }
         // Count this life on disk: each life is a process of its own.

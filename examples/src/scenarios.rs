@@ -239,7 +239,7 @@ pub fn raft_vote_not_persisted(c: &mut dyn Cluster) -> Result<()> {
     raft_under_nemesis(c, Some("vote-not-persisted"), &FaultKind::ALL)
 }
 
-/// The faults of [`raft`] but crashes: partitions, cuts, pauses, latency.
+/// The faults of [`raft()`] but crashes: partitions, cuts, pauses, latency.
 pub const NO_CRASH: [FaultKind; 4] = [
     FaultKind::Partition,
     FaultKind::Cut,
