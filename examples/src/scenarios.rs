@@ -10,9 +10,9 @@
 //! | `kv-stale-read` | the same, backups answering reads from their own state | same |
 //! | `wordcount` | word count stream | totals exact |
 //! | `wordcount-count-retries-twice` | counters that count retried batches again | same |
-//! | `raft` | Raft-style replicated log (3 replicas, 3 clients) | a leader is elected once healed (liveness), the history is linearizable, every replica applied the same log |
+//! | `raft` | Raft-style replicated log (3 replicas, 3 clients; the default nemesis, then a crash storm) | a leader is elected once healed (liveness), the history is linearizable, every replica applied the same log |
 //! | `raft-vote-not-persisted` | the same, votes not written to disk | same (found only with crashes) |
-//! | `raft-vote-not-persisted-no-crash` | the same bug under a nemesis without crashes | same: passes, the bug needs a crash |
+//! | `raft-vote-not-persisted-no-crash` | the same bug, no crashes (a storm of pauses instead) | same: passes, the bug needs a crash |
 //! | `raft-commit-without-majority` | the same, a commit quorum of `n / 2` | same |
 //! | `raft-stale-read` | the same, the leader answering reads from its own state | same |
 //! | `raft-no-reelection` | the same, followers dropping their election timer on a newer term | same (fails the liveness check) |
@@ -227,9 +227,10 @@ fn wordcount_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()>
     Ok(())
 }
 
-/// The Raft-style log under a nemesis (every kind of fault on its three
-/// replicas, for 3 s): once healed, a leader is elected, the clients'
-/// history is linearizable and every replica applied the same log.
+/// The Raft-style log under two nemeses on its three replicas (2 s of
+/// every kind of fault, then a 2 s storm of crashes): once healed, a
+/// leader is elected, the clients' history is linearizable and every
+/// replica applied the same log.
 pub fn raft(c: &mut dyn Cluster) -> Result<()> {
     raft_under_nemesis(c, None, &FaultKind::ALL)
 }
@@ -239,7 +240,8 @@ pub fn raft_vote_not_persisted(c: &mut dyn Cluster) -> Result<()> {
     raft_under_nemesis(c, Some("vote-not-persisted"), &FaultKind::ALL)
 }
 
-/// The faults of [`raft()`] but crashes: partitions, cuts, pauses, latency.
+/// The faults of [`raft()`] but crashes: partitions, cuts, pauses, latency
+/// (and its storm is one of pauses).
 pub const NO_CRASH: [FaultKind; 4] = [
     FaultKind::Partition,
     FaultKind::Cut,
