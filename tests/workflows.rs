@@ -841,6 +841,14 @@ fn wordcount_exact_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
     distzero_examples::scenarios::wordcount(c)
 }
 
+/// The Raft-style log (`examples/src/raft.rs`) under two nemeses on its
+/// three replicas (2 s of the default mix, then 2 s of crashes): once
+/// healed, a leader is elected, the clients' history is linearizable and
+/// every replica applied the same log.
+fn raft_linearizable_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
+    distzero_examples::scenarios::raft(c)
+}
+
 // Each body runs as simulated::*, loopback_mode::* (agents in this process
 // over 127.0.0.1: real time and the real wire, without Docker; in CI),
 // virtual_mode::* and cloud_mode::*.
@@ -866,6 +874,7 @@ distzero::workflow_tests! {
     wordcount_exact_across_crash_and_partition,
     kv_linearizable_under_nemesis,
     wordcount_exact_under_nemesis,
+    raft_linearizable_under_nemesis,
     ],
 }
 

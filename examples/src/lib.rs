@@ -7,6 +7,11 @@
 //!   catch up after a crash, a partition or lost messages.
 //! - [`kv_client`]: a workload for the store that records a history for the
 //!   linearizability checker.
+//! - [`raft`]: a Raft-style replicated key-value log: elections with
+//!   randomized timeouts, replication and commit by majority, term, vote and
+//!   log on disk, reads through the log; planted bugs for the sweeps.
+//! - [`raft_client`]: a workload for it (read, write, cas) that follows the
+//!   leader, retries, and records a history.
 //! - [`wordcount`]: a stream (source -> splitters -> counters) whose totals
 //!   stay exact under message loss: acknowledgements, retries on timers and
 //!   deduplication by (source, line).
@@ -21,12 +26,15 @@ mod hostile;
 pub mod kv;
 pub mod kv_client;
 pub mod pingpong;
+pub mod raft;
+pub mod raft_client;
 pub mod scenarios;
 pub mod wordcount;
 
 use distzero::Registry;
 
-/// Every example kind: `pingpong`, `kv`, `kv-client`, `wordcount-source`,
+/// Every example kind: `pingpong`, `kv`, `kv-client`, `raft`,
+/// `raft-client`, `wordcount-source`,
 /// `wordcount-splitter`, `wordcount-counter`; and the conformance probe of
 /// [`distzero::conformance`] (`dz-probe`), so that the agent binary can run
 /// `tests/conformance.rs` in virtual and cloud modes.
@@ -35,6 +43,8 @@ pub fn registry() -> Registry {
     r.register(pingpong::KIND, pingpong::PingPong::new);
     r.register(kv::KIND, kv::Kv::new);
     r.register(kv_client::KIND, kv_client::KvClient::new);
+    r.register(raft::KIND, raft::Raft::new);
+    r.register(raft_client::KIND, raft_client::RaftClient::new);
     r.register(wordcount::SOURCE, wordcount::Source::new);
     r.register(wordcount::SPLITTER, wordcount::Splitter::new);
     r.register(wordcount::COUNTER, wordcount::Counter::new);
@@ -51,6 +61,8 @@ mod tests {
             "dz-probe",
             "kv",
             "pingpong",
+            "raft",
+            "raft-client",
             "wordcount-counter",
             "wordcount-source",
             "wordcount-splitter",

@@ -10,12 +10,21 @@
 //! | `kv-stale-read` | the same, backups answering reads from their own state | same |
 //! | `wordcount` | word count stream | totals exact |
 //! | `wordcount-count-retries-twice` | counters that count retried batches again | same |
+//! | `raft` | Raft-style replicated log (3 replicas, 3 clients; the default nemesis, then a crash storm) | a leader is elected once healed (liveness), the history is linearizable, every replica applied the same log |
+//! | `raft-vote-not-persisted` | the same, votes not written to disk | same (found only with crashes) |
+//! | `raft-vote-not-persisted-no-crash` | the same bug, no crashes (a storm of pauses instead) | same: passes, the bug needs a crash |
+//! | `raft-commit-without-majority` | the same, a commit quorum of `n / 2` | same |
+//! | `raft-stale-read` | the same, the leader answering reads from its own state | same |
+//! | `raft-no-reelection` | the same, followers dropping their election timer on a newer term | same (fails the liveness check) |
+//! | `raft-vote-ignores-log` | the same, votes granted without the up-to-date check | same |
 
 use crate::kv;
 use crate::kv_client::{self, KvClientConfig};
+use crate::raft::{self, RaftMsg};
+use crate::raft_client::{self, RaftClientConfig};
 use crate::wordcount::{self, CounterConfig, SourceConfig, SplitterConfig, WcMsg, WcStatus};
 use distzero::check::{check_kv, Budget};
-use distzero::nemesis::Nemesis;
+use distzero::nemesis::{FaultKind, Nemesis};
 use distzero::sim::Workflow;
 use distzero::{Cluster, Error, MachineId, NodeId, Result};
 use std::collections::BTreeMap;
@@ -33,6 +42,16 @@ pub fn all() -> Vec<Workflow> {
             "wordcount-count-retries-twice",
             wordcount_count_retries_twice,
         ),
+        w("raft", raft),
+        w("raft-vote-not-persisted", raft_vote_not_persisted),
+        w(
+            "raft-vote-not-persisted-no-crash",
+            raft_vote_not_persisted_no_crash,
+        ),
+        w("raft-commit-without-majority", raft_commit_without_majority),
+        w("raft-stale-read", raft_stale_read),
+        w("raft-no-reelection", raft_no_reelection),
+        w("raft-vote-ignores-log", raft_vote_ignores_log),
     ]
 }
 
@@ -93,6 +112,11 @@ fn kv_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
         let h = c.history()?;
         Ok((1..=CLIENTS).all(|p| kv_client::completed(&h, p) >= CLIENT_OPS))
     })?;
+    check_linearizable(c)
+}
+
+/// The run's history is linearizable (and the checker could decide).
+fn check_linearizable(c: &mut dyn Cluster) -> Result<()> {
     let history = c.history()?;
     let verdict = check_kv(&history, &Budget::default())?;
     tracing::info!(ops = history.len(), verdict = %verdict, "linearizability check");
@@ -206,5 +230,180 @@ fn wordcount_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()>
             "word counts are not exact: {shown}{tail}"
         )));
     }
+    Ok(())
+}
+
+/// The Raft-style log under two nemeses on its three replicas (2 s of
+/// every kind of fault, then a 2 s storm of crashes): once healed, a
+/// leader is elected, the clients' history is linearizable and every
+/// replica applied the same log.
+pub fn raft(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, None, &FaultKind::ALL)
+}
+
+/// The same, votes granted without being written to disk (a planted bug).
+pub fn raft_vote_not_persisted(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("vote-not-persisted"), &FaultKind::ALL)
+}
+
+/// The faults of [`raft()`] but crashes: partitions, cuts, pauses, latency
+/// (and its storm is one of pauses).
+pub const NO_CRASH: [FaultKind; 4] = [
+    FaultKind::Partition,
+    FaultKind::Cut,
+    FaultKind::Pause,
+    FaultKind::Latency,
+];
+
+/// `vote-not-persisted` under a nemesis that never crashes a replica: the
+/// bug needs a restart to forget the vote, so this passes a sweep.
+pub fn raft_vote_not_persisted_no_crash(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("vote-not-persisted"), &NO_CRASH)
+}
+
+/// The same, a commit quorum of `n / 2` replicas (a planted bug).
+pub fn raft_commit_without_majority(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("commit-without-majority"), &FaultKind::ALL)
+}
+
+/// The same, the leader answering reads from its own state (a planted bug).
+pub fn raft_stale_read(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("stale-read"), &FaultKind::ALL)
+}
+
+/// The same, followers that drop their election timer on hearing a newer
+/// term from a candidate (a planted liveness bug).
+pub fn raft_no_reelection(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("no-reelection"), &FaultKind::ALL)
+}
+
+/// The same, votes granted without the up-to-date check (a planted bug).
+pub fn raft_vote_ignores_log(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("vote-ignores-log"), &FaultKind::ALL)
+}
+
+const RAFT_CLIENTS: u64 = 3;
+/// Operations of each raft client.
+const RAFT_OPS: u64 = 80;
+/// A status call to one replica.
+const STATUS_CALL: Duration = Duration::from_millis(500);
+/// Faults of the crash storm, the second nemesis of the raft workflows.
+const STORM_FAULTS: usize = 32;
+
+/// Three replicas, three clients on machines of their own. Two nemeses on
+/// the replicas, one after the other: 2 s of the faults `kinds` (the
+/// default mix: up to 8), then a 2 s storm of up to [`STORM_FAULTS`]
+/// crashes and restarts (of pauses, if `kinds` has no crash), which is
+/// what it takes to line up the two or three crashes a lost vote needs.
+/// Once healed: a leader is elected (liveness), every client completes its
+/// operations, their history is linearizable, and every replica applied
+/// the same log (state machine safety).
+fn raft_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>, kinds: &[FaultKind]) -> Result<()> {
+    let machines: [MachineId; 3] = c.add_machines()?;
+    let replicas = raft::spawn_group(c, &machines, bug)?;
+    for p in 1..=RAFT_CLIENTS {
+        let m = c.add_machine()?;
+        let mut cfg = RaftClientConfig::new(replicas.clone(), p);
+        cfg.ops = RAFT_OPS;
+        cfg.keys = 2;
+        cfg.think_ms = 40;
+        c.spawn_node(m, raft_client::KIND, cfg)?;
+    }
+    c.start_nemesis(
+        Nemesis::on(&machines)
+            .kinds(kinds)
+            .window(Duration::from_secs(2)),
+    )?;
+    c.wait_nemesis()?;
+    let storm = if kinds.contains(&FaultKind::Crash) {
+        FaultKind::Crash
+    } else {
+        FaultKind::Pause
+    };
+    c.start_nemesis(
+        Nemesis::on(&machines)
+            .kinds(&[storm])
+            .max_faults(STORM_FAULTS)
+            .window(Duration::from_secs(2)),
+    )?;
+    c.wait_nemesis()?;
+    c.eventually(
+        Duration::from_secs(5),
+        "a leader is elected (a majority follows it)",
+        |c| Ok(raft_leader(c, &replicas)?.is_some()),
+    )?;
+    c.eventually(
+        Duration::from_secs(30),
+        "every client completes its operations",
+        |c| {
+            let h = c.history()?;
+            Ok((1..=RAFT_CLIENTS).all(|p| kv_client::completed(&h, p) >= RAFT_OPS))
+        },
+    )?;
+    check_linearizable(c)?;
+    check_same_applied_log(c, &replicas)
+}
+
+/// The replica that leads now: it committed an entry of its term (a
+/// majority followed it), and no replica that answers is in a later term.
+fn raft_leader(c: &mut dyn Cluster, replicas: &[NodeId]) -> Result<Option<raft::RaftStatus>> {
+    let mut statuses = Vec::with_capacity(replicas.len());
+    for &r in replicas {
+        if let Some(s) = raft::status(c, r, STATUS_CALL)? {
+            statuses.push(s);
+        }
+    }
+    let latest = statuses.iter().map(|s| s.term).max().unwrap_or(0);
+    Ok(statuses.into_iter().find(|s| s.leading && s.term == latest))
+}
+
+/// State machine safety: every replica applied the same entries up to the
+/// leader's commit index (compared by the digest of the applied log).
+fn check_same_applied_log(c: &mut dyn Cluster, replicas: &[NodeId]) -> Result<()> {
+    let mut target = 0;
+    c.eventually(
+        Duration::from_secs(5),
+        "a leader is elected (a majority follows it)",
+        |c| {
+            Ok(match raft_leader(c, replicas)? {
+                Some(s) => {
+                    target = s.commit;
+                    true
+                }
+                None => false,
+            })
+        },
+    )?;
+    let mut digests: Vec<Option<u64>> = vec![None; replicas.len()];
+    c.eventually(
+        Duration::from_secs(5),
+        "every replica applies the leader's committed log",
+        |c| {
+            for (i, &r) in replicas.iter().enumerate() {
+                if digests[i].is_some() {
+                    continue;
+                }
+                if let Ok(RaftMsg::DigestReply { digest, .. }) =
+                    c.call::<_, RaftMsg>(r, &RaftMsg::Digest { index: target }, STATUS_CALL)
+                {
+                    digests[i] = digest;
+                }
+            }
+            Ok(digests.iter().all(Option::is_some))
+        },
+    )?;
+    let first = digests[0];
+    if digests.iter().any(|d| *d != first) {
+        let shown: Vec<String> = replicas
+            .iter()
+            .zip(&digests)
+            .map(|(r, d)| format!("{r}: {:016x}", d.unwrap_or(0)))
+            .collect();
+        return Err(Error::Check(format!(
+            "replicas applied different logs up to index {target}: {}",
+            shown.join(", ")
+        )));
+    }
+    tracing::info!(index = target, "every replica applied the same log");
     Ok(())
 }
