@@ -728,6 +728,10 @@ impl Host {
                         mine.map(|(_, l)| *l)
                     ));
                 }
+                // A bad link (a NaN loss) would panic a later draw: refuse.
+                for (_, _, link) in &state.links {
+                    link.validate().map_err(|e| e.to_string())?;
+                }
                 let now = self.model_now();
                 self.net.load(&state, now);
             }
