@@ -443,11 +443,12 @@ impl std::fmt::Display for SweepReport {
         }
         if !self.also_failing.is_empty() {
             let seeds: Vec<String> = self.also_failing.iter().map(u64::to_string).collect();
-            writeln!(
-                f,
-                "also failing: seeds {} (below: the failure whose schedule shrank smallest)",
-                seeds.join(", ")
-            )?;
+            let which = if self.failures.iter().any(|f| f.shrunk.is_some()) {
+                "below: the failure whose schedule shrank smallest"
+            } else {
+                "below: the first"
+            };
+            writeln!(f, "also failing: seeds {} ({which})", seeds.join(", "))?;
         }
         for s in &self.nondeterministic {
             writeln!(f, "NONDETERMINISTIC seed {s}: two runs gave different logs")?;
