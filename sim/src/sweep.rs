@@ -92,7 +92,8 @@ fn fails_exactly(r: &std::result::Result<(), RunFailure>) -> Option<&RunFailure>
 /// fails, in passes until no single step can go or `budget` runs are
 /// spent. Same seed throughout: the system's own draws do not depend on
 /// the schedule. Removing chunks finds small schedules that single
-/// removals miss (a fault's absence shifts the timing of what follows).
+/// removals miss (a fault's absence shifts the timing of what follows);
+/// when no single step can go, pairs of steps are tried too.
 /// Returns the smallest failing schedules and their failure.
 pub fn shrink(
     w: &Workflow,
@@ -109,6 +110,11 @@ pub fn shrink(
 /// `schedules` without the steps at `drop` (indexes into all their steps,
 /// declaration by declaration).
 fn without(schedules: &[Schedule], drop: std::ops::Range<usize>) -> Vec<Schedule> {
+    without_each(schedules, &drop.collect::<Vec<_>>())
+}
+
+/// `schedules` without the steps at the indexes `drop` (as [`without`]).
+fn without_each(schedules: &[Schedule], drop: &[usize]) -> Vec<Schedule> {
     let mut i = 0;
     schedules
         .iter()
@@ -157,8 +163,34 @@ fn shrink_with(
             }
             end = start;
         }
-        if left == 0 || (chunk == 1 && !dropped) {
+        if left == 0 {
             return (best, message);
+        }
+        if chunk == 1 && !dropped {
+            // No single step can go: try pairs (a fault with its undo, two
+            // crashes that only matter together), then singles again.
+            let n = len(&best);
+            let pair = (0..n)
+                .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+                .find(|&(i, j)| {
+                    if left == 0 {
+                        return false;
+                    }
+                    left -= 1;
+                    let candidate = without_each(&best, &[i, j]);
+                    let run = run_seed(w, seed, Some(&candidate), None, sim, watchdog);
+                    match fails_exactly(&run.result) {
+                        Some(f) => {
+                            message = f.message.clone();
+                            true
+                        }
+                        None => false,
+                    }
+                });
+            match pair {
+                Some((i, j)) => best = without_each(&best, &[i, j]),
+                None => return (best, message),
+            }
         }
         if !dropped {
             chunk = (chunk / 2).max(1);
