@@ -29,6 +29,24 @@ pub const KIND: distzero::Kind<KvClientConfig> = distzero::Kind::new("kv-client"
 /// A client's process in its `n`-th life (from 0) is `process + n * LIFE_STRIDE`.
 pub const LIFE_STRIDE: u64 = 1000;
 
+/// The process number of a client whose first life is `process`: each
+/// life (counted on the machine's disk) is a process of its own,
+/// `process + life * LIFE_STRIDE`, so a restarted client never has two ops
+/// in flight under one process.
+pub fn process_of_this_life<M: distzero::Message>(ctx: &mut Context<'_, M>, process: u64) -> u64 {
+    let life: u64 = match ctx.disk().get("life") {
+        Ok(l) => l.unwrap_or(0),
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable life counter; counting from 0");
+            0
+        }
+    };
+    if let Err(e) = ctx.disk().put("life", &(life + 1)) {
+        tracing::error!(error = %e, "cannot count this life on disk");
+    }
+    process + life * LIFE_STRIDE
+}
+
 /// How many operations `process` completed (ok, fail or info) in `history`.
 pub fn completed(history: &History, process: u64) -> u64 {
     history
@@ -193,18 +211,7 @@ impl Node for KvClient {
             tracing::error!("kv-client without replicas; it does nothing");
             return;
         }
-        // Count this life on disk: each life is a process of its own.
-        let life: u64 = match ctx.disk().get("life") {
-            Ok(l) => l.unwrap_or(0),
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable life counter; counting from 0");
-                0
-            }
-        };
-        if let Err(e) = ctx.disk().put("life", &(life + 1)) {
-            tracing::error!(error = %e, "cannot count this life on disk");
-        }
-        self.process = self.cfg.process + life * LIFE_STRIDE;
+        self.process = process_of_this_life(ctx, self.cfg.process);
         tracing::info!(
             process = self.process,
             ops = self.cfg.ops,

@@ -30,7 +30,6 @@
 //! operations does not depend on the timing of other nodes' events, so a
 //! fault schedule shrunk by a sweep changes as little else as it can.
 
-use crate::kv_client::LIFE_STRIDE;
 use crate::raft::{Cmd, Outcome, RaftMsg};
 use distzero::history::{Op, OpKind, Value, F};
 use distzero::{Context, Node, NodeId, TimerId, TimerTag};
@@ -330,18 +329,7 @@ impl Node for RaftClient {
             );
             return;
         }
-        // Count this life on disk: each life is a process of its own.
-        let life: u64 = match ctx.disk().get("life") {
-            Ok(l) => l.unwrap_or(0),
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable life counter; counting from 0");
-                0
-            }
-        };
-        if let Err(e) = ctx.disk().put("life", &(life + 1)) {
-            tracing::error!(error = %e, "cannot count this life on disk");
-        }
-        self.process = self.cfg.process + life * LIFE_STRIDE;
+        self.process = crate::kv_client::process_of_this_life(ctx, self.cfg.process);
         self.rng = ChaCha8Rng::seed_from_u64(ctx.rng().gen());
         tracing::info!(
             process = self.process,
