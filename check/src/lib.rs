@@ -27,7 +27,10 @@ pub mod history;
 pub mod linearizability;
 pub mod models;
 
-pub use linearizability::{check, Budget, Failure, Model, Operation, Partition, Verdict};
+pub use linearizability::{
+    check, check_with, Budget, Failure, Model, Operation, Options, Partition, Report, Stats,
+    Verdict, DEFAULT_MAX_MEMORY,
+};
 pub use models::{KvModel, KvOp, RegisterModel, RegisterOp, RegisterOutput};
 
 use crate::history::{Call, History, HistoryError, OpKind, Value, F};
@@ -83,6 +86,23 @@ fn operations<I>(
 /// Check a history of one register (ops without key) against
 /// [`RegisterModel`] with initial value `Nil`.
 pub fn check_register(history: &History, budget: &Budget) -> Result<Verdict<Call>, HistoryError> {
+    Ok(check_register_with(
+        history,
+        &RegisterModel::default(),
+        budget,
+        &Options::default(),
+    )?
+    .verdict)
+}
+
+/// [`check_register`] against `model` (its initial value), with options
+/// (a witness order) and what the check cost.
+pub fn check_register_with(
+    history: &History,
+    model: &RegisterModel,
+    budget: &Budget,
+    options: &Options,
+) -> Result<Report<Call>, HistoryError> {
     let (calls, ops) = operations(history, |call| {
         if call.key.is_some() {
             return Err(HistoryError::BadValue {
@@ -93,12 +113,25 @@ pub fn check_register(history: &History, budget: &Budget) -> Result<Verdict<Call
         }
         register_op(call)
     })?;
-    Ok(check(&RegisterModel::default(), &ops, budget).map(|i| calls[i].clone()))
+    Ok(check_with(model, &ops, budget, options).map(|i| calls[i].clone()))
 }
 
 /// Check a history of a key-value map (every op has a key; every key starts
-/// `Nil`) against [`KvModel`], one key at a time.
+/// `Nil`) against [`KvModel`], its keys interleaved (see
+/// [`linearizability`]'s docs: a violation on a cheap key is found however
+/// hard the others are).
 pub fn check_kv(history: &History, budget: &Budget) -> Result<Verdict<Call>, HistoryError> {
+    Ok(check_kv_with(history, &KvModel::default(), budget, &Options::default())?.verdict)
+}
+
+/// [`check_kv`] against `model` (its initial values), with options (a
+/// witness order) and what the check cost.
+pub fn check_kv_with(
+    history: &History,
+    model: &KvModel,
+    budget: &Budget,
+    options: &Options,
+) -> Result<Report<Call>, HistoryError> {
     let (calls, ops) = operations(history, |call| {
         let Some(key) = &call.key else {
             return Err(HistoryError::BadValue {
@@ -112,7 +145,7 @@ pub fn check_kv(history: &History, budget: &Budget) -> Result<Verdict<Call>, His
             op: register_op(call)?,
         })
     })?;
-    Ok(check(&KvModel, &ops, budget).map(|i| calls[i].clone()))
+    Ok(check_with(model, &ops, budget, options).map(|i| calls[i].clone()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use super::linearizability::{Model, Operation, Partition};
 use crate::history::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// An operation on a register.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -56,18 +57,122 @@ fn produced(input: &RegisterOp) -> Option<&Value> {
     }
 }
 
-/// Removing ops is safe when no kept op observes a value a removed op
-/// produces. Proof sketch: take a linearization of the whole; after each
-/// removed producer, until the next kept producer, the register holds a
-/// value the removed ops produced, so no kept op sits there but plain
-/// writes (which end the stretch); dropping the removed ops leaves a valid
-/// linearization of the kept ones.
-fn removable_by_values<'a, T: Ord + 'a>(
-    removed: impl Iterator<Item = Option<T>>,
-    kept: impl Iterator<Item = Option<T>>,
+/// What an op does to a register, for [`removable_by_values`].
+struct Role<'a, K> {
+    key: K,
+    /// The value it observes: a completed read's result, a cas's expected
+    /// value (also when its outcome is unknown: if it happened, it matched).
+    observed: Option<&'a Value>,
+    /// The value it may leave.
+    produced: Option<&'a Value>,
+    call: Duration,
+    ret: Option<Duration>,
+}
+
+impl<'a> Role<'a, ()> {
+    fn of(o: &'a Operation<RegisterOp, RegisterOutput>) -> Self {
+        Role::keyed((), &o.input, o)
+    }
+}
+
+impl<'a, K> Role<'a, K> {
+    fn keyed<I>(key: K, op: &'a RegisterOp, o: &'a Operation<I, RegisterOutput>) -> Self {
+        Role {
+            key,
+            observed: observed(op, &o.output),
+            produced: produced(op),
+            call: o.call,
+            ret: o.ret,
+        }
+    }
+}
+
+/// Whether removing the `removed` ops, keeping `kept`, keeps a linearizable
+/// register (or map of them, by key) linearizable.
+///
+/// Safe: for every kept op R observing a value v and every removed op P
+/// that may produce v, P can never be the last producer before R in a
+/// linearization: R returned before P was called, or some op X that surely
+/// took effect (a completed write or cas, kept or removed) was called after
+/// P returned and returned before R was called. Proof sketch: take a
+/// linearization of the whole and drop the removed ops; every kept op still
+/// sees the value it saw, since the last producer before it is kept (or
+/// there is none), except for plain writes, which see nothing.
+///
+/// Readable: a removed producer of v whose value a kept op observes leaves
+/// at least one kept producer of v behind (unless v is the initial value),
+/// so a stale read keeps a write it could have read from instead of
+/// shrinking to "a read of a value never written". Several writes of one
+/// value shrink to one when a later write separates them from the read.
+fn removable_by_values<'a, K: Ord + Copy>(
+    removed: &[Role<'a, K>],
+    kept: &[Role<'a, K>],
+    initial: impl Fn(K) -> &'a Value,
 ) -> bool {
-    let produced: BTreeSet<T> = removed.flatten().collect();
-    produced.is_empty() || kept.flatten().all(|v| !produced.contains(&v))
+    type Span = (Duration, Option<Duration>);
+    let mut gone: BTreeMap<(K, &Value), Vec<Span>> = BTreeMap::new();
+    for r in removed {
+        if let Some(v) = r.produced {
+            gone.entry((r.key, v)).or_default().push((r.call, r.ret));
+        }
+    }
+    if gone.is_empty() {
+        return true;
+    }
+    let still_produced: BTreeSet<(K, &Value)> = kept
+        .iter()
+        .filter_map(|o| o.produced.map(|v| (o.key, v)))
+        .collect();
+    // Ops that surely took effect, by key: (call, ret), sorted by call, with
+    // the earliest return among those called at or after each.
+    let mut sure: BTreeMap<K, Vec<(Duration, Duration)>> = BTreeMap::new();
+    for o in removed.iter().chain(kept) {
+        if let (Some(_), Some(ret)) = (o.produced, o.ret) {
+            sure.entry(o.key).or_default().push((o.call, ret));
+        }
+    }
+    for v in sure.values_mut() {
+        v.sort_unstable();
+        for i in (0..v.len().saturating_sub(1)).rev() {
+            v[i].1 = v[i].1.min(v[i + 1].1);
+        }
+    }
+    // The earliest return of an op that surely took effect, called after `t`.
+    let first_ret_after = |key: K, t: Duration| -> Option<Duration> {
+        let v = sure.get(&key)?;
+        v.get(v.partition_point(|&(c, _)| c <= t)).map(|&(_, r)| r)
+    };
+    for r in kept {
+        let Some(v) = r.observed else { continue };
+        let Some(producers) = gone.get(&(r.key, v)) else {
+            continue;
+        };
+        if v != initial(r.key) && !still_produced.contains(&(r.key, v)) {
+            return false;
+        }
+        for &(p_call, p_ret) in producers {
+            let before = r.ret.is_some_and(|t| t < p_call);
+            let separated = p_ret
+                .and_then(|t| first_ret_after(r.key, t))
+                .is_some_and(|x_ret| x_ret < r.call);
+            if !before && !separated {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Heap bytes of a value (estimate).
+pub(crate) fn value_heap_bytes(v: &Value) -> usize {
+    match v {
+        Value::Nil | Value::Int(_) => 0,
+        Value::Str(s) => s.capacity(),
+        Value::List(vs) => {
+            vs.capacity() * std::mem::size_of::<Value>()
+                + vs.iter().map(value_heap_bytes).sum::<usize>()
+        }
+    }
 }
 
 impl Model for RegisterModel {
@@ -87,16 +192,21 @@ impl Model for RegisterModel {
         *input == RegisterOp::Read
     }
 
-    /// When no kept op observes a value the removed ops write.
+    /// See `removable_by_values`: no kept op can have seen what a removed
+    /// op wrote, and a value still observed keeps a writer.
     fn removable(
         &self,
         removed: &[&Operation<RegisterOp, RegisterOutput>],
         kept: &[&Operation<RegisterOp, RegisterOutput>],
     ) -> bool {
-        removable_by_values(
-            removed.iter().map(|o| produced(&o.input)),
-            kept.iter().map(|o| observed(&o.input, &o.output)),
-        )
+        fn roles<'a>(ops: &[&'a Operation<RegisterOp, RegisterOutput>]) -> Vec<Role<'a, ()>> {
+            ops.iter().map(|o| Role::of(o)).collect()
+        }
+        removable_by_values(&roles(removed), &roles(kept), |()| &self.initial)
+    }
+
+    fn state_heap_bytes(&self, state: &Value) -> usize {
+        value_heap_bytes(state)
     }
 }
 
@@ -107,13 +217,34 @@ pub struct KvOp {
     pub op: RegisterOp,
 }
 
-/// A map from keys to registers, all initially `Nil`. Partitioned by key:
-/// a map is linearizable iff each key is, so each key is checked on its own.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KvModel;
+/// A map from keys to registers, each initially `initial_keys[key]` if
+/// there, else `initial` (`Nil` by default). Partitioned by key: a map is
+/// linearizable iff each key is, so each key is checked on its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvModel {
+    /// The initial value of every key not in `initial_keys`.
+    pub initial: Value,
+    /// Initial values of particular keys.
+    pub initial_keys: BTreeMap<String, Value>,
+}
+
+impl KvModel {
+    /// A map whose keys all start as `initial`.
+    pub fn with_initial(initial: impl Into<Value>) -> Self {
+        KvModel {
+            initial: initial.into(),
+            initial_keys: BTreeMap::new(),
+        }
+    }
+
+    /// The initial value of `key`.
+    pub fn initial_of(&self, key: &str) -> &Value {
+        self.initial_keys.get(key).unwrap_or(&self.initial)
+    }
+}
 
 impl Model for KvModel {
-    /// Keys whose value is not `Nil`.
+    /// Keys whose value differs from their initial value.
     type State = BTreeMap<String, Value>;
     type Input = KvOp;
     type Output = RegisterOutput;
@@ -128,18 +259,31 @@ impl Model for KvModel {
         input: &KvOp,
         output: &RegisterOutput,
     ) -> Option<Self::State> {
-        let current = state.get(&input.key).unwrap_or(&Value::Nil);
+        let initial = self.initial_of(&input.key);
+        let current = state.get(&input.key).unwrap_or(initial);
         let new = register_step(current, &input.op, output)?;
         if new == *current {
             return Some(state.clone());
         }
         let mut state = state.clone();
-        if new == Value::Nil {
+        if new == *initial {
             state.remove(&input.key);
         } else {
             state.insert(input.key.clone(), new);
         }
         Some(state)
+    }
+
+    fn state_heap_bytes(&self, state: &Self::State) -> usize {
+        state
+            .iter()
+            .map(|(k, v)| {
+                // A B-tree node's share per entry, the key's and value's heap.
+                2 * (std::mem::size_of::<String>() + std::mem::size_of::<Value>())
+                    + k.capacity()
+                    + value_heap_bytes(v)
+            })
+            .sum()
     }
 
     fn partition(&self, ops: &[Operation<KvOp, RegisterOutput>]) -> Vec<Partition> {
@@ -166,12 +310,11 @@ impl Model for KvModel {
         removed: &[&Operation<KvOp, RegisterOutput>],
         kept: &[&Operation<KvOp, RegisterOutput>],
     ) -> bool {
-        removable_by_values(
-            removed
-                .iter()
-                .map(|o| produced(&o.input.op).map(|v| (&o.input.key, v))),
-            kept.iter()
-                .map(|o| observed(&o.input.op, &o.output).map(|v| (&o.input.key, v))),
-        )
+        fn roles<'a>(ops: &[&'a Operation<KvOp, RegisterOutput>]) -> Vec<Role<'a, &'a str>> {
+            ops.iter()
+                .map(|o| Role::keyed(o.input.key.as_str(), &o.input.op, o))
+                .collect()
+        }
+        removable_by_values(&roles(removed), &roles(kept), |k| self.initial_of(k))
     }
 }
