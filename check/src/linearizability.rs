@@ -1754,7 +1754,7 @@ impl Hasher for IdHasher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A counter that only increments; reads must see the current count.
@@ -1837,7 +1837,10 @@ mod tests {
 
     /// Linearizable by exhaustive enumeration of orders: the reference the
     /// search (with all its pruning) must agree with.
-    fn brute_force<M: Model>(model: &M, ops: &[&Operation<M::Input, M::Output>]) -> bool {
+    pub(crate) fn brute_force<M: Model>(
+        model: &M,
+        ops: &[&Operation<M::Input, M::Output>],
+    ) -> bool {
         fn go<M: Model>(
             model: &M,
             ops: &[&Operation<M::Input, M::Output>],
@@ -1903,6 +1906,52 @@ mod tests {
             })
         }
 
+        /// Linearizable register histories of up to 9 ops: each op takes
+        /// effect at a point inside its interval (few values, so many writes
+        /// of one value); some never return (and took effect, or not).
+        fn linearizable_ops() -> impl Strategy<Value = Vec<RegOp>> {
+            let input = prop_oneof![
+                2 => Just(RegisterOp::Read),
+                2 => (0i64..3).prop_map(|v| RegisterOp::Write(Value::Int(v))),
+                1 => (value(), 0i64..3).prop_map(|(a, b)| RegisterOp::Cas(a, Value::Int(b))),
+            ];
+            let op = (input, 0u64..20, 0u64..6, 0u64..6, 0u32..5);
+            proptest::collection::vec(op, 0..9).prop_map(|mut ops| {
+                ops.sort_by_key(|o| o.1);
+                let mut state = Value::Nil;
+                let mut out = Vec::new();
+                for (input, point, left, right, k) in ops {
+                    let open = k == 0 && input != RegisterOp::Read;
+                    let effect = !open || k % 2 == 0;
+                    let output = match &input {
+                        RegisterOp::Read => Some(state.clone()),
+                        RegisterOp::Write(v) => {
+                            if effect {
+                                state = v.clone();
+                            }
+                            Some(Value::Nil)
+                        }
+                        RegisterOp::Cas(from, to) => {
+                            if *from != state {
+                                continue; // failed: not in the history
+                            }
+                            if effect {
+                                state = to.clone();
+                            }
+                            Some(Value::Nil)
+                        }
+                    };
+                    out.push(Operation {
+                        input,
+                        output: if open { None } else { output },
+                        call: Duration::from_millis((point * 2).saturating_sub(left)),
+                        ret: (!open).then(|| Duration::from_millis(point * 2 + right)),
+                    });
+                }
+                out
+            })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -1927,6 +1976,24 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+
+            #[test]
+            fn removal_allowed_by_the_register_model_keeps_linearizable_histories_linearizable(
+                ops in linearizable_ops(),
+                mask in any::<u16>(),
+            ) {
+                let model = RegisterModel::default();
+                let refs: Vec<&RegOp> = ops.iter().collect();
+                prop_assert!(brute_force(&model, &refs), "the strategy is wrong: {:#?}", ops);
+                type Indexed<'a> = Vec<(usize, &'a RegOp)>;
+                let (removed, kept): (Indexed<'_>, Indexed<'_>) =
+                    refs.iter().copied().enumerate().partition(|(i, _)| mask & (1 << i) != 0);
+                let removed: Vec<&RegOp> = removed.into_iter().map(|(_, o)| o).collect();
+                let kept: Vec<&RegOp> = kept.into_iter().map(|(_, o)| o).collect();
+                if model.removable(&removed, &kept) {
+                    prop_assert!(brute_force(&model, &kept), "removed {:#?}\nkept {:#?}", removed, kept);
                 }
             }
 

@@ -58,15 +58,15 @@ fn produced(input: &RegisterOp) -> Option<&Value> {
 }
 
 /// What an op does to a register, for [`removable_by_values`].
-struct Role<'a, K> {
-    key: K,
+pub(crate) struct Role<'a, K> {
+    pub(crate) key: K,
     /// The value it observes: a completed read's result, a cas's expected
     /// value (also when its outcome is unknown: if it happened, it matched).
-    observed: Option<&'a Value>,
+    pub(crate) observed: Option<&'a Value>,
     /// The value it may leave.
-    produced: Option<&'a Value>,
-    call: Duration,
-    ret: Option<Duration>,
+    pub(crate) produced: Option<&'a Value>,
+    pub(crate) call: Duration,
+    pub(crate) ret: Option<Duration>,
 }
 
 impl<'a> Role<'a, ()> {
@@ -104,7 +104,7 @@ impl<'a, K> Role<'a, K> {
 /// so a stale read keeps a write it could have read from instead of
 /// shrinking to "a read of a value never written". Several writes of one
 /// value shrink to one when a later write separates them from the read.
-fn removable_by_values<'a, K: Ord + Copy>(
+pub(crate) fn removable_by_values<'a, K: Ord + Copy>(
     removed: &[Role<'a, K>],
     kept: &[Role<'a, K>],
     initial: impl Fn(K) -> &'a Value,
