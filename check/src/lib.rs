@@ -21,6 +21,32 @@
 //! `ok` ones; `info` (and never completed) writes and cas, which may take
 //! effect any time after their invocation or never; not `fail` ones (they did
 //! not happen) nor `info` reads (they constrain nothing).
+//!
+//! The `_with` forms ([`check_register_with`], [`check_kv_with`],
+//! [`check_with`]) take the model (initial values: [`RegisterModel`],
+//! [`KvModel`]) and [`Options`], and return a [`Report`]: the verdict, a
+//! witness linearization when asked for, and what the check cost
+//! ([`Stats`]):
+//!
+//! ```
+//! use distzero_check::{check_kv_with, Budget, KvModel, Options};
+//! use distzero_check::history::{History, Value, F};
+//! use std::time::Duration;
+//!
+//! let ms = Duration::from_millis;
+//! let mut h = History::new();
+//! h.invoke(1, F::Cas, Some("x"), Value::cas(0, 1), ms(0)).unwrap();
+//! h.ok(1, Value::cas(0, 1), ms(1)).unwrap();
+//! let model = KvModel::with_initial(0); // every key starts at 0
+//! let budget = Budget::time(Duration::from_secs(5)).with_memory(256 << 20);
+//! let report = check_kv_with(&h, &model, &budget, &Options { witness: true }).unwrap();
+//! assert!(report.verdict.is_linearizable());
+//! assert_eq!(report.witness.unwrap().len(), 1);
+//! ```
+//!
+//! Histories from Jepsen, Knossos and Porcupine: [`edn`]. Other objects
+//! (counter, set, queue, mutex, key-value with append): [`objects`]. How the
+//! search goes, what bounds it and what it reports: [`linearizability`].
 
 pub mod edn;
 pub mod generate;
@@ -65,9 +91,10 @@ fn operations<I>(
     history: &History,
     mut input: impl FnMut(&Call) -> Result<I, HistoryError>,
 ) -> Result<Prepared<I>, HistoryError> {
-    let mut calls = Vec::new();
-    let mut ops = Vec::new();
-    for call in history.calls()? {
+    let all = history.calls()?;
+    let mut calls = Vec::with_capacity(all.len());
+    let mut ops = Vec::with_capacity(all.len());
+    for call in all {
         let output = match call.outcome {
             OpKind::Fail => continue,
             OpKind::Info if call.f == F::Read => continue,

@@ -48,10 +48,11 @@
 //! # Bounds
 //!
 //! A [`Budget`] bounds the steps, the wall time and the memory of the
-//! search. The clock is read every 1,024 steps and before the memo grows
-//! (growing a big memo takes time: the checker predicts it from the last
-//! growth and stops first if it would overrun), so the search stops within
-//! a few milliseconds of [`Budget::max_time`]. Memory is accounted, not
+//! search. The clock is read every 0.1 to 1 ms of search (every 4,096
+//! steps at most, more often when steps are slow), between parts, and
+//! before the memo grows (growing a big memo takes time: the checker
+//! predicts it from the last growth and stops first if it would overrun),
+//! so the search stops within a few milliseconds of [`Budget::max_time`]. Memory is accounted, not
 //! measured: the memo (16 bytes per slot, at most 3/4 full, both tables
 //! while it grows), the table of distinct model states
 //! ([`Model::state_heap_bytes`]), and the entries and stacks of each
@@ -187,9 +188,9 @@ pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
 /// The search (over all parts) stops at the first of `max_steps`,
 /// `max_time` and `max_memory`; shrinking a counterexample then gets
 /// `minimize_time` more (and the same memory bound). So a check returns
-/// within `max_time` (to a few milliseconds: the clock is read every 1,024
-/// steps and before the memo grows), plus `minimize_time` when it found a
-/// violation.
+/// within `max_time` (to a few milliseconds: the clock is read about every
+/// millisecond of search and before the memo grows), plus `minimize_time`
+/// when it found a violation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Budget {
     /// Search steps over all parts (one step: one entry visited). Also the
@@ -513,6 +514,11 @@ pub fn check_with<M: Model>(
             if !matches!(parts[p].status, Status::Pending | Status::Running) {
                 continue;
             }
+            // Between parts too: many small parts may each take fewer steps
+            // than a search takes between readings.
+            if until.is_some_and(|u| Instant::now() >= u) {
+                break 'rounds Some(Stop::Time);
+            }
             if parts[p].status == Status::Pending {
                 let Some(local) = droppable_filter(model, ops, &parts[p].all, until) else {
                     break 'rounds Some(Stop::Time);
@@ -586,7 +592,7 @@ pub fn check_with<M: Model>(
                     Err(Stop::Time) => break 'rounds Some(Stop::Time),
                     Err(Stop::Memory) => {
                         // Give up the largest live search (ties: the
-                        // earliest in the schedule), then go on.
+                        // first part the model listed), then go on.
                         let victim = order
                             .iter()
                             .copied()
@@ -747,8 +753,8 @@ fn unknown_reason<I, O>(
             continue;
         };
         out.push_str(&format!(
-            "the memory budget ({}, Budget::max_memory) stopped the search on {} at {} \
-             ({} configurations memoized, {} steps)",
+            "the memory budget ({}, Budget::max_memory) stopped the search on {} at {}, \
+             when it needed more ({} configurations memoized, {} steps)",
             bytes_text(budget.max_memory.unwrap_or_default()),
             name(p),
             bytes_text(bytes),
@@ -940,6 +946,8 @@ struct Searcher<'a, M: Model> {
     /// not yet linearized is tried. `twin[i]`: the previous identical open op.
     twin: Vec<usize>,
     linearized: Bitset,
+    /// Each op's 128-bit code ([`Fp::of`]).
+    codes: Vec<Fp>,
     memo: Memo,
     states: States<M::State>,
     /// Linearized calls (entries), with the state before each.
@@ -960,6 +968,11 @@ struct Searcher<'a, M: Model> {
     fixed_bytes: usize,
     /// The most bytes it held at once (both tables while the memo grew).
     peak: usize,
+    /// When to read the clock next (a step count), how many steps apart,
+    /// and when it was last read (see [`Searcher::read_clock`]).
+    next_clock: u64,
+    clock_gap: u64,
+    last_clock: Option<Instant>,
 }
 
 impl<'a, M: Model> Searcher<'a, M> {
@@ -1028,15 +1041,16 @@ impl<'a, M: Model> Searcher<'a, M> {
         let init = model.init();
         let extra = model.state_heap_bytes(&init);
         let state = states.intern(init, extra);
-        let mut memo = Memo::default();
-        memo.insert(Fp::default().key(state));
+        let mut memo = Memo::for_ops(n);
+        memo.insert(Fp::state(state).key());
         let word = std::mem::size_of::<usize>();
         let fixed_bytes = len * (std::mem::size_of::<Entry>() + 2 * word)
             + n * (2 * word // ops, call_pos
                 + 1 // read_only
                 + word // twin
                 + std::mem::size_of::<(usize, u32)>() // stack
-                + word) // open_on
+                + word // open_on
+                + std::mem::size_of::<Fp>()) // codes
             + n.div_ceil(8);
         Searcher {
             model,
@@ -1048,6 +1062,7 @@ impl<'a, M: Model> Searcher<'a, M> {
             read_only,
             twin,
             linearized: Bitset::new(n),
+            codes: (0..n).map(Fp::of).collect(),
             memo,
             states,
             stack: Vec::with_capacity(n),
@@ -1061,6 +1076,9 @@ impl<'a, M: Model> Searcher<'a, M> {
             steps: 0,
             fixed_bytes,
             peak: 0,
+            next_clock: 1,
+            clock_gap: 1,
+            last_clock: None,
         }
     }
 
@@ -1086,14 +1104,37 @@ impl<'a, M: Model> Searcher<'a, M> {
                 return Err(Stop::Memory);
             }
             self.steps += 1;
-            // Reading the clock is cheap, but not that cheap.
-            if self.steps & 1023 == 0 && lim.until.is_some_and(|u| Instant::now() >= u) {
-                return Err(Stop::Time);
+            if self.steps >= self.next_clock {
+                if let Some(until) = lim.until {
+                    if self.read_clock() >= until {
+                        return Err(Stop::Time);
+                    }
+                }
             }
             if let Some(done) = self.step() {
                 return Ok(done);
             }
         }
+    }
+
+    /// Read the clock, and set when to read it next: reading it is cheap,
+    /// but not that cheap, and steps may be slow (big model states), so
+    /// the gap adapts to keep reads about 0.1 to 1 ms apart (at most 4,096
+    /// steps).
+    #[cold]
+    fn read_clock(&mut self) -> Instant {
+        let now = Instant::now();
+        if let Some(last) = self.last_clock {
+            let gap = now - last;
+            if gap < Duration::from_micros(100) {
+                self.clock_gap = (self.clock_gap * 2).min(4096);
+            } else if gap > Duration::from_millis(1) {
+                self.clock_gap = (self.clock_gap / 2).max(1);
+            }
+        }
+        self.last_clock = Some(now);
+        self.next_clock = self.steps + self.clock_gap;
+        now
     }
 
     /// Double the memo, unless the memory or time limit forbids.
@@ -1153,15 +1194,16 @@ impl<'a, M: Model> Searcher<'a, M> {
             }
             let before = self.states.get(self.state);
             if let Some(new_state) = self.model.step(before, &op.input, &op.output) {
-                self.linearized.flip(e.op);
+                self.linearized.flip(e.op, self.codes[e.op]);
                 if open {
                     self.open_on.push(e.op);
-                    self.open_fp.flip(e.op);
+                    self.open_fp = self.open_fp.xor(self.codes[e.op]);
                 }
                 let fp = self.linearized.fp;
                 let extra = self.model.state_heap_bytes(&new_state);
                 let new = self.states.intern(new_state, extra);
-                let key = fp.key(new);
+                let code = Fp::state(new);
+                let key = fp.xor(code).key();
                 // An open op right after another open op, that would leave
                 // the same state without it (a blind write after a write):
                 // the configuration without the first one covers this, and
@@ -1181,12 +1223,12 @@ impl<'a, M: Model> Searcher<'a, M> {
                 // open op may also never happen. Check "without any open
                 // op" and "without one open op".
                 if !covered && !self.open_on.is_empty() {
-                    covered = self.memo.contains(fp.xor(self.open_fp).key(new));
+                    covered = self.memo.contains(fp.xor(self.open_fp).xor(code).key());
                     for &o in self.open_on.iter().rev() {
                         if covered {
                             break;
                         }
-                        covered = self.memo.contains(fp.xor(Fp::of(o)).key(new));
+                        covered = self.memo.contains(fp.xor(self.codes[o]).xor(code).key());
                     }
                 }
                 if !seen {
@@ -1202,10 +1244,10 @@ impl<'a, M: Model> Searcher<'a, M> {
                     self.open_pass = false;
                     return None;
                 }
-                self.linearized.flip(e.op);
+                self.linearized.flip(e.op, self.codes[e.op]);
                 if open {
                     self.open_on.pop();
-                    self.open_fp.flip(e.op);
+                    self.open_fp = self.open_fp.xor(self.codes[e.op]);
                 }
                 // A read that can go now goes now: if that is a dead end
                 // (covered configurations are fully explored ones), so is
@@ -1241,10 +1283,10 @@ impl<'a, M: Model> Searcher<'a, M> {
             };
             self.state = old;
             let c = self.entries[call];
-            self.linearized.flip(c.op);
+            self.linearized.flip(c.op, self.codes[c.op]);
             if self.ops[c.op].ret.is_none() {
                 self.open_on.pop();
-                self.open_fp.flip(c.op);
+                self.open_fp = self.open_fp.xor(self.codes[c.op]);
             }
             unlift(&mut self.next, &mut self.prev, call, c.ret);
             if !self.read_only[c.op] {
@@ -1339,10 +1381,11 @@ impl Bitset {
         self.words[i / 64] & (1 << (i % 64)) != 0
     }
 
+    /// Flip op `i`, whose code is `code`.
     #[inline]
-    fn flip(&mut self, i: usize) {
+    fn flip(&mut self, i: usize, code: Fp) {
         self.words[i / 64] ^= 1 << (i % 64);
-        self.fp.flip(i);
+        self.fp = self.fp.xor(code);
     }
 }
 
@@ -1359,17 +1402,18 @@ struct Memo {
     ns_per_slot: f64,
 }
 
-impl Default for Memo {
-    fn default() -> Self {
+impl Memo {
+    /// Room for about `n` configurations without growing (a linearizable
+    /// history of `n` ops visits about that many), within 1,024 to 65,536
+    /// slots.
+    fn for_ops(n: usize) -> Self {
         Memo {
-            slots: vec![0; 1024],
+            slots: vec![0; (2 * n).next_power_of_two().clamp(1024, 1 << 16)],
             len: 0,
             ns_per_slot: 2.0,
         }
     }
-}
 
-impl Memo {
     /// 0 marks an empty slot; a key of 0 (odds 2^-128) stands for 1.
     #[inline]
     fn slot_key(k: u128) -> u128 {
@@ -1452,17 +1496,17 @@ impl Fp {
         Fp(self.0 ^ o.0, self.1 ^ o.1)
     }
 
+    /// The code of state number `state`: a configuration's memo key is
+    /// its set's fingerprint xor its state's code.
     #[inline]
-    fn flip(&mut self, i: usize) {
-        *self = self.xor(Fp::of(i));
+    fn state(state: u32) -> Fp {
+        let a = mix(u64::from(state) ^ 0xbb67_ae85_84ca_a73b);
+        Fp(a, mix(a ^ 0x3c6e_f372_fe94_f82b))
     }
 
-    /// The memo key of this set with state number `state`.
     #[inline]
-    fn key(self, state: u32) -> u128 {
-        let a = mix(u64::from(state) ^ 0xbb67_ae85_84ca_a73b);
-        let b = mix(a ^ 0x3c6e_f372_fe94_f82b);
-        (u128::from(self.0 ^ a)) | (u128::from(self.1 ^ b) << 64)
+    fn key(self) -> u128 {
+        u128::from(self.0) | (u128::from(self.1) << 64)
     }
 }
 

@@ -58,6 +58,7 @@ fn produced(input: &RegisterOp) -> Option<&Value> {
 }
 
 /// What an op does to a register, for [`removable_by_values`].
+#[derive(Clone)]
 pub(crate) struct Role<'a, K> {
     pub(crate) key: K,
     /// The value it observes: a completed read's result, a cas's expected
@@ -106,7 +107,7 @@ impl<'a, K> Role<'a, K> {
 /// value shrink to one when a later write separates them from the read.
 pub(crate) fn removable_by_values<'a, K: Ord + Copy>(
     removed: &[Role<'a, K>],
-    kept: &[Role<'a, K>],
+    kept: impl Iterator<Item = Role<'a, K>> + Clone,
     initial: impl Fn(K) -> &'a Value,
 ) -> bool {
     type Span = (Duration, Option<Duration>);
@@ -119,15 +120,53 @@ pub(crate) fn removable_by_values<'a, K: Ord + Copy>(
     if gone.is_empty() {
         return true;
     }
-    let still_produced: BTreeSet<(K, &Value)> = kept
-        .iter()
-        .filter_map(|o| o.produced.map(|v| (o.key, v)))
+    // Kept ops that observe what a removed op may have produced: usually
+    // none (then all is cheap).
+    let watchers: Vec<Role<'a, K>> = kept
+        .clone()
+        .filter(|r| r.observed.is_some_and(|v| gone.contains_key(&(r.key, v))))
         .collect();
-    // Ops that surely took effect, by key: (call, ret), sorted by call, with
-    // the earliest return among those called at or after each.
+    if watchers.is_empty() {
+        return true;
+    }
+    // Pairs (watcher, removed producer of what it observed) that real
+    // time alone does not order; one that never returned may always come
+    // last before the watcher.
+    let mut unordered: Vec<(K, Duration, Duration)> = Vec::new();
+    for r in &watchers {
+        let Some(v) = r.observed else { continue };
+        for &(p_call, p_ret) in gone.get(&(r.key, v)).into_iter().flatten() {
+            if r.ret.is_some_and(|t| t < p_call) {
+                continue;
+            }
+            let Some(p_ret) = p_ret else {
+                return false;
+            };
+            unordered.push((r.key, p_ret, r.call));
+        }
+    }
+    // Readable: an observed value keeps a producer.
+    let still_produced: BTreeSet<(K, &Value)> = kept
+        .clone()
+        .filter_map(|o| o.produced.map(|v| (o.key, v)))
+        .filter(|kv| gone.contains_key(kv))
+        .collect();
+    for r in &watchers {
+        let Some(v) = r.observed else { continue };
+        if v != initial(r.key) && !still_produced.contains(&(r.key, v)) {
+            return false;
+        }
+    }
+    if unordered.is_empty() {
+        return true;
+    }
+    // Ops that surely took effect, on the keys concerned: (call, ret),
+    // sorted by call, with the earliest return among those called at or
+    // after each.
+    let keys: BTreeSet<K> = unordered.iter().map(|&(k, _, _)| k).collect();
     let mut sure: BTreeMap<K, Vec<(Duration, Duration)>> = BTreeMap::new();
-    for o in removed.iter().chain(kept) {
-        if let (Some(_), Some(ret)) = (o.produced, o.ret) {
+    for o in removed.iter().cloned().chain(kept) {
+        if let (Some(_), Some(ret), true) = (o.produced, o.ret, keys.contains(&o.key)) {
             sure.entry(o.key).or_default().push((o.call, ret));
         }
     }
@@ -137,30 +176,14 @@ pub(crate) fn removable_by_values<'a, K: Ord + Copy>(
             v[i].1 = v[i].1.min(v[i + 1].1);
         }
     }
-    // The earliest return of an op that surely took effect, called after `t`.
-    let first_ret_after = |key: K, t: Duration| -> Option<Duration> {
-        let v = sure.get(&key)?;
-        v.get(v.partition_point(|&(c, _)| c <= t)).map(|&(_, r)| r)
-    };
-    for r in kept {
-        let Some(v) = r.observed else { continue };
-        let Some(producers) = gone.get(&(r.key, v)) else {
-            continue;
-        };
-        if v != initial(r.key) && !still_produced.contains(&(r.key, v)) {
-            return false;
-        }
-        for &(p_call, p_ret) in producers {
-            let before = r.ret.is_some_and(|t| t < p_call);
-            let separated = p_ret
-                .and_then(|t| first_ret_after(r.key, t))
-                .is_some_and(|x_ret| x_ret < r.call);
-            if !before && !separated {
-                return false;
-            }
-        }
-    }
-    true
+    // Separated: an op that surely took effect was called after the
+    // producer returned and returned before the watcher was called.
+    unordered.into_iter().all(|(key, p_ret, r_call)| {
+        sure.get(&key).is_some_and(|v| {
+            v.get(v.partition_point(|&(c, _)| c <= p_ret))
+                .is_some_and(|&(_, x_ret)| x_ret < r_call)
+        })
+    })
 }
 
 /// Heap bytes of a value (estimate).
@@ -199,10 +222,9 @@ impl Model for RegisterModel {
         removed: &[&Operation<RegisterOp, RegisterOutput>],
         kept: &[&Operation<RegisterOp, RegisterOutput>],
     ) -> bool {
-        fn roles<'a>(ops: &[&'a Operation<RegisterOp, RegisterOutput>]) -> Vec<Role<'a, ()>> {
-            ops.iter().map(|o| Role::of(o)).collect()
-        }
-        removable_by_values(&roles(removed), &roles(kept), |()| &self.initial)
+        let removed: Vec<_> = removed.iter().map(|o| Role::of(o)).collect();
+        let kept = kept.iter().map(|o| Role::of(o));
+        removable_by_values(&removed, kept, |()| &self.initial)
     }
 
     fn state_heap_bytes(&self, state: &Value) -> usize {
@@ -310,11 +332,10 @@ impl Model for KvModel {
         removed: &[&Operation<KvOp, RegisterOutput>],
         kept: &[&Operation<KvOp, RegisterOutput>],
     ) -> bool {
-        fn roles<'a>(ops: &[&'a Operation<KvOp, RegisterOutput>]) -> Vec<Role<'a, &'a str>> {
-            ops.iter()
-                .map(|o| Role::keyed(o.input.key.as_str(), &o.input.op, o))
-                .collect()
+        fn role<'a>(o: &&'a Operation<KvOp, RegisterOutput>) -> Role<'a, &'a str> {
+            Role::keyed(o.input.key.as_str(), &o.input.op, o)
         }
-        removable_by_values(&roles(removed), &roles(kept), |k| self.initial_of(k))
+        let removed: Vec<_> = removed.iter().map(role).collect();
+        removable_by_values(&removed, kept.iter().map(role), |k| self.initial_of(k))
     }
 }

@@ -398,7 +398,7 @@ impl Model for MutexModel {
                 })
                 .collect()
         }
-        removable_by_values(&roles(removed), &roles(kept), |()| &FREE)
+        removable_by_values(&roles(removed), roles(kept).into_iter(), |()| &FREE)
     }
 }
 
