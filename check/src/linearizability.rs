@@ -1571,12 +1571,17 @@ fn minimize<M: Model>(
     if !shrink.conclusive {
         return (kept, false);
     }
+    // `kept` is 1-minimal; a smaller subset, if found, is checked again
+    // (a search that ran out while looking does not undo that).
     match shrink.smallest(&kept) {
-        Some(smaller) => match shrink.ddmin(smaller.clone(), Vec::new()) {
-            Some((k, _)) => (k, shrink.conclusive),
-            None => (smaller, false),
-        },
-        None => (kept, shrink.conclusive),
+        Some(smaller) => {
+            shrink.conclusive = true;
+            match shrink.ddmin(smaller.clone(), Vec::new()) {
+                Some((k, _)) => (k, shrink.conclusive),
+                None => (smaller, false),
+            }
+        }
+        None => (kept, true),
     }
 }
 
