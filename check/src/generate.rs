@@ -183,3 +183,85 @@ pub fn sequential(seed: u64, ops: usize, keys: usize, values: i64) -> History {
         latency: Duration::from_millis(1),
     })
 }
+
+/// A history that is hard to refute: `width` processes (from `first_process`)
+/// write distinct values to `key` (`None`: a register), all at once, every
+/// write concurrent with every other; after they all returned, a read
+/// returns a value none of them wrote. Proving that no order explains the
+/// read means trying every order of the writes, about `width · 2^(width-1)`
+/// configurations (25 writes: some 400 million, more than a gibibyte of
+/// memo). Times start at `at`, one microsecond apart.
+pub fn concurrent_writes_then_bad_read(
+    key: Option<&str>,
+    width: u64,
+    first_process: u64,
+    at: Duration,
+) -> History {
+    let us = Duration::from_micros;
+    let mut h = History::new();
+    for i in 0..width {
+        let _ = h.invoke(first_process + i, F::Write, key, i as i64, at + us(i));
+    }
+    for i in 0..width {
+        let _ = h.ok(first_process + i, i as i64, at + us(width + i));
+    }
+    let reader = first_process + width;
+    let _ = h.invoke(reader, F::Read, key, Value::Nil, at + us(2 * width));
+    let _ = h.ok(reader, -1, at + us(2 * width + 1));
+    h
+}
+
+/// Like Porcupine's `c50-bad` as the checker sees it, on a key-value map
+/// with no operation of unknown outcome: key `"0"`, first in key order, is
+/// hard ([`concurrent_writes_then_bad_read`] with `width` writers); keys
+/// `"1"` to `"{violations}"` each carry `traffic` ordinary sequential
+/// operations and then a plain stale read (a write of 1, a write of 2, a
+/// read of 1, one after the other). A checker that finishes key `"0"`
+/// before looking at the others never gets to them.
+pub fn hard_and_plain(width: u64, violations: usize, traffic: usize) -> History {
+    let mut ops: Vec<(Duration, usize, crate::history::Op)> = Vec::new();
+    let mut push = |h: History| {
+        for op in h.ops() {
+            ops.push((op.time, ops.len(), op.clone()));
+        }
+    };
+    push(concurrent_writes_then_bad_read(
+        Some("0"),
+        width,
+        0,
+        Duration::ZERO,
+    ));
+    for k in 1..=violations {
+        let key = k.to_string();
+        let p = 1000 * k as u64;
+        let mut h = History::new();
+        let mut t = Duration::from_micros(k as u64);
+        let mut tick = || {
+            t += Duration::from_micros(7);
+            t
+        };
+        let mut value = Value::Nil;
+        for i in 0..traffic {
+            if i % 2 == 0 {
+                let _ = h.invoke(p, F::Write, Some(&key), i as i64, tick());
+                let _ = h.ok(p, i as i64, tick());
+                value = Value::Int(i as i64);
+            } else {
+                let _ = h.invoke(p, F::Read, Some(&key), Value::Nil, tick());
+                let _ = h.ok(p, value.clone(), tick());
+            }
+        }
+        for (f, v, result) in [
+            (F::Write, Value::Int(-1), Value::Int(-1)),
+            (F::Write, Value::Int(-2), Value::Int(-2)),
+            (F::Read, Value::Nil, Value::Int(-1)),
+        ] {
+            let _ = h.invoke(p + 1, f, Some(&key), v, tick());
+            let _ = h.ok(p + 1, result, tick());
+        }
+        push(h);
+    }
+    // Stable: ties keep the order of the parts.
+    ops.sort_by_key(|(t, i, _)| (*t, *i));
+    History::from_ops(ops.into_iter().map(|(_, _, op)| op).collect())
+}

@@ -21,13 +21,44 @@
 //! `ok` ones; `info` (and never completed) writes and cas, which may take
 //! effect any time after their invocation or never; not `fail` ones (they did
 //! not happen) nor `info` reads (they constrain nothing).
+//!
+//! The `_with` forms ([`check_register_with`], [`check_kv_with`],
+//! [`check_with`]) take the model (initial values: [`RegisterModel`],
+//! [`KvModel`]) and [`Options`], and return a [`Report`]: the verdict, a
+//! witness linearization when asked for, and what the check cost
+//! ([`Stats`]):
+//!
+//! ```
+//! use distzero_check::{check_kv_with, Budget, KvModel, Options};
+//! use distzero_check::history::{History, Value, F};
+//! use std::time::Duration;
+//!
+//! let ms = Duration::from_millis;
+//! let mut h = History::new();
+//! h.invoke(1, F::Cas, Some("x"), Value::cas(0, 1), ms(0)).unwrap();
+//! h.ok(1, Value::cas(0, 1), ms(1)).unwrap();
+//! let model = KvModel::with_initial(0); // every key starts at 0
+//! let budget = Budget::time(Duration::from_secs(5)).with_memory(256 << 20);
+//! let report = check_kv_with(&h, &model, &budget, &Options { witness: true }).unwrap();
+//! assert!(report.verdict.is_linearizable());
+//! assert_eq!(report.witness.unwrap().len(), 1);
+//! ```
+//!
+//! Histories from Jepsen, Knossos and Porcupine: [`edn`]. Other objects
+//! (counter, set, queue, mutex, key-value with append): [`objects`]. How the
+//! search goes, what bounds it and what it reports: [`linearizability`].
 
+pub mod edn;
 pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod models;
+pub mod objects;
 
-pub use linearizability::{check, Budget, Failure, Model, Operation, Partition, Verdict};
+pub use linearizability::{
+    check, check_with, Budget, Failure, Model, Operation, Options, Partition, Report, Stats,
+    Verdict, DEFAULT_MAX_MEMORY,
+};
 pub use models::{KvModel, KvOp, RegisterModel, RegisterOp, RegisterOutput};
 
 use crate::history::{Call, History, HistoryError, OpKind, Value, F};
@@ -60,9 +91,10 @@ fn operations<I>(
     history: &History,
     mut input: impl FnMut(&Call) -> Result<I, HistoryError>,
 ) -> Result<Prepared<I>, HistoryError> {
-    let mut calls = Vec::new();
-    let mut ops = Vec::new();
-    for call in history.calls()? {
+    let all = history.calls()?;
+    let mut calls = Vec::with_capacity(all.len());
+    let mut ops = Vec::with_capacity(all.len());
+    for call in all {
         let output = match call.outcome {
             OpKind::Fail => continue,
             OpKind::Info if call.f == F::Read => continue,
@@ -83,6 +115,23 @@ fn operations<I>(
 /// Check a history of one register (ops without key) against
 /// [`RegisterModel`] with initial value `Nil`.
 pub fn check_register(history: &History, budget: &Budget) -> Result<Verdict<Call>, HistoryError> {
+    Ok(check_register_with(
+        history,
+        &RegisterModel::default(),
+        budget,
+        &Options::default(),
+    )?
+    .verdict)
+}
+
+/// [`check_register`] against `model` (its initial value), with options
+/// (a witness order) and what the check cost.
+pub fn check_register_with(
+    history: &History,
+    model: &RegisterModel,
+    budget: &Budget,
+    options: &Options,
+) -> Result<Report<Call>, HistoryError> {
     let (calls, ops) = operations(history, |call| {
         if call.key.is_some() {
             return Err(HistoryError::BadValue {
@@ -93,12 +142,25 @@ pub fn check_register(history: &History, budget: &Budget) -> Result<Verdict<Call
         }
         register_op(call)
     })?;
-    Ok(check(&RegisterModel::default(), &ops, budget).map(|i| calls[i].clone()))
+    Ok(check_with(model, &ops, budget, options).map(|i| calls[i].clone()))
 }
 
 /// Check a history of a key-value map (every op has a key; every key starts
-/// `Nil`) against [`KvModel`], one key at a time.
+/// `Nil`) against [`KvModel`], its keys interleaved (see
+/// [`linearizability`]'s docs: a violation on a cheap key is found however
+/// hard the others are).
 pub fn check_kv(history: &History, budget: &Budget) -> Result<Verdict<Call>, HistoryError> {
+    Ok(check_kv_with(history, &KvModel::default(), budget, &Options::default())?.verdict)
+}
+
+/// [`check_kv`] against `model` (its initial values), with options (a
+/// witness order) and what the check cost.
+pub fn check_kv_with(
+    history: &History,
+    model: &KvModel,
+    budget: &Budget,
+    options: &Options,
+) -> Result<Report<Call>, HistoryError> {
     let (calls, ops) = operations(history, |call| {
         let Some(key) = &call.key else {
             return Err(HistoryError::BadValue {
@@ -112,12 +174,12 @@ pub fn check_kv(history: &History, budget: &Budget) -> Result<Verdict<Call>, His
             op: register_op(call)?,
         })
     })?;
-    Ok(check(&KvModel, &ops, budget).map(|i| calls[i].clone()))
+    Ok(check_with(model, &ops, budget, options).map(|i| calls[i].clone()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::generate::{generate, sequential, Workload};
+    use super::generate::{self, generate, sequential, Workload};
     use super::*;
     use crate::history::Op;
     use proptest::prelude::*;
@@ -565,6 +627,261 @@ mod tests {
         let v = check_register(&h, &Budget::steps(100)).unwrap();
         assert!(v.is_unknown(), "{v}");
         assert!(v.to_string().contains("budget exhausted after"), "{v}");
+    }
+
+    /// Every op of the witness is accepted by the model in its order, no op
+    /// comes before one that returned before it was called, and every
+    /// completed op is there.
+    fn assert_valid_witness(h: &History, witness: &[Call], model: &KvModel) {
+        let mut state = model.init();
+        for c in witness {
+            let input = KvOp {
+                key: c.key.clone().unwrap_or_default(),
+                op: register_op(c).unwrap(),
+            };
+            let output = (c.outcome == OpKind::Ok).then(|| c.result.clone());
+            state = model
+                .step(&state, &input, &output)
+                .unwrap_or_else(|| panic!("the witness cannot apply {c}"));
+        }
+        for (i, a) in witness.iter().enumerate() {
+            for b in &witness[i + 1..] {
+                assert!(
+                    b.completed.is_none_or(|r| r >= a.invoked),
+                    "{b} returned before {a} was called, but comes after it"
+                );
+            }
+        }
+        let completed = h
+            .calls()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.outcome == OpKind::Ok)
+            .count();
+        let in_witness = witness.iter().filter(|c| c.outcome == OpKind::Ok).count();
+        assert_eq!(in_witness, completed, "every completed op is linearized");
+    }
+
+    #[test]
+    fn a_plain_violation_is_found_behind_a_hard_key_in_milliseconds() {
+        // Key "0" alone cannot be decided in a few million steps...
+        let hard = generate::concurrent_writes_then_bad_read(Some("0"), 25, 0, ms(0));
+        let v = check_kv(&hard, &Budget::steps(3_000_000)).unwrap();
+        assert!(v.is_unknown(), "{v}");
+        // ...but the violations on keys 1 to 8 are found at once, and the
+        // same one every time.
+        let h = generate::hard_and_plain(25, 8, 200);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let start = std::time::Instant::now();
+            let r = check_kv_with(
+                &h,
+                &KvModel::default(),
+                &Budget::default(),
+                &Options::default(),
+            )
+            .unwrap();
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_millis(500),
+                "took {took:?}: {}",
+                r.verdict
+            );
+            let f = r
+                .verdict
+                .failure()
+                .unwrap_or_else(|| panic!("{}", r.verdict));
+            assert_eq!(f.partition.as_deref(), Some("1"), "{}", r.verdict);
+            assert!(f.minimal);
+            assert_eq!(f.ops.len(), 3, "{}", r.verdict);
+            assert!(r.stats.steps < 100_000, "{:?}", r.stats);
+            seen.push(r.verdict.to_string());
+        }
+        assert_eq!(seen[0], seen[1]);
+        // A memory budget too small for key "0" does not hide them either.
+        let v = check_kv(&h, &Budget::default().with_memory(4 << 20)).unwrap();
+        assert_eq!(
+            v.failure().and_then(|f| f.partition.as_deref()),
+            Some("1"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn a_one_second_budget_returns_within_five_percent() {
+        let h = generate::concurrent_writes_then_bad_read(None, 25, 0, ms(0));
+        let start = std::time::Instant::now();
+        let r = check_register_with(
+            &h,
+            &RegisterModel::default(),
+            &Budget::time(Duration::from_secs(1)),
+            &Options::default(),
+        )
+        .unwrap();
+        let took = start.elapsed();
+        assert!(took <= Duration::from_millis(1050), "took {took:?}");
+        let text = r.verdict.to_string();
+        assert!(r.verdict.is_unknown(), "{text}");
+        assert!(
+            text.contains("the time budget (1.000s, Budget::max_time) ran out"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the history after")
+                && text.contains("26 operations, up to 25 concurrent"),
+            "{text}"
+        );
+        // No op has an unknown outcome: the message does not blame them.
+        assert!(!text.contains("unknown outcome"), "{text}");
+        assert!(r.stats.peak_memory <= DEFAULT_MAX_MEMORY, "{:?}", r.stats);
+    }
+
+    #[test]
+    fn a_small_memory_budget_gives_unknown_naming_the_key_and_the_bound() {
+        let h = generate::concurrent_writes_then_bad_read(Some("0"), 25, 0, ms(0));
+        let budget = Budget::unlimited().with_memory(4 << 20);
+        let r = check_kv_with(&h, &KvModel::default(), &budget, &Options::default()).unwrap();
+        let text = r.verdict.to_string();
+        assert!(r.verdict.is_unknown(), "{text}");
+        assert!(
+            text.contains(
+                "the memory budget (4.0 MiB, Budget::max_memory) stopped the search on key \"0\""
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("26 operations, up to 25 concurrent"),
+            "{text}"
+        );
+        assert!(!text.contains("unknown outcome"), "{text}");
+        assert!(r.stats.peak_memory <= 4 << 20, "{:?}", r.stats);
+    }
+
+    #[test]
+    fn unknown_blames_operations_of_unknown_outcome_only_when_there_are_some() {
+        for info_per_mille in [0, 50] {
+            let h = generate(&Workload {
+                seed: 11,
+                ops: 2000,
+                info_per_mille,
+                ..Workload::default()
+            });
+            let info = h
+                .calls()
+                .unwrap()
+                .iter()
+                .filter(|c| c.outcome == OpKind::Info && c.f != F::Read)
+                .count();
+            let v = check_register(&h, &Budget::steps(1_000)).unwrap();
+            let text = v.to_string();
+            assert!(v.is_unknown(), "{text}");
+            assert!(
+                text.contains("the step budget (1000 steps, Budget::max_steps) ran out"),
+                "{text}"
+            );
+            if info_per_mille == 0 {
+                assert!(!text.contains("unknown outcome"), "{text}");
+            } else {
+                assert!(info > 0);
+                assert!(
+                    text.contains(&format!("{info} of unknown outcome")),
+                    "{info}: {text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn several_writes_of_the_stale_value_shrink_to_one() {
+        let h = hist(&[
+            w(1, 1, 0, 10),
+            w(2, 1, 2, 12),
+            w(3, 1, 4, 14),
+            w(4, 2, 20, 30),
+            r(5, Some(1), 40, 50),
+        ]);
+        let v = check_register(&h, &Budget::default()).unwrap();
+        let f = v.failure().unwrap_or_else(|| panic!("{v}"));
+        assert!(f.minimal, "{v}");
+        let values: Vec<_> = values_of(f)
+            .into_iter()
+            .map(|(_, f, v, r)| (f, v, r))
+            .collect();
+        assert_eq!(values.len(), 3, "{v}");
+        assert_eq!(values[0], (F::Write, Value::Int(1), Value::Int(1)), "{v}");
+        assert_eq!(values[1], (F::Write, Value::Int(2), Value::Int(2)), "{v}");
+        assert_eq!(values[2], (F::Read, Value::Nil, Value::Int(1)), "{v}");
+        // A write of 1 that may come after the write of 2 must stay: here
+        // it makes the history linearizable.
+        let h = hist(&[
+            w(1, 1, 0, 10),
+            w(2, 1, 2, 25),
+            w(4, 2, 20, 30),
+            r(5, Some(1), 40, 50),
+        ]);
+        assert!(check_register(&h, &Budget::default())
+            .unwrap()
+            .is_linearizable());
+    }
+
+    #[test]
+    fn initial_values_of_registers_and_keys() {
+        let h = hist(&[r(1, Some(0), 0, 10), w(2, 1, 20, 30), r(3, Some(1), 40, 50)]);
+        let o = Options::default();
+        let b = Budget::default();
+        assert!(check_register(&h, &b).unwrap().is_not_linearizable());
+        let zero = RegisterModel {
+            initial: Value::Int(0),
+        };
+        let r0 = check_register_with(&h, &zero, &b, &o).unwrap();
+        assert!(r0.verdict.is_linearizable(), "{}", r0.verdict);
+        // A map: every key 0, key "b" 7.
+        let mut h = History::new();
+        h.invoke(1, F::Read, Some("a"), Value::Nil, ms(0)).unwrap();
+        h.ok(1, 0, ms(1)).unwrap();
+        h.invoke(1, F::Read, Some("b"), Value::Nil, ms(2)).unwrap();
+        h.ok(1, 7, ms(3)).unwrap();
+        h.invoke(1, F::Cas, Some("b"), Value::cas(7, 8), ms(4))
+            .unwrap();
+        h.ok(1, Value::cas(7, 8), ms(5)).unwrap();
+        let mut model = KvModel::with_initial(0);
+        assert!(check_kv_with(&h, &model, &b, &o)
+            .unwrap()
+            .verdict
+            .is_not_linearizable());
+        model.initial_keys.insert("b".into(), Value::Int(7));
+        let r = check_kv_with(&h, &model, &b, &Options { witness: true }).unwrap();
+        assert!(r.verdict.is_linearizable(), "{}", r.verdict);
+        assert_valid_witness(&h, r.witness.as_deref().unwrap(), &model);
+    }
+
+    #[test]
+    fn witnesses_are_valid_linearizations() {
+        for (keys, seed, info_per_mille) in [(0, 1, 0), (0, 2, 50), (3, 3, 0), (20, 4, 50)] {
+            let h = generate(&Workload {
+                seed,
+                keys,
+                ops: 1500,
+                info_per_mille,
+                ..Workload::default()
+            });
+            let o = Options { witness: true };
+            let b = Budget::default();
+            let r = if keys == 0 {
+                check_register_with(&h, &RegisterModel::default(), &b, &o).unwrap()
+            } else {
+                check_kv_with(&h, &KvModel::default(), &b, &o).unwrap()
+            };
+            assert!(r.verdict.is_linearizable(), "{}", r.verdict);
+            let witness = r.witness.unwrap();
+            assert!(witness.len() >= 1000, "{}", witness.len());
+            assert_valid_witness(&h, &witness, &KvModel::default());
+            // Not asked for: none.
+            let r = check_kv_with(&h, &KvModel::default(), &b, &Options::default());
+            if keys > 0 {
+                assert_eq!(r.unwrap().witness, None);
+            }
+        }
     }
 
     /// Mutate one ok read of `h` to a value never written.

@@ -1,0 +1,79 @@
+//! Figures for the README: the checker on synthetic hard histories (see
+//! `distzero_check::generate::hard_and_plain`), with the wall time, the
+//! memory the checker accounted and the process's peak resident memory
+//! (Linux's VmHWM).
+//!
+//!     cargo run --release -p distzero-check --example hard_histories [width] [secs]
+
+use distzero_check::generate::{concurrent_writes_then_bad_read, hard_and_plain};
+use distzero_check::{check_kv_with, check_register_with, Budget, KvModel, Options, RegisterModel};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let width: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(25);
+    let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+    let what = std::env::var("WHAT").unwrap_or_else(|_| "all".into());
+    let o = Options::default();
+    if what == "all" || what == "c50" {
+        let h = hard_and_plain(width, 8, 200);
+        let start = Instant::now();
+        let r = check_kv_with(&h, &KvModel::default(), &Budget::default(), &o).unwrap();
+        report(
+            &format!("hard_and_plain({width}, 8, 200), default budget"),
+            h.len(),
+            start,
+            &r.verdict.to_string(),
+            &r.stats,
+        );
+    }
+    for budget in [
+        ("1 s", Budget::time(Duration::from_secs(1))),
+        (
+            &*format!("{secs} s"),
+            Budget::time(Duration::from_secs(secs)),
+        ),
+        (
+            "4 MiB, no time limit",
+            Budget::unlimited().with_memory(4 << 20),
+        ),
+    ] {
+        if what != "all" && !budget.0.contains(&what) {
+            continue;
+        }
+        let h = concurrent_writes_then_bad_read(None, width, 0, Duration::ZERO);
+        let start = Instant::now();
+        let r = check_register_with(&h, &RegisterModel::default(), &budget.1, &o).unwrap();
+        report(
+            &format!("concurrent_writes_then_bad_read({width}), {}", budget.0),
+            h.len(),
+            start,
+            &r.verdict.to_string(),
+            &r.stats,
+        );
+    }
+}
+
+fn report(name: &str, ops: usize, start: Instant, verdict: &str, stats: &distzero_check::Stats) {
+    let wall = start.elapsed();
+    println!(
+        "{name}: {ops} records, {:.3} s, {} steps, accounted peak {:.1} MiB, process peak {} — {}",
+        wall.as_secs_f64(),
+        stats.steps,
+        stats.peak_memory as f64 / (1 << 20) as f64,
+        vm_hwm(),
+        verdict.lines().collect::<Vec<_>>().join(" | ")
+    );
+}
+
+/// The process's peak resident memory so far.
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
