@@ -309,17 +309,7 @@ impl Model for KvModel {
     }
 
     fn partition(&self, ops: &[Operation<KvOp, RegisterOutput>]) -> Vec<Partition> {
-        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, o) in ops.iter().enumerate() {
-            by_key.entry(o.input.key.as_str()).or_default().push(i);
-        }
-        by_key
-            .into_iter()
-            .map(|(k, ops)| Partition {
-                label: Some(k.to_string()),
-                ops,
-            })
-            .collect()
+        partition_by_key(ops, |op| &op.key)
     }
 
     fn read_only(&self, input: &KvOp, _: &RegisterOutput) -> bool {
@@ -338,4 +328,23 @@ impl Model for KvModel {
         let removed: Vec<_> = removed.iter().map(role).collect();
         removable_by_values(&removed, kept.iter().map(role), |k| self.initial_of(k))
     }
+}
+
+/// One partition per key (in key order), labelled with it: the operations
+/// of a map whose keys are independent.
+pub(crate) fn partition_by_key<I, O>(
+    ops: &[Operation<I, O>],
+    key: impl Fn(&I) -> &String,
+) -> Vec<Partition> {
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, o) in ops.iter().enumerate() {
+        by_key.entry(key(&o.input).as_str()).or_default().push(i);
+    }
+    by_key
+        .into_iter()
+        .map(|(k, ops)| Partition {
+            label: Some(k.to_string()),
+            ops,
+        })
+        .collect()
 }

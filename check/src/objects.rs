@@ -473,17 +473,7 @@ impl Model for AppendModel {
     }
 
     fn partition(&self, ops: &[Operation<AppendOp, Option<String>>]) -> Vec<Partition> {
-        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, o) in ops.iter().enumerate() {
-            by_key.entry(o.input.key.as_str()).or_default().push(i);
-        }
-        by_key
-            .into_iter()
-            .map(|(k, ops)| Partition {
-                label: Some(k.to_string()),
-                ops,
-            })
-            .collect()
+        crate::models::partition_by_key(ops, |op| &op.key)
     }
 
     fn read_only(&self, input: &AppendOp, _: &Option<String>) -> bool {
