@@ -443,13 +443,15 @@ impl DockerProvider {
             .map_err(started)?;
         let mut input = attached.input;
         let line = format!("{cookie}\n");
-        self.engine
-            .block(async move {
-                use tokio::io::AsyncWriteExt;
-                input.write_all(line.as_bytes()).await?;
-                input.shutdown().await
-            })
-            .map_err(|e| Error::io(format!("passing the cookie to machine {machine}"), e))?;
+        let passed = self.engine.block(async move {
+            use tokio::io::AsyncWriteExt;
+            input.write_all(line.as_bytes()).await?;
+            input.shutdown().await
+        });
+        if let Err(e) = passed {
+            // An agent that died at once: the wait below reports its output.
+            tracing::warn!(%machine, error = %e, "could not pass the cookie");
+        }
         let deadline = Instant::now() + self.ready_timeout;
         let why = loop {
             let state = self.container_state(&m.container)?;
