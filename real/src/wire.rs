@@ -446,12 +446,7 @@ where
     .await?;
     let their_nonce = match read_handshake(s).await? {
         Handshake::Challenge { nonce } => nonce,
-        other => {
-            return Err(WireError::Auth(format!(
-                "expected a challenge, got {}",
-                step_name(&other)
-            )))
-        }
+        other => return Err(unexpected("a challenge", &other)),
     };
     let t = Transcript {
         run_id,
@@ -476,10 +471,7 @@ where
                 )))
             }
         }
-        other => Err(WireError::Auth(format!(
-            "expected acceptance, got {}",
-            step_name(&other)
-        ))),
+        other => Err(unexpected("acceptance", &other)),
     }
 }
 
@@ -545,23 +537,13 @@ where
             }
             (role, nonce)
         }
-        other => {
-            return Err(WireError::Auth(format!(
-                "expected hello, got {}",
-                step_name(&other)
-            )))
-        }
+        other => return Err(unexpected("hello", &other)),
     };
     let nonce = fresh_nonce();
     write_frame(s, &Handshake::Challenge { nonce }).await?;
     let proof = match read_handshake(s).await? {
         Handshake::Proof { proof } => proof,
-        other => {
-            return Err(WireError::Auth(format!(
-                "expected a proof, got {}",
-                step_name(&other)
-            )))
-        }
+        other => return Err(unexpected("a proof", &other)),
     };
     let t = Transcript {
         run_id,
@@ -581,6 +563,11 @@ where
     )
     .await?;
     Ok(role)
+}
+
+/// The other side sent `got` where the handshake expects `expected`.
+fn unexpected(expected: &str, got: &Handshake) -> WireError {
+    WireError::Auth(format!("expected {expected}, got {}", step_name(got)))
 }
 
 fn step_name(h: &Handshake) -> &'static str {
