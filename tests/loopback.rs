@@ -43,7 +43,9 @@ impl Node for Probe {
 
     fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
         let boots: u64 = ctx.disk().get("boots").ok().flatten().unwrap_or(0);
-        ctx.disk().put("boots", &(boots + 1)).expect("disk write");
+        ctx.disk()
+            .put_synced("boots", &(boots + 1))
+            .expect("disk write");
         tracing::info!(boots = boots + 1, "probe started");
     }
 

@@ -1,5 +1,7 @@
 //! The one interface a workflow test sees, in every mode.
 
+use crate::clock::ClockFault;
+use crate::disk::DiskFault;
 use crate::error::{Error, Result};
 use crate::history::History;
 use crate::ids::{MachineId, NodeId};
@@ -102,8 +104,10 @@ pub trait Cluster {
     /// already in flight keep their time; FIFO per pair holds regardless).
     fn set_link(&mut self, from: MachineId, to: MachineId, link: Link) -> Result<()>;
 
-    /// Kill the machine: its nodes lose their memory; its disk is kept.
-    /// Crashing a machine that is down does nothing.
+    /// Kill the machine: its nodes lose their memory; its disk keeps what
+    /// was synced (unsynced changes go as its [`crate::disk::CrashLoss`]
+    /// says: by default all of them). Crashing a machine that is down does
+    /// nothing.
     fn crash(&mut self, machine: MachineId) -> Result<()>;
     /// Start a crashed machine again; its nodes start from their specs.
     /// Restarting a machine that runs does nothing (it is logged).
@@ -112,6 +116,13 @@ pub trait Cluster {
     /// fire on resume. Pausing a paused or crashed machine does nothing.
     fn pause(&mut self, machine: MachineId) -> Result<()>;
     fn resume(&mut self, machine: MachineId) -> Result<()>;
+
+    /// A storage fault on the machine's disk ([`crate::disk::DiskFault`]);
+    /// a fault whose numbers are out of bounds is an error naming the bound.
+    fn disk_fault(&mut self, machine: MachineId, fault: DiskFault) -> Result<()>;
+    /// A clock fault on the machine ([`crate::clock::ClockFault`]): skew,
+    /// drift, step; out of bounds is an error naming the bound.
+    fn clock_fault(&mut self, machine: MachineId, fault: ClockFault) -> Result<()>;
 
     /// Stop everything and release what the run holds (also done on drop).
     fn shutdown(&mut self) -> Result<()>;

@@ -132,7 +132,7 @@ impl Node for Probe {
             }
         };
         self.seen.life = before + 1;
-        if let Err(e) = ctx.disk().put("life", &self.seen.life) {
+        if let Err(e) = ctx.disk().put_synced("life", &self.seen.life) {
             tracing::error!(error = %e, "probe: cannot write its life to disk");
         }
         self.started = true;

@@ -33,6 +33,9 @@ pub enum Error {
     UnknownKind { kind: String, known: String },
     #[error("config of node kind `{kind}` is invalid: {reason}")]
     BadConfig { kind: String, reason: String },
+    /// Stored bytes failed their checksum: a torn write or a flipped bit.
+    #[error("corrupt data on disk: {0}")]
+    Corrupt(String),
     #[error("could not encode or decode a message: {0}")]
     Codec(String),
     #[error("{what}: {source}")]

@@ -6,9 +6,11 @@
 //! this; users reach it through the `distzero` crate, which re-exports it
 //! whole.
 
+pub mod clock;
 pub mod cluster;
 pub mod conformance;
 pub mod context;
+pub mod disk;
 pub mod error;
 pub mod history;
 pub mod ids;
@@ -21,8 +23,10 @@ pub mod node;
 pub mod registry;
 pub mod settings;
 
+pub use clock::ClockFault;
 pub use cluster::{millis, secs, Cluster, Mode, Request};
-pub use context::{Context, Disk, DiskStore, Env, MemDisk, TimerTag};
+pub use context::{Context, Disk, DiskStore, Env, Log, TimerTag};
+pub use disk::{CrashLoss, DiskFault, DiskModel};
 pub use error::{Error, Result};
 pub use ids::{MachineId, NodeId, TimerId};
 pub use link::{Latency, Link};

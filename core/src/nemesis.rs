@@ -42,6 +42,8 @@
 //! a sweep prints, one schedule per declaration), which a replay command
 //! carries.
 
+use crate::clock::{ClockFault, MAX_DRIFT_PPM};
+use crate::disk::{CrashLoss, DiskFault};
 use crate::error::{Error, Result};
 use crate::ids::MachineId;
 use crate::link::{Latency, Link};
@@ -117,6 +119,16 @@ pub enum Fault {
         from: u32,
         to: u32,
     },
+    /// A storage fault on one machine's disk (`DiskFault::Reset` undoes).
+    Disk {
+        machine: u32,
+        fault: DiskFault,
+    },
+    /// A clock fault on one machine (`ClockFault::Reset` undoes).
+    Clock {
+        machine: u32,
+        fault: ClockFault,
+    },
 }
 
 impl Fault {
@@ -133,6 +145,7 @@ impl Fault {
             Fault::CutPairs(p) | Fault::HealPairs(p) => p.concat(),
             Fault::Crash(i) | Fault::Restart(i) | Fault::Pause(i) | Fault::Resume(i) => vec![*i],
             Fault::HealAll | Fault::Latency { .. } | Fault::ResetLinks => vec![],
+            Fault::Disk { machine, .. } | Fault::Clock { machine, .. } => vec![*machine],
         }
     }
 
@@ -148,7 +161,8 @@ impl Fault {
                 | Fault::CutPairs(_)
                 | Fault::Hold { .. }
                 | Fault::Link { .. }
-        )
+        ) || matches!(self, Fault::Disk { fault, .. } if *fault != DiskFault::Reset)
+            || matches!(self, Fault::Clock { fault, .. } if *fault != ClockFault::Reset)
     }
 
     fn to_rust(&self) -> String {
@@ -161,6 +175,16 @@ impl Fault {
         match self {
             Fault::Partition(g) => format!("Fault::Partition(vec![{}])", groups(g)),
             Fault::Heal(g) => format!("Fault::Heal(vec![{}])", groups(g)),
+            Fault::Disk { machine, fault } => {
+                let fault = match fault {
+                    DiskFault::OnCrash(loss) => format!("DiskFault::OnCrash(CrashLoss::{loss:?})"),
+                    other => format!("DiskFault::{other:?}"),
+                };
+                format!("Fault::Disk {{ machine: {machine}, fault: {fault} }}")
+            }
+            Fault::Clock { machine, fault } => {
+                format!("Fault::Clock {{ machine: {machine}, fault: ClockFault::{fault:?} }}")
+            }
             other => format!("Fault::{other:?}"),
         }
     }
@@ -277,9 +301,28 @@ pub enum FaultKind {
     LinkSpike,
     /// One direction of one link loses 20 to 80 % of its messages for a while.
     LossBurst,
+    /// A machine loses power: of its unsynced disk changes a random prefix
+    /// survives, the last one possibly torn; it restarts after a while.
+    PowerLoss,
+    /// A machine's disk fails 10 to 100 % of its writes and syncs for a while.
+    DiskErrors,
+    /// A machine's disk is full for a while.
+    DiskFull,
+    /// One bit of one block stored on a machine's disk flips (for good).
+    Corrupt,
+    /// A machine's disk flips a bit in 1 to 20 % of its reads for a while.
+    CorruptReads,
+    /// A machine's syncs take 1 to 200 ms for a while (the machine stalls).
+    SlowDisk,
+    /// A machine's wall clock steps 10 ms to 10 s, forwards or backwards,
+    /// and is set right after a while (another step).
+    ClockStep,
+    /// A machine's clocks run 100 to 1,000 ppm fast or slow for a while.
+    ClockDrift,
 }
 
 impl FaultKind {
+    /// The network and process kinds: a declaration's default.
     pub const ALL: [FaultKind; 15] = [
         FaultKind::Partition,
         FaultKind::MajorityMinority,
@@ -298,6 +341,30 @@ impl FaultKind {
         FaultKind::LossBurst,
     ];
 
+    /// The storage kinds (opt in: `kinds(&FaultKind::DISK)`, or with
+    /// [`FaultKind::EVERY`]): the system must sync what it acknowledges
+    /// and check what it reads.
+    pub const DISK: [FaultKind; 6] = [
+        FaultKind::PowerLoss,
+        FaultKind::DiskErrors,
+        FaultKind::DiskFull,
+        FaultKind::Corrupt,
+        FaultKind::CorruptReads,
+        FaultKind::SlowDisk,
+    ];
+
+    /// The clock kinds (opt in, as [`FaultKind::DISK`]).
+    pub const CLOCK: [FaultKind; 2] = [FaultKind::ClockStep, FaultKind::ClockDrift];
+
+    /// Every kind: [`FaultKind::ALL`], [`FaultKind::DISK`] and [`FaultKind::CLOCK`].
+    pub fn every() -> Vec<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::DISK)
+            .chain(FaultKind::CLOCK)
+            .collect()
+    }
+
     /// Relative weight when drawing without swarm testing.
     fn weight(self) -> u32 {
         match self {
@@ -314,7 +381,15 @@ impl FaultKind {
             | FaultKind::Bounce
             | FaultKind::KillDuringRecovery
             | FaultKind::Pause
-            | FaultKind::Latency => 1,
+            | FaultKind::Latency
+            | FaultKind::PowerLoss
+            | FaultKind::DiskErrors
+            | FaultKind::DiskFull
+            | FaultKind::Corrupt
+            | FaultKind::CorruptReads
+            | FaultKind::SlowDisk
+            | FaultKind::ClockStep
+            | FaultKind::ClockDrift => 1,
             FaultKind::Partition
             | FaultKind::Isolate
             | FaultKind::Cut
@@ -746,6 +821,90 @@ fn fault_steps(kind: FaultKind, n: u32, lasts: u64, rng: &mut ChaCha8Rng) -> Vec
                 (lasts, Fault::ResetLink { from, to }),
             ]
         }
+        FaultKind::PowerLoss => {
+            let machine = rng.gen_range(0..n);
+            let loss = if rng.gen_bool(0.5) {
+                CrashLoss::KeepPrefix
+            } else {
+                CrashLoss::TearLast
+            };
+            vec![
+                (
+                    0,
+                    Fault::Disk {
+                        machine,
+                        fault: DiskFault::OnCrash(loss),
+                    },
+                ),
+                (0, Fault::Crash(machine)),
+                (lasts, Fault::Restart(machine)),
+                (
+                    lasts,
+                    Fault::Disk {
+                        machine,
+                        fault: DiskFault::Reset,
+                    },
+                ),
+            ]
+        }
+        FaultKind::DiskErrors
+        | FaultKind::DiskFull
+        | FaultKind::CorruptReads
+        | FaultKind::SlowDisk => {
+            let machine = rng.gen_range(0..n);
+            let fault = match kind {
+                FaultKind::DiskErrors => DiskFault::Errors {
+                    pct: rng.gen_range(10..=100),
+                },
+                FaultKind::DiskFull => DiskFault::Full,
+                FaultKind::CorruptReads => DiskFault::CorruptReads {
+                    pct: rng.gen_range(1..=20),
+                },
+                _ => DiskFault::Slow {
+                    ms: rng.gen_range(1..=200),
+                },
+            };
+            vec![
+                (0, Fault::Disk { machine, fault }),
+                (
+                    lasts,
+                    Fault::Disk {
+                        machine,
+                        fault: DiskFault::Reset,
+                    },
+                ),
+            ]
+        }
+        FaultKind::Corrupt => vec![(
+            0,
+            Fault::Disk {
+                machine: rng.gen_range(0..n),
+                fault: DiskFault::Corrupt,
+            },
+        )],
+        FaultKind::ClockStep | FaultKind::ClockDrift => {
+            let machine = rng.gen_range(0..n);
+            let sign = if rng.gen_bool(0.5) { -1 } else { 1 };
+            let fault = if kind == FaultKind::ClockStep {
+                ClockFault::Step {
+                    ms: sign * rng.gen_range(10..=10_000i64),
+                }
+            } else {
+                ClockFault::Drift {
+                    ppm: sign as i32 * rng.gen_range(100..=MAX_DRIFT_PPM),
+                }
+            };
+            vec![
+                (0, Fault::Clock { machine, fault }),
+                (
+                    lasts,
+                    Fault::Clock {
+                        machine,
+                        fault: ClockFault::Reset,
+                    },
+                ),
+            ]
+        }
     }
 }
 
@@ -822,16 +981,21 @@ pub fn apply(c: &mut dyn Cluster, machines: &[MachineId], fault: &Fault, base: L
             },
         ),
         Fault::ResetLink { from, to } => c.set_link(m(from), m(to), base),
+        Fault::Disk { machine, fault } => c.disk_fault(m(machine), fault.clone()),
+        Fault::Clock { machine, fault } => c.clock_fault(m(machine), fault.clone()),
     }
 }
 
-/// Heal every link, resume and restart `machines`, links back to `base`.
+/// Heal every link, resume and restart `machines`, their disks and clocks
+/// healthy again, links back to `base`.
 pub fn recover(c: &mut dyn Cluster, machines: &[MachineId], base: Link) -> Result<()> {
     tracing::info!("nemesis: heal, resume and restart everything");
     c.heal_all()?;
     for &m in machines {
         c.resume(m)?;
         c.restart(m)?;
+        c.disk_fault(m, DiskFault::Reset)?;
+        c.clock_fault(m, ClockFault::Reset)?;
     }
     c.set_all_links(base)
 }

@@ -278,7 +278,7 @@ impl Kv {
 
     /// Read the log and commit index back from disk.
     fn recover(&mut self, ctx: &mut Context<'_, KvMsg>) {
-        let disk = ctx.disk();
+        let mut disk = ctx.disk();
         for key in disk.keys() {
             if !key.starts_with("log/") {
                 continue;
@@ -316,7 +316,7 @@ impl Kv {
     /// Persist one entry and append it to the log.
     fn append(&mut self, ctx: &mut Context<'_, KvMsg>, e: Entry) -> bool {
         debug_assert_eq!(e.index, self.last() + 1);
-        if let Err(err) = ctx.disk().put(&format!("log/{:012}", e.index), &e) {
+        if let Err(err) = ctx.disk().put_synced(&format!("log/{:012}", e.index), &e) {
             tracing::error!(index = e.index, error = %err, "could not persist entry");
             return false;
         }
@@ -340,7 +340,7 @@ impl Kv {
         if index <= self.commit {
             return;
         }
-        if let Err(e) = ctx.disk().put("commit", &index) {
+        if let Err(e) = ctx.disk().put_synced("commit", &index) {
             tracing::error!(index, error = %e, "could not persist commit index");
             return;
         }

@@ -41,7 +41,7 @@ pub fn process_of_this_life<M: distzero::Message>(ctx: &mut Context<'_, M>, proc
             0
         }
     };
-    if let Err(e) = ctx.disk().put("life", &(life + 1)) {
+    if let Err(e) = ctx.disk().put_synced("life", &(life + 1)) {
         tracing::error!(error = %e, "cannot count this life on disk");
     }
     process + life * LIFE_STRIDE

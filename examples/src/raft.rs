@@ -51,10 +51,15 @@
 //!
 //! # Persistence and crashes
 //!
-//! The current term and vote (`hard`) and every log entry (`log/<index>`)
-//! are on the machine's disk (`ctx.disk()`), written *before* the replica
-//! answers anything that depends on them (a vote, an append's ack) or counts
-//! its own copy. On start, and so after every restart, a replica reads them
+//! The current term and vote (`hard`) and every log entry (the disk log
+//! `log`, entry `i` as record `i - 1`) are on the machine's disk
+//! (`ctx.disk()`), written and *synced* before the replica answers anything
+//! that depends on them (a vote, an append's ack) or counts its own copy
+//! (a crash loses what was not synced: `distzero::disk`). Term and vote go
+//! to two slots in turn (`hard0`, `hard1`, with a sequence number), so a
+//! write torn by a power cut leaves the previous state readable; a torn
+//! last log record (never synced, so never acknowledged) ends the log on
+//! recovery. On start, and so after every restart, a replica reads them
 //! back and starts as a follower; the commit index and the state machine are
 //! volatile and rebuilt from the log as the leader's commit index comes in.
 //!
@@ -120,6 +125,12 @@
 //! - `vote-ignores-log`: a replica grants its vote without the up-to-date
 //!   check, so a candidate missing committed entries can win and overwrite
 //!   them on the others.
+//! - `ack-before-sync`: a follower acknowledges the entries it appended
+//!   without syncing its disk first. Nothing shows while machines run, nor
+//!   after a process crash that keeps the page cache; a crash that loses
+//!   unsynced writes (the simulator's default, an agent's too) takes the
+//!   acknowledged entries with it, and the leader counted them: a committed
+//!   entry can vanish from a majority and be overwritten by the next leader.
 
 use crate::hash::fnv1a;
 use distzero::{Cluster, Context, MachineId, Node, NodeId, TimerId, TimerTag};
@@ -243,15 +254,17 @@ pub enum RaftBug {
     StaleRead,
     NoReelection,
     VoteIgnoresLog,
+    AckBeforeSync,
 }
 
 impl RaftBug {
-    pub const ALL: [RaftBug; 5] = [
+    pub const ALL: [RaftBug; 6] = [
         RaftBug::VoteNotPersisted,
         RaftBug::CommitWithoutMajority,
         RaftBug::StaleRead,
         RaftBug::NoReelection,
         RaftBug::VoteIgnoresLog,
+        RaftBug::AckBeforeSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -261,6 +274,7 @@ impl RaftBug {
             RaftBug::StaleRead => "stale-read",
             RaftBug::NoReelection => "no-reelection",
             RaftBug::VoteIgnoresLog => "vote-ignores-log",
+            RaftBug::AckBeforeSync => "ack-before-sync",
         }
     }
 
@@ -418,10 +432,6 @@ distzero::timer_tags! {
     enum RaftTimer { Election, Tick }
 }
 
-fn log_key(index: u64) -> String {
-    format!("log/{index:012}")
-}
-
 pub struct Raft {
     cfg: RaftConfig,
     bug: Option<RaftBug>,
@@ -429,6 +439,8 @@ pub struct Raft {
     broken: Option<String>,
     // persistent (mirrored on disk)
     hard: HardState,
+    /// Sequence number of the last persisted `hard` (its slot: `seq % 2`).
+    hard_seq: u64,
     /// Entries 1..=len.
     log: Vec<Entry>,
     // volatile
@@ -468,6 +480,7 @@ impl Raft {
             bug,
             broken,
             hard: HardState::default(),
+            hard_seq: 0,
             log: Vec::new(),
             role: Role::Follower,
             leader: None,
@@ -571,9 +584,19 @@ impl Raft {
 
     // ------------------------------------------------------------ disk
 
-    fn persist_hard(&self, ctx: &mut Context<'_, RaftMsg>, hard: HardState) -> bool {
-        match ctx.disk().put("hard", &hard) {
-            Ok(()) => true,
+    /// Term and vote, durably: written to the older of two slots with a
+    /// sequence number and synced, so a write torn by a power cut leaves
+    /// the other slot (the previous state) readable.
+    fn persist_hard(&mut self, ctx: &mut Context<'_, RaftMsg>, hard: HardState) -> bool {
+        let seq = self.hard_seq + 1;
+        match ctx
+            .disk()
+            .put_synced(&format!("hard{}", seq % 2), &(seq, hard))
+        {
+            Ok(()) => {
+                self.hard_seq = seq;
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not persist term and vote");
                 false
@@ -581,33 +604,46 @@ impl Raft {
         }
     }
 
-    /// Persist an entry at the end of the log, then append it in memory.
+    /// Write an entry at the end of the log (record `index - 1` of the
+    /// disk's log `log`, not yet synced), then append it in memory.
     fn append(&mut self, ctx: &mut Context<'_, RaftMsg>, e: Entry) -> bool {
         if self.last() >= self.cfg.max_log {
             tracing::warn!(max_log = self.cfg.max_log, "log full");
             return false;
         }
         let index = self.last() + 1;
-        if let Err(err) = ctx.disk().put(&log_key(index), &e) {
-            tracing::error!(index, error = %err, "could not persist entry");
+        let mut log = ctx.disk().log("log");
+        debug_assert_eq!(log.len(), index - 1, "the disk's log and memory agree");
+        if let Err(err) = log.append(&e) {
+            tracing::error!(index, error = %err, "could not write entry");
             return false;
         }
         self.log.push(e);
         true
     }
 
-    /// Delete entries `from..` on disk (last first, so a crash midway
-    /// leaves a prefix) and in memory.
+    /// [`Raft::append`], then sync: a leader counts its own copy, and
+    /// answers no one, before its entry is durable.
+    fn append_synced(&mut self, ctx: &mut Context<'_, RaftMsg>, e: Entry) -> bool {
+        let index = self.last() + 1;
+        if !self.append(ctx, e) {
+            return false;
+        }
+        if let Err(err) = ctx.disk().sync() {
+            tracing::error!(index, error = %err, "could not sync entry; dropped");
+            return self.truncate(ctx, index) && false;
+        }
+        true
+    }
+
+    /// Delete entries `from..` on disk and in memory.
     fn truncate(&mut self, ctx: &mut Context<'_, RaftMsg>, from: u64) -> bool {
         self.invariant(from > self.commit, "a committed entry is deleted");
-        let mut disk = ctx.disk();
-        for index in (from..=self.last()).rev() {
-            if let Err(e) = disk.remove(&log_key(index)) {
-                tracing::error!(index, error = %e, "could not delete entry");
-                return false;
-            }
-            self.log.pop();
+        if let Err(e) = ctx.disk().log("log").truncate(from - 1) {
+            tracing::error!(from, error = %e, "could not delete entries");
+            return false;
         }
+        self.log.truncate(from as usize - 1);
         if self.commit >= from {
             // Only under a planted bug: what was applied stays applied.
             self.commit = from - 1;
@@ -617,20 +653,29 @@ impl Raft {
 
     /// Read term, vote and log back from disk.
     fn recover(&mut self, ctx: &mut Context<'_, RaftMsg>) {
-        let disk = ctx.disk();
-        self.hard = match disk.get::<HardState>("hard") {
-            Ok(h) => h.unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable term and vote; starting from term 0");
-                HardState::default()
+        let mut disk = ctx.disk();
+        let mut best: Option<(u64, HardState)> = None;
+        for slot in ["hard0", "hard1"] {
+            match disk.get::<(u64, HardState)>(slot) {
+                Ok(Some((seq, h))) if best.is_none_or(|(b, _)| seq > b) => best = Some((seq, h)),
+                Ok(_) => {}
+                // A write torn by a power cut: the other slot holds the state before it.
+                Err(e) => tracing::warn!(slot, error = %e, "unreadable term and vote slot"),
             }
-        };
-        for index in 1..=self.cfg.max_log {
-            match disk.get::<Entry>(&log_key(index)) {
+        }
+        (self.hard_seq, self.hard) = best.unwrap_or_default();
+        let mut log = disk.log("log");
+        for i in 0..self.cfg.max_log {
+            match log.get::<Entry>(i) {
                 Ok(Some(e)) => self.log.push(e),
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::error!(index, error = %e, "unreadable log entry; the log ends before it");
+                    // A record torn by a power cut (never synced, so never
+                    // acknowledged): the log ends before it.
+                    tracing::warn!(index = i + 1, error = %e, "unreadable log entry; the log ends before it");
+                    if let Err(e) = log.truncate(i) {
+                        tracing::error!(error = %e, "could not cut the unreadable tail");
+                    }
                     break;
                 }
             }
@@ -784,7 +829,7 @@ impl Raft {
             seq: 0,
             cmd: Cmd::Noop,
         };
-        if !self.append(ctx, noop) {
+        if !self.append_synced(ctx, noop) {
             tracing::warn!("could not append the no-op of my term: nothing commits until it can");
             self.term_start = u64::MAX;
         }
@@ -907,7 +952,7 @@ impl Raft {
             seq,
             cmd,
         };
-        if !self.append(ctx, entry) {
+        if !self.append_synced(ctx, entry) {
             let reason = format!(
                 "the log is full or the disk failed (max_log {})",
                 self.cfg.max_log
@@ -1083,7 +1128,13 @@ impl Raft {
             }
             matched = index;
         }
-        // Entries up to `matched` are the leader's, on my disk.
+        // Entries up to `matched` are the leader's: durable before the ack.
+        if matched > prev_index && self.bug != Some(RaftBug::AckBeforeSync) {
+            if let Err(e) = ctx.disk().sync() {
+                tracing::error!(error = %e, "could not sync entries; no ack");
+                return;
+            }
+        }
         let commit = leader_commit.min(matched);
         if commit > self.commit {
             self.commit = commit;

@@ -525,7 +525,7 @@ impl Node for Counter {
                         next.words += 1;
                     }
                     next.batches += 1;
-                    if let Err(e) = ctx.disk().put("state", &next) {
+                    if let Err(e) = ctx.disk().put_synced("state", &next) {
                         // Neither counted nor acknowledged: the splitter retries.
                         tracing::error!(error = %e, "could not persist counts");
                         return;

@@ -46,7 +46,9 @@
 
 use crate::provider::{AgentLaunch, MachineAddrs, Provider};
 use crate::wire::{self, Command, FromAgent, Role, ToAgent, WireError};
+use distzero_core::clock::{ClockFault, MachineClock};
 use distzero_core::cluster::{Cluster, Mode};
+use distzero_core::disk::DiskFault;
 use distzero_core::error::{Error, Result};
 use distzero_core::history::{History, RunHistory};
 use distzero_core::ids::{MachineId, NodeId};
@@ -114,6 +116,12 @@ struct Machine {
     state: State,
     /// When a re-dial last failed: no new attempt for [`REDIAL_PATIENCE`].
     redial_failed: Option<Instant>,
+    /// Its clocks (the canonical copy; the agent gets it on every change
+    /// and at every start).
+    clock: MachineClock,
+    /// Disk faults in force since the last `Reset` (`Corrupt` acts once and
+    /// is not kept): sent again to a restarted agent.
+    disk_faults: Vec<DiskFault>,
 }
 
 enum CtlEvent {
@@ -634,6 +642,14 @@ impl RemoteCluster {
     fn replay_machine(&mut self, id: MachineId) -> Result<()> {
         let state = self.net.state_for(id);
         self.command(id, Command::Join { state })?;
+        let (clock, faults) = {
+            let m = self.machine(id)?;
+            (m.clock, m.disk_faults.clone())
+        };
+        self.command(id, Command::Clock { clock })?;
+        for fault in faults {
+            self.command(id, Command::Disk { fault })?;
+        }
         let specs = self.machine(id)?.specs.clone();
         for (local, spec) in specs.into_iter().enumerate() {
             self.command(id, spawn_cmd(local as u32, &spec)?)?;
@@ -762,6 +778,8 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::SetPeers { .. } => "set peers",
         Command::Net { .. } => "network change",
         Command::Join { .. } => "join the network",
+        Command::Disk { .. } => "disk fault",
+        Command::Clock { .. } => "clock fault",
         Command::Shutdown => "shutdown",
     }
 }
@@ -907,6 +925,10 @@ impl Cluster for RemoteCluster {
                     peer: placeholder,
                 },
                 conn: None,
+                clock: MachineClock::new(
+                    u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                ),
+                disk_faults: Vec::new(),
                 specs: Vec::new(),
                 state: State::Down,
                 redial_failed: None,
@@ -1103,6 +1125,30 @@ impl Cluster for RemoteCluster {
         self.provider.resume(machine)?;
         self.machine_mut(machine)?.state = State::Up;
         Ok(())
+    }
+
+    fn disk_fault(&mut self, machine: MachineId, fault: DiskFault) -> Result<()> {
+        let _g = self.log.install();
+        fault.validate().map_err(Error::Unsupported)?;
+        tracing::info!(%machine, ?fault, "disk fault");
+        let m = self.machine_mut(machine)?;
+        match fault {
+            DiskFault::Reset => m.disk_faults.clear(),
+            DiskFault::Corrupt => {}
+            ref f => m.disk_faults.push(f.clone()),
+        }
+        self.command(machine, Command::Disk { fault })
+    }
+
+    fn clock_fault(&mut self, machine: MachineId, fault: ClockFault) -> Result<()> {
+        let _g = self.log.install();
+        fault.validate().map_err(Error::Unsupported)?;
+        tracing::info!(%machine, ?fault, "clock fault");
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let m = self.machine_mut(machine)?;
+        m.clock.fault(now, &fault);
+        let clock = m.clock;
+        self.command(machine, Command::Clock { clock })
     }
 
     fn nemesis_driver(&mut self) -> &mut NemesisDriver {

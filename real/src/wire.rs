@@ -36,6 +36,8 @@
 //!   agent dials its own connection to each peer it sends to, so the order of
 //!   one TCP stream is the order per (sender, receiver) pair.
 
+use distzero_core::clock::MachineClock;
+use distzero_core::disk::DiskFault;
 use distzero_core::ids::{MachineId, NodeId};
 use distzero_core::net::{NetOp, NetState, Stamp};
 use hmac::{Hmac, Mac};
@@ -147,6 +149,11 @@ pub enum Command {
     /// The network as it is, for an agent that just (re)started: sent
     /// before any node is spawned.
     Join { state: NetState },
+    /// A storage fault on this machine's disk (`distzero_core::disk`).
+    Disk { fault: DiskFault },
+    /// This machine's clocks as the controller's model has them now
+    /// (`distzero_core::clock`): sent on every clock fault and on (re)start.
+    Clock { clock: MachineClock },
     /// Flush logs and exit.
     Shutdown,
 }

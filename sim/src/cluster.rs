@@ -2,7 +2,9 @@
 
 use crate::payload::Payload;
 use crate::queue::Queue;
-use distzero_core::context::{DiskStore, Env, MemDisk};
+use distzero_core::clock::{ClockFault, MachineClock, SIM_EPOCH};
+use distzero_core::context::{DiskStore, Env};
+use distzero_core::disk::{DiskFault, DiskModel};
 use distzero_core::history::{self, History, Op, RunHistory};
 use distzero_core::log::{self, Clock, RunLog, Scope};
 use distzero_core::nemesis::{self, NemesisDriver, Schedule};
@@ -122,6 +124,11 @@ enum Event {
         id: u64,
         tag: u64,
     },
+    /// A slow sync of this machine's disk is over: what reached the machine
+    /// meanwhile is handled now, in order.
+    Wake {
+        machine: MachineId,
+    },
 }
 
 impl Event {
@@ -129,6 +136,7 @@ impl Event {
         match self {
             Event::Start { node, .. } | Event::Timer { node, .. } => node.machine,
             Event::Deliver { to, .. } => to.machine,
+            Event::Wake { machine } => *machine,
         }
     }
 }
@@ -153,6 +161,9 @@ struct Machine {
     slots: Slots,
     /// Events that reached the machine while it was paused, in order.
     parked: Vec<Entry>,
+    /// While a slow sync runs (until its `Wake`): what reaches the machine
+    /// waits here, in order.
+    stalled: Option<Vec<Entry>>,
 }
 
 /// The nodes of a machine: most machines hold one, kept inline (no
@@ -211,7 +222,12 @@ struct World {
     net: Net<(NodeId, NodeId, Payload)>,
     /// Opt-in hostility: probability of delivering a second copy.
     duplicate: f64,
-    disks: Vec<MemDisk>,
+    /// Each machine's disk and clocks (`distzero_core::disk`, `clock`).
+    disks: Vec<DiskModel>,
+    clocks: Vec<MachineClock>,
+    /// Time a slow sync took in the current callback: the callback goes on
+    /// that much later, and its machine stalls until then.
+    io_delay: u64,
     next_timer: u64,
     /// Ids of the timers set and not yet fired or cancelled: a timer fires
     /// only if its id is still here, and nothing stays once it came due.
@@ -239,7 +255,7 @@ impl World {
         if from.machine == to.machine {
             let stamp = self.net.stamp(from.machine, to.machine);
             self.push(
-                self.now,
+                self.now + self.io_delay,
                 Event::Deliver {
                     from,
                     to,
@@ -249,9 +265,12 @@ impl World {
             );
             return;
         }
-        let verdict = self
-            .net
-            .route(&mut self.rng, self.now, from.machine, to.machine);
+        let verdict = self.net.route(
+            &mut self.rng,
+            self.now + self.io_delay,
+            from.machine,
+            to.machine,
+        );
         match verdict {
             Verdict::At(at, stamp) if self.duplicate <= 0.0 => self.push(
                 at,
@@ -311,8 +330,22 @@ impl World {
 }
 
 impl Env for World {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.now)
+    fn now(&self, machine: MachineId) -> Duration {
+        let t = self.now + self.io_delay;
+        match self.clocks.get(machine.0 as usize) {
+            Some(c) => Duration::from_nanos(c.mono(t)),
+            None => Duration::from_nanos(t),
+        }
+    }
+
+    fn wall_clock(&self, machine: MachineId) -> Duration {
+        let t = self.now + self.io_delay;
+        let wall = self
+            .clocks
+            .get(machine.0 as usize)
+            .map_or(t as i128, |c| c.wall(t));
+        let ns = SIM_EPOCH.as_nanos() as i128 + wall;
+        Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
@@ -327,9 +360,12 @@ impl Env for World {
         self.next_timer += 1;
         let id = self.next_timer;
         let incarnation = self.net.life(node.machine);
-        let at = self
-            .now
-            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        let span = match self.clocks.get(node.machine.0 as usize) {
+            Some(c) => c.real_span(after),
+            None => after,
+        };
+        let at = (self.now + self.io_delay).saturating_add(span);
         self.pending.insert(id);
         self.push(
             at,
@@ -355,11 +391,19 @@ impl Env for World {
         &mut self.disks[machine.0 as usize]
     }
 
+    fn sync_disk(&mut self, machine: MachineId) -> std::io::Result<()> {
+        let took = self.disks[machine.0 as usize].sync()?;
+        self.io_delay += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        Ok(())
+    }
+
     fn buggify(&mut self, _node: NodeId) -> bool {
         self.buggify > 0.0 && self.rng.gen_bool(self.buggify)
     }
 
-    fn record(&mut self, node: NodeId, op: Op) {
+    fn record(&mut self, node: NodeId, mut op: Op) {
+        // Real time, never the machine's clock (see `distzero_core::clock`).
+        op.time = Duration::from_nanos(self.now + self.io_delay);
         // The log scope is the node's: the event lands in its machine's file.
         let json = op.to_json();
         history::log_op_json(&json);
@@ -487,6 +531,8 @@ impl SimCluster {
                 net,
                 duplicate: config.duplicate,
                 disks: Vec::new(),
+                clocks: Vec::new(),
+                io_delay: 0,
                 next_timer: 0,
                 pending: HashSet::default(),
                 inbox: BTreeMap::new(),
@@ -808,6 +854,17 @@ impl SimCluster {
             }
             State::Up => {}
         }
+        if let Some(stalled) = machine.stalled.as_mut() {
+            if let Event::Wake { .. } = entry.event {
+                let waiting = machine.stalled.take().unwrap_or_default();
+                for e in waiting {
+                    self.world.push(self.world.now, e.event);
+                }
+            } else {
+                stalled.push(entry);
+            }
+            return;
+        }
         let incarnation = self.world.net.life(target);
         match entry.event {
             Event::Start {
@@ -874,6 +931,22 @@ impl SimCluster {
                 enter(self.scoped, target, node, self.world.now);
                 n.timer(&mut self.world, node, TimerId(id), tag);
             }
+            Event::Wake { .. } => {}
+        }
+        if self.world.io_delay > 0 {
+            self.stall(target);
+        }
+    }
+
+    /// A callback ran a slow sync: the machine handles nothing more until
+    /// the time it took has passed.
+    #[cold]
+    fn stall(&mut self, machine: MachineId) {
+        let until = self.world.now + std::mem::take(&mut self.world.io_delay);
+        if let Some(m) = self.machines.get_mut(machine.0 as usize) {
+            debug_assert!(m.stalled.is_none(), "a stalled machine ran a callback");
+            m.stalled = Some(Vec::new());
+            self.world.push(until, Event::Wake { machine });
         }
     }
 
@@ -898,6 +971,12 @@ impl SimCluster {
             time: Duration::from_nanos(self.world.now),
         });
     }
+}
+
+/// The seed of a machine's disk faults: apart from the cluster's rng, so
+/// adding a disk fault does not move the nodes' draws.
+fn disk_seed(seed: u64, machine: MachineId) -> u64 {
+    seed ^ 0xD15C_0000_0000_0000 ^ u64::from(machine.0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl Drop for SimCluster {
@@ -940,8 +1019,12 @@ impl Cluster for SimCluster {
             state: State::Up,
             slots: Slots::Zero,
             parked: Vec::new(),
+            stalled: None,
         });
-        self.world.disks.push(MemDisk::default());
+        self.world
+            .disks
+            .push(DiskModel::new(disk_seed(self.seed, id)));
+        self.world.clocks.push(MachineClock::new(self.world.now));
         self.controller_log();
         tracing::debug!(machine = %id, "machine added");
         Ok(id)
@@ -1047,12 +1130,14 @@ impl Cluster for SimCluster {
         }
         m.state = State::Down;
         m.parked.clear();
+        m.stalled = None;
         for slot in m.slots.as_mut_slice() {
             slot.node = None;
         }
         self.world.net.crash(machine);
+        let kept = self.world.disks[machine.0 as usize].crash();
         self.controller_log();
-        tracing::info!(%machine, "crash");
+        tracing::info!(%machine, unsynced_kept = kept, "crash");
         Ok(())
     }
 
@@ -1113,6 +1198,25 @@ impl Cluster for SimCluster {
         for e in parked {
             self.world.push(now.max(e.time), e.event);
         }
+        Ok(())
+    }
+
+    fn disk_fault(&mut self, machine: MachineId, fault: DiskFault) -> Result<()> {
+        self.machine(machine)?;
+        fault.validate().map_err(Error::Unsupported)?;
+        self.controller_log();
+        tracing::info!(%machine, ?fault, "disk fault");
+        self.world.disks[machine.0 as usize].fault(&fault);
+        Ok(())
+    }
+
+    fn clock_fault(&mut self, machine: MachineId, fault: ClockFault) -> Result<()> {
+        self.machine(machine)?;
+        fault.validate().map_err(Error::Unsupported)?;
+        self.controller_log();
+        tracing::info!(%machine, ?fault, "clock fault");
+        let now = self.world.now;
+        self.world.clocks[machine.0 as usize].fault(now, &fault);
         Ok(())
     }
 

@@ -47,7 +47,7 @@ impl Node for Probe {
     fn on_start(&mut self, ctx: &mut Context<'_, Msg>) {
         self.started_at = ctx.now().as_nanos() as u64;
         let boots: u64 = ctx.disk().get("boots").unwrap().unwrap_or(0);
-        ctx.disk().put("boots", &(boots + 1)).unwrap();
+        ctx.disk().put_synced("boots", &(boots + 1)).unwrap();
     }
     fn on_message(&mut self, ctx: &mut Context<'_, Msg>, from: NodeId, msg: Msg) {
         match msg {

@@ -38,7 +38,7 @@ impl Node for Counter {
             Msg::Inc => {
                 self.value += 1;
                 if !self.lazy || self.value.is_multiple_of(2) {
-                    let _ = ctx.disk().put("v", &self.value);
+                    let _ = ctx.disk().put_synced("v", &self.value);
                 }
                 ctx.send(from, Msg::Acked(self.value));
             }

@@ -6,6 +6,7 @@ use super::conn::{self, Event, Ident};
 use super::disk::FileDisk;
 use super::{AgentClock, AgentConfig, Exit, StopHandle};
 use crate::wire::{Command, FromAgent, PeerFrame, ToAgent};
+use distzero_core::clock::MachineClock;
 use distzero_core::context::{DiskStore, Env};
 use distzero_core::error::{Error, Result};
 use distzero_core::history::{self, Op};
@@ -20,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
@@ -45,6 +46,9 @@ fn later(now: Instant, d: Duration) -> Instant {
 struct HostEnv {
     machine: MachineId,
     clock: AgentClock,
+    /// This machine's clocks, as the controller set them (applied to what
+    /// the nodes read and to their timers).
+    mclock: MachineClock,
     rng: ChaCha8Rng,
     disk: FileDisk,
     timers: BTreeMap<(Instant, u64), (NodeId, u64)>,
@@ -56,9 +60,25 @@ struct HostEnv {
     records: Vec<(NodeId, Op, String)>,
 }
 
+impl HostEnv {
+    /// Real time since the cluster's epoch, in ns (the clock model's `t`).
+    fn t(&self) -> u64 {
+        u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 impl Env for HostEnv {
-    fn now(&self) -> Duration {
-        self.clock.now()
+    fn now(&self, _machine: MachineId) -> Duration {
+        Duration::from_nanos(self.mclock.mono(self.t()))
+    }
+    fn wall_clock(&self, _machine: MachineId) -> Duration {
+        let t = self.t();
+        let skew = self.mclock.wall(t) - t as i128;
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i128;
+        Duration::from_nanos(u64::try_from((real + skew).max(0)).unwrap_or(u64::MAX))
     }
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
         self.outbox.push((from, to, bytes));
@@ -66,7 +86,10 @@ impl Env for HostEnv {
     fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
-        let at = later(Instant::now(), after);
+        let span = self
+            .mclock
+            .real_span(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        let at = later(Instant::now(), Duration::from_nanos(span));
         self.timers.insert((at, id), (node, tag));
         self.timer_at.insert(id, at);
         TimerId(id)
@@ -85,10 +108,20 @@ impl Env for HostEnv {
         }
         &mut self.disk
     }
+    fn sync_disk(&mut self, _machine: MachineId) -> std::io::Result<()> {
+        let took = self.disk.sync()?;
+        if !took.is_zero() {
+            // A slow fsync blocks the machine's one thread: so does this.
+            std::thread::sleep(took);
+        }
+        Ok(())
+    }
     fn buggify(&mut self, _node: NodeId) -> bool {
         false
     }
-    fn record(&mut self, node: NodeId, op: Op) {
+    fn record(&mut self, node: NodeId, mut op: Op) {
+        // Real time, never the machine's clock (see `distzero_core::clock`).
+        op.time = self.clock.now();
         // The log scope is the node's, as for its other events.
         let json = op.to_json();
         history::log_op_json(&json);
@@ -167,10 +200,10 @@ pub(super) async fn run(
     };
     let local_addr = listener.local_addr().ok();
     let disk_dir = cfg.data_dir.join("disk");
-    let disk = FileDisk::open(&disk_dir)
-        .map_err(|e| Error::io(format!("opening the disk {}", disk_dir.display()), e))?;
     let mix = (u64::from(me.0) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ boot.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let disk = FileDisk::open(&disk_dir, cfg.seed ^ mix ^ 0xD15C)
+        .map_err(|e| Error::io(format!("opening the disk {}", disk_dir.display()), e))?;
     let ident = Arc::new(Ident {
         machine: me,
         run_id: cfg.run_id.clone(),
@@ -185,6 +218,7 @@ pub(super) async fn run(
         env: HostEnv {
             machine: me,
             clock,
+            mclock: MachineClock::default(),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix),
             disk,
             timers: BTreeMap::new(),
@@ -734,6 +768,15 @@ impl Host {
                 }
                 let now = self.model_now();
                 self.net.load(&state, now);
+            }
+            Command::Disk { fault } => {
+                fault.validate()?;
+                tracing::info!(?fault, "disk fault");
+                self.env.disk.fault(&fault);
+            }
+            Command::Clock { clock } => {
+                tracing::info!(ppm = clock.ppm(), "clock set");
+                self.env.mclock = clock;
             }
             Command::Shutdown => {}
         }
