@@ -631,7 +631,8 @@ impl Raft {
         }
         if let Err(err) = ctx.disk().sync() {
             tracing::error!(index, error = %err, "could not sync entry; dropped");
-            return self.truncate(ctx, index) && false;
+            self.truncate(ctx, index);
+            return false;
         }
         true
     }
