@@ -145,14 +145,17 @@ pub struct DiskModel {
     rng: ChaCha8Rng,
 }
 
-fn io_error(what: &str) -> IoError {
-    IoError::other(format!("I/O error {what} (injected disk fault)"))
+/// Errors say what failed; the caller names the operation.
+fn io_error() -> IoError {
+    IoError::other("I/O error (an injected disk fault)")
 }
 
-fn no_space(what: &str) -> IoError {
+fn no_space() -> IoError {
     IoError::new(
         ErrorKind::StorageFull,
-        format!("no space left on the disk {what} (injected disk fault, or the {MAX_DISK_BYTES}-byte bound)"),
+        format!(
+            "no space left on the disk (an injected disk fault, or the {MAX_DISK_BYTES}-byte bound)"
+        ),
     )
 }
 
@@ -199,18 +202,19 @@ impl DiskModel {
     }
 
     /// Fail a write as the faults and bounds say, before it changes anything.
-    fn check_write(&mut self, what: &str, adds: usize) -> std::io::Result<()> {
+    fn check_write(&mut self, adds: usize) -> std::io::Result<()> {
         if self.undo.len() >= MAX_UNSYNCED {
             return Err(IoError::other(format!(
-                "{MAX_UNSYNCED} changes are waiting for a sync {what}; sync the disk more often"
+                "{MAX_UNSYNCED} changes are waiting for a sync; sync the disk more often"
             )));
         }
-        if self.faults.full || self.bytes + adds as u64 > MAX_DISK_BYTES {
-            return Err(no_space(what));
+        // Removing and truncating need no space.
+        if (self.faults.full && adds > 0) || self.bytes + adds as u64 > MAX_DISK_BYTES {
+            return Err(no_space());
         }
         let pct = self.faults.errors_pct;
         if pct > 0 && self.rng.gen_range(0..100u8) < pct {
-            return Err(io_error(what));
+            return Err(io_error());
         }
         Ok(())
     }
@@ -221,7 +225,7 @@ impl DiskModel {
     }
 
     pub fn write(&mut self, key: &str, value: &[u8]) -> std::io::Result<()> {
-        self.check_write(&format!("writing `{key}`"), value.len())?;
+        self.check_write(value.len())?;
         let old = self.values.insert(key.to_string(), value.to_vec());
         self.bytes += value.len() as u64;
         self.bytes -= old.as_ref().map_or(0, |o| o.len() as u64);
@@ -236,7 +240,7 @@ impl DiskModel {
         if !self.values.contains_key(key) {
             return Ok(());
         }
-        self.check_write(&format!("removing `{key}`"), 0)?;
+        self.check_write(0)?;
         let old = self.values.remove(key);
         self.bytes -= old.as_ref().map_or(0, |o| o.len() as u64);
         self.undo.push(Undo::Value {
@@ -257,7 +261,7 @@ impl DiskModel {
 
     /// Append a record to `log` (created if missing); its index.
     pub fn append(&mut self, log: &str, record: &[u8]) -> std::io::Result<u64> {
-        self.check_write(&format!("appending to log `{log}`"), record.len())?;
+        self.check_write(record.len())?;
         let created = !self.logs.contains_key(log);
         let records = self.logs.entry(log.to_string()).or_default();
         records.push(record.to_vec());
@@ -291,7 +295,7 @@ impl DiskModel {
         if self.log_len(log) <= len {
             return Ok(());
         }
-        self.check_write(&format!("truncating log `{log}`"), 0)?;
+        self.check_write(0)?;
         let records = self.logs.get_mut(log).expect("log checked above");
         let removed = records.split_off(len as usize);
         self.bytes -= removed.iter().map(|r| r.len() as u64).sum::<u64>();
@@ -357,7 +361,7 @@ impl DiskModel {
         let pct = self.faults.errors_pct;
         if pct > 0 && self.rng.gen_range(0..100u8) < pct {
             // The changes stay unsynced: a crash may still lose them.
-            return Err(io_error("syncing the disk"));
+            return Err(io_error());
         }
         Ok(Duration::from_millis(self.faults.slow_ms))
     }

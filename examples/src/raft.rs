@@ -131,6 +131,11 @@
 //!   unsynced writes (the simulator's default, an agent's too) takes the
 //!   acknowledged entries with it, and the leader counted them: a committed
 //!   entry can vanish from a majority and be overwritten by the next leader.
+//! - `lease-on-wall-clock` (with `lease_ms`): the leader measures its read
+//!   lease on the wall clock instead of the monotonic one. A wall clock
+//!   stepped back (an NTP step) stretches the lease by the step: a leader
+//!   cut off from the others goes on answering reads from its own state
+//!   after the majority elected another leader and wrote new values.
 
 use crate::hash::fnv1a;
 use distzero::{Cluster, Context, MachineId, Node, NodeId, TimerId, TimerTag};
@@ -188,6 +193,15 @@ pub struct RaftConfig {
     /// At most this many client requests waiting at the leader.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// Leader leases: a leader answers reads at once, without the log,
+    /// while a majority acknowledged its heartbeats within the last
+    /// `lease_ms` on its monotonic clock (0: off, reads go through the log).
+    /// At most 9/10 of `election_min_ms`, the margin covering clock drift
+    /// (`distzero::clock::MAX_DRIFT_PPM` is far below it); a follower that
+    /// heard from its leader within `election_min_ms` refuses to vote for
+    /// anyone else, so no new leader rises while a lease may hold.
+    #[serde(default)]
+    pub lease_ms: u64,
     /// A planted bug (see the module docs and [`RaftBug`]).
     #[serde(default)]
     pub bug: Option<String>,
@@ -203,6 +217,7 @@ impl RaftConfig {
             election_max_ms: default_election_max_ms(),
             max_log: default_max_log(),
             max_pending: default_max_pending(),
+            lease_ms: 0,
             bug: None,
         }
     }
@@ -231,6 +246,12 @@ impl RaftConfig {
                 self.election_min_ms, self.election_max_ms, self.heartbeat_ms
             ));
         }
+        if self.lease_ms * 10 > self.election_min_ms * 9 {
+            return Err(format!(
+                "lease_ms = {} is over 9/10 of election_min_ms ({}): a lease must end before another leader can rise, with a margin for clock drift",
+                self.lease_ms, self.election_min_ms
+            ));
+        }
         if self.max_log == 0 || self.max_pending == 0 {
             return Err("max_log and max_pending must be at least 1".into());
         }
@@ -255,16 +276,18 @@ pub enum RaftBug {
     NoReelection,
     VoteIgnoresLog,
     AckBeforeSync,
+    LeaseOnWallClock,
 }
 
 impl RaftBug {
-    pub const ALL: [RaftBug; 6] = [
+    pub const ALL: [RaftBug; 7] = [
         RaftBug::VoteNotPersisted,
         RaftBug::CommitWithoutMajority,
         RaftBug::StaleRead,
         RaftBug::NoReelection,
         RaftBug::VoteIgnoresLog,
         RaftBug::AckBeforeSync,
+        RaftBug::LeaseOnWallClock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -275,6 +298,7 @@ impl RaftBug {
             RaftBug::NoReelection => "no-reelection",
             RaftBug::VoteIgnoresLog => "vote-ignores-log",
             RaftBug::AckBeforeSync => "ack-before-sync",
+            RaftBug::LeaseOnWallClock => "lease-on-wall-clock",
         }
     }
 
@@ -393,6 +417,8 @@ pub enum RaftMsg {
         prev_term: u64,
         entries: Vec<Entry>,
         commit: u64,
+        /// When the leader sent it, on its lease clock (echoed back).
+        sent: u64,
     },
     /// `success`: my log matches the leader's up to `index`. Else: try
     /// again from `index`.
@@ -400,6 +426,8 @@ pub enum RaftMsg {
         term: u64,
         success: bool,
         index: u64,
+        /// The `sent` of the `AppendEntries` this answers.
+        sent: u64,
     },
 }
 
@@ -441,6 +469,8 @@ pub struct Raft {
     hard: HardState,
     /// Sequence number of the last persisted `hard` (its slot: `seq % 2`).
     hard_seq: u64,
+    /// My log is durable up to this index (a failed sync leaves it behind).
+    synced: u64,
     /// Entries 1..=len.
     log: Vec<Entry>,
     // volatile
@@ -462,6 +492,10 @@ pub struct Raft {
     // leader
     next: Vec<u64>,
     matched: Vec<u64>,
+    /// Per peer, the latest `sent` it acknowledged in my term (leases).
+    acked_at: Vec<u64>,
+    /// When I last heard from my leader, or sent heartbeats as one (leases).
+    heard_at: Duration,
     /// Log index -> clients waiting for it to apply.
     pending: BTreeMap<u64, Vec<Waiter>>,
     /// The first index of my term as leader.
@@ -481,6 +515,7 @@ impl Raft {
             broken,
             hard: HardState::default(),
             hard_seq: 0,
+            synced: 0,
             log: Vec::new(),
             role: Role::Follower,
             leader: None,
@@ -495,6 +530,8 @@ impl Raft {
             answered: BTreeSet::new(),
             next: vec![1; n],
             matched: vec![0; n],
+            acked_at: vec![0; n],
+            heard_at: Duration::ZERO,
             pending: BTreeMap::new(),
             term_start: 0,
         }
@@ -622,19 +659,32 @@ impl Raft {
         true
     }
 
-    /// [`Raft::append`], then sync: a leader counts its own copy, and
-    /// answers no one, before its entry is durable.
+    /// [`Raft::append`], then [`Raft::sync`]. A failed sync leaves the
+    /// entry in the log, not durable: the leader counts its own copy only
+    /// up to `synced`, and tries again every heartbeat.
     fn append_synced(&mut self, ctx: &mut Context<'_, RaftMsg>, e: Entry) -> bool {
-        let index = self.last() + 1;
         if !self.append(ctx, e) {
             return false;
         }
-        if let Err(err) = ctx.disk().sync() {
-            tracing::error!(index, error = %err, "could not sync entry; dropped");
-            self.truncate(ctx, index);
-            return false;
-        }
+        self.sync(ctx);
         true
+    }
+
+    /// Sync the disk: on success the whole log is durable (`synced`).
+    fn sync(&mut self, ctx: &mut Context<'_, RaftMsg>) -> bool {
+        if self.synced == self.last() {
+            return true;
+        }
+        match ctx.disk().sync() {
+            Ok(()) => {
+                self.synced = self.last();
+                true
+            }
+            Err(e) => {
+                tracing::error!(synced = self.synced, last = self.last(), error = %e, "could not sync the log");
+                false
+            }
+        }
     }
 
     /// Delete entries `from..` on disk and in memory.
@@ -645,6 +695,7 @@ impl Raft {
             return false;
         }
         self.log.truncate(from as usize - 1);
+        self.synced = self.synced.min(from - 1);
         if self.commit >= from {
             // Only under a planted bug: what was applied stays applied.
             self.commit = from - 1;
@@ -681,6 +732,7 @@ impl Raft {
                 }
             }
         }
+        self.synced = self.last();
         tracing::info!(
             term = self.hard.term,
             voted_for = ?self.hard.voted_for,
@@ -823,6 +875,7 @@ impl Raft {
         let next = self.last() + 1;
         self.next = vec![next; self.n()];
         self.matched = vec![0; self.n()];
+        self.acked_at = vec![0; self.n()];
         self.term_start = next;
         let noop = Entry {
             term: self.hard.term,
@@ -855,11 +908,45 @@ impl Raft {
                 prev_term: self.term_at(prev_index),
                 entries,
                 commit: self.commit,
+                sent: self.lease_clock(ctx),
             },
         );
     }
 
+    /// The clock leases are measured on: monotonic (wall under a planted bug), ns.
+    fn lease_clock(&self, ctx: &Context<'_, RaftMsg>) -> u64 {
+        let t = if self.bug == Some(RaftBug::LeaseOnWallClock) {
+            ctx.wall_clock()
+        } else {
+            ctx.now()
+        };
+        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether I lead under a lease now: a majority (me included)
+    /// acknowledged heartbeats sent within the last `lease_ms`, and I
+    /// applied everything committed before my term.
+    fn lease_holds(&self, ctx: &Context<'_, RaftMsg>) -> bool {
+        if self.cfg.lease_ms == 0
+            || self.role != Role::Leader
+            || self.commit < self.term_start
+            || self.applied < self.commit
+        {
+            return false;
+        }
+        let now = self.lease_clock(ctx);
+        let mut times: Vec<u64> = self
+            .peers()
+            .map(|p| self.acked_at[p])
+            .chain(std::iter::once(now))
+            .collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        let start = times[self.n() / 2];
+        start > 0 && now < start.saturating_add(self.cfg.lease_ms * 1_000_000)
+    }
+
     fn broadcast_append(&mut self, ctx: &mut Context<'_, RaftMsg>) {
+        self.heard_at = ctx.now();
         let peers: Vec<usize> = self.peers().collect();
         for p in peers {
             self.send_append(ctx, p);
@@ -871,7 +958,8 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        self.matched[self.cfg.me] = self.last();
+        // My own copy counts once it is durable.
+        self.matched[self.cfg.me] = self.synced.min(self.last());
         let mut held = self.matched.clone();
         held.sort_unstable_by(|a, b| b.cmp(a));
         let n = held[self.commit_quorum() - 1];
@@ -908,6 +996,12 @@ impl Raft {
             return;
         }
         if let Cmd::Read { key } = &cmd {
+            if self.lease_holds(ctx) {
+                let value = self.data.get(key).copied();
+                tracing::debug!(key = %key, "read answered under the lease");
+                reply(ctx, Outcome::Ok(value));
+                return;
+            }
             if self.bug == Some(RaftBug::StaleRead) {
                 // Planted bug: no check that a majority still follows me.
                 let value = self.data.get(key).copied();
@@ -1003,6 +1097,15 @@ impl Raft {
         last_index: u64,
         last_term: u64,
     ) {
+        if self.cfg.lease_ms > 0
+            && self.leader.is_some_and(|l| l != candidate)
+            && ctx.now().saturating_sub(self.heard_at)
+                < Duration::from_millis(self.cfg.election_min_ms)
+        {
+            // A leader may hold a lease: no vote, not even a newer term,
+            // until an election timeout has passed without it.
+            return;
+        }
         if self.bug == Some(RaftBug::VoteNotPersisted) && term > self.hard.term {
             // Planted bug: this handler moves to the candidate's term in
             // memory only (and below, votes in memory only).
@@ -1069,7 +1172,7 @@ impl Raft {
         ctx: &mut Context<'_, RaftMsg>,
         from: NodeId,
         leader: usize,
-        term: u64,
+        (term, sent): (u64, u64),
         prev_index: u64,
         prev_term: u64,
         entries: Vec<Entry>,
@@ -1082,6 +1185,7 @@ impl Raft {
                     term,
                     success,
                     index,
+                    sent,
                 },
             );
         };
@@ -1097,6 +1201,7 @@ impl Raft {
             "another leader in my term (two leaders in one term)",
         );
         self.become_follower(ctx, Some(leader));
+        self.heard_at = ctx.now();
         self.reset_election_timer(ctx);
         if prev_index > self.last() {
             reply(ctx, term, false, self.last() + 1);
@@ -1130,11 +1235,10 @@ impl Raft {
             matched = index;
         }
         // Entries up to `matched` are the leader's: durable before the ack.
-        if matched > prev_index && self.bug != Some(RaftBug::AckBeforeSync) {
-            if let Err(e) = ctx.disk().sync() {
-                tracing::error!(error = %e, "could not sync entries; no ack");
-                return;
-            }
+        if self.bug == Some(RaftBug::AckBeforeSync) {
+            // Planted bug: acknowledged while perhaps in memory only.
+        } else if !self.sync(ctx) {
+            return; // no ack: the leader sends them again
         }
         let commit = leader_commit.min(matched);
         if commit > self.commit {
@@ -1309,14 +1413,25 @@ impl Node for Raft {
                     prev_term,
                     entries,
                     commit,
+                    sent,
                 },
                 Some(p),
-            ) => self.on_append_entries(ctx, from, p, term, prev_index, prev_term, entries, commit),
+            ) => self.on_append_entries(
+                ctx,
+                from,
+                p,
+                (term, sent),
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            ),
             (
                 RaftMsg::AppendReply {
                     term,
                     success,
                     index,
+                    sent,
                 },
                 Some(p),
             ) => {
@@ -1324,6 +1439,7 @@ impl Node for Raft {
                     return;
                 }
                 if self.role == Role::Leader && term == self.hard.term {
+                    self.acked_at[p] = self.acked_at[p].max(sent);
                     self.on_append_reply(ctx, p, success, index);
                 }
             }
@@ -1344,7 +1460,12 @@ impl Node for Raft {
             }
             Some(RaftTimer::Tick) => {
                 match self.role {
-                    Role::Leader => self.broadcast_append(ctx),
+                    Role::Leader => {
+                        if self.synced < self.last() && self.sync(ctx) {
+                            self.advance_commit(ctx);
+                        }
+                        self.broadcast_append(ctx)
+                    }
                     Role::Candidate => self.request_votes(ctx),
                     Role::Follower => {}
                 }

@@ -52,6 +52,10 @@ pub fn all() -> Vec<Workflow> {
         w("raft-stale-read", raft_stale_read),
         w("raft-no-reelection", raft_no_reelection),
         w("raft-vote-ignores-log", raft_vote_ignores_log),
+        w("raft-disk", raft_disk),
+        w("raft-ack-before-sync", raft_ack_before_sync),
+        w("raft-lease", raft_lease),
+        w("raft-lease-on-wall-clock", raft_lease_on_wall_clock),
     ]
 }
 
@@ -59,7 +63,10 @@ pub fn all() -> Vec<Workflow> {
 /// nemesis can reach), rather than pass (a correct system, or a bug its
 /// nemesis cannot reach: `raft-vote-not-persisted-no-crash`).
 pub fn planted_bug(name: &str) -> bool {
-    !matches!(name, "kv" | "wordcount" | "raft") && !name.ends_with("-no-crash")
+    !matches!(
+        name,
+        "kv" | "wordcount" | "raft" | "raft-disk" | "raft-lease"
+    ) && !name.ends_with("-no-crash")
 }
 
 /// The workflow of that name, or an error listing the known ones.
@@ -283,6 +290,58 @@ pub fn raft_vote_ignores_log(c: &mut dyn Cluster) -> Result<()> {
     raft_under_nemesis(c, Some("vote-ignores-log"), &FaultKind::ALL)
 }
 
+/// Storage faults a Raft log must survive, beside partitions and crashes:
+/// power loss (a prefix of unsynced writes kept, the last one torn), I/O
+/// errors, a full disk, slow syncs. Not corruption: recovering a damaged
+/// log needs the other replicas (protocol-aware recovery), which this
+/// example does not do.
+pub const RAFT_DISK: [FaultKind; 7] = [
+    FaultKind::PowerLoss,
+    FaultKind::Crash,
+    FaultKind::Partition,
+    FaultKind::Isolate,
+    FaultKind::DiskErrors,
+    FaultKind::DiskFull,
+    FaultKind::SlowDisk,
+];
+
+/// The Raft-style log under [`RAFT_DISK`] faults (its storm: power losses).
+pub fn raft_disk(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, None, &RAFT_DISK)
+}
+
+/// The same, followers acknowledging entries before syncing them (a
+/// planted bug that only a crash losing unsynced writes shows).
+pub fn raft_ack_before_sync(c: &mut dyn Cluster) -> Result<()> {
+    raft_under_nemesis(c, Some("ack-before-sync"), &RAFT_DISK)
+}
+
+/// Clock faults beside partitions and pauses: what leader leases must survive.
+pub const RAFT_CLOCK: [FaultKind; 6] = [
+    FaultKind::ClockStep,
+    FaultKind::ClockDrift,
+    FaultKind::Partition,
+    FaultKind::Isolate,
+    FaultKind::MajorityMinority,
+    FaultKind::Pause,
+];
+
+/// Leader leases of this length in the lease workflows (election timeouts
+/// start at 150 ms).
+const LEASE_MS: u64 = 120;
+
+/// The Raft-style log with leader leases (reads answered at once by a
+/// leader under lease) under [`RAFT_CLOCK`] faults.
+pub fn raft_lease(c: &mut dyn Cluster) -> Result<()> {
+    raft_workflow(c, None, LEASE_MS, &RAFT_CLOCK)
+}
+
+/// The same, leases measured on the wall clock (a planted bug that only a
+/// clock stepped back shows).
+pub fn raft_lease_on_wall_clock(c: &mut dyn Cluster) -> Result<()> {
+    raft_workflow(c, Some("lease-on-wall-clock"), LEASE_MS, &RAFT_CLOCK)
+}
+
 const RAFT_CLIENTS: u64 = 3;
 /// Operations of each raft client.
 const RAFT_OPS: u64 = 80;
@@ -300,8 +359,21 @@ const STORM_FAULTS: usize = 32;
 /// operations, their history is linearizable, and every replica applied
 /// the same log (state machine safety).
 fn raft_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>, kinds: &[FaultKind]) -> Result<()> {
+    raft_workflow(c, bug, 0, kinds)
+}
+
+/// [`raft_under_nemesis`] with leader leases of `lease_ms` (0: none).
+fn raft_workflow(
+    c: &mut dyn Cluster,
+    bug: Option<&str>,
+    lease_ms: u64,
+    kinds: &[FaultKind],
+) -> Result<()> {
     let machines: [MachineId; 3] = c.add_machines()?;
-    let replicas = raft::spawn_group(c, &machines, bug)?;
+    let replicas = raft::spawn_group_with(c, &machines, |cfg| {
+        cfg.bug = bug.map(str::to_string);
+        cfg.lease_ms = lease_ms;
+    })?;
     for p in 1..=RAFT_CLIENTS {
         let m = c.add_machine()?;
         let mut cfg = RaftClientConfig::new(replicas.clone(), p);
@@ -316,7 +388,9 @@ fn raft_under_nemesis(c: &mut dyn Cluster, bug: Option<&str>, kinds: &[FaultKind
             .window(Duration::from_secs(2)),
     )?;
     c.wait_nemesis()?;
-    let storm = if kinds.contains(&FaultKind::Crash) {
+    let storm = if kinds.contains(&FaultKind::PowerLoss) {
+        FaultKind::PowerLoss
+    } else if kinds.contains(&FaultKind::Crash) {
         FaultKind::Crash
     } else {
         FaultKind::Pause
