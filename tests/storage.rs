@@ -14,21 +14,35 @@ use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 enum Msg {
-    Put { key: String, value: u64, sync: bool },
-    Get { key: String },
-    Append { value: u64, sync: bool },
+    Put {
+        key: String,
+        value: u64,
+        sync: bool,
+    },
+    Get {
+        key: String,
+    },
+    Append {
+        value: u64,
+        sync: bool,
+    },
     ReadLog,
     /// Sync, and say how long it took on the machine's monotonic clock.
     TimedSync,
     Clocks,
     /// A timer of `ms`; `Fired` says when it fired (monotonic ns).
-    Arm { ms: u64 },
+    Arm {
+        ms: u64,
+    },
     Fired,
     Done(std::result::Result<(), String>),
     Value(std::result::Result<Option<u64>, String>),
     Records(std::result::Result<Vec<u64>, String>),
     Took(std::result::Result<u64, String>),
-    Times { mono_ns: u64, wall_ns: u64 },
+    Times {
+        mono_ns: u64,
+        wall_ns: u64,
+    },
     FiredAt(Option<(u64, u64)>),
 }
 
@@ -183,16 +197,39 @@ fn a_crash_keeps_only_what_was_synced(c: &mut dyn Cluster) -> Result<()> {
     let (m, n) = store(c)?;
     // A sync is the machine's: synced changes first, then the others.
     done(c, n, put("a", 1, false))?;
-    done(c, n, Msg::Append { value: 10, sync: true })?;
+    done(
+        c,
+        n,
+        Msg::Append {
+            value: 10,
+            sync: true,
+        },
+    )?;
     done(c, n, put("b", 2, false))?;
     done(c, n, put("a", 3, false))?;
-    done(c, n, Msg::Append { value: 11, sync: false })?;
-    check(get(c, n, "a")? == Some(3), "a write is read back at once".into())?;
+    done(
+        c,
+        n,
+        Msg::Append {
+            value: 11,
+            sync: false,
+        },
+    )?;
+    check(
+        get(c, n, "a")? == Some(3),
+        "a write is read back at once".into(),
+    )?;
     crash_and_restart(c, m)?;
-    check(get(c, n, "a")? == Some(1), "a is back to its synced value".into())?;
+    check(
+        get(c, n, "a")? == Some(1),
+        "a is back to its synced value".into(),
+    )?;
     check(get(c, n, "b")?.is_none(), "b was never synced".into())?;
     let log = read_log(c, n)?;
-    check(log == Ok(vec![10]), format!("the log keeps its synced record only: {log:?}"))
+    check(
+        log == Ok(vec![10]),
+        format!("the log keeps its synced record only: {log:?}"),
+    )
 }
 
 /// Errors and a full disk fail writes until the disk is reset; a failed
@@ -214,7 +251,10 @@ fn disk_faults_fail_writes_until_reset(c: &mut dyn Cluster) -> Result<()> {
     c.disk_fault(m, DiskFault::Reset)?;
     // The failed sync made nothing durable.
     crash_and_restart(c, m)?;
-    check(get(c, n, "a")?.is_none(), "a failed sync leaves writes unsynced".into())?;
+    check(
+        get(c, n, "a")?.is_none(),
+        "a failed sync leaves writes unsynced".into(),
+    )?;
     c.disk_fault(m, DiskFault::Slow { ms: 150 })?;
     match ask(c, n, Msg::TimedSync)? {
         Msg::Took(Ok(took)) if took >= 150_000_000 => {}
@@ -231,8 +271,22 @@ fn disk_faults_fail_writes_until_reset(c: &mut dyn Cluster) -> Result<()> {
 /// which reads as corrupt; agents lose every unsynced write instead.
 fn a_torn_write_reads_as_corrupt(c: &mut dyn Cluster) -> Result<()> {
     let (m, n) = store(c)?;
-    done(c, n, Msg::Append { value: 1, sync: true })?;
-    done(c, n, Msg::Append { value: u64::MAX, sync: false })?;
+    done(
+        c,
+        n,
+        Msg::Append {
+            value: 1,
+            sync: true,
+        },
+    )?;
+    done(
+        c,
+        n,
+        Msg::Append {
+            value: u64::MAX,
+            sync: false,
+        },
+    )?;
     c.disk_fault(m, DiskFault::OnCrash(CrashLoss::TearLast))?;
     crash_and_restart(c, m)?;
     let log = read_log(c, n)?;
@@ -242,7 +296,10 @@ fn a_torn_write_reads_as_corrupt(c: &mut dyn Cluster) -> Result<()> {
             format!("a torn record reads as corrupt: {log:?}"),
         )
     } else {
-        check(log == Ok(vec![1]), format!("agents lose the unsynced record: {log:?}"))
+        check(
+            log == Ok(vec![1]),
+            format!("agents lose the unsynced record: {log:?}"),
+        )
     }
 }
 
@@ -260,7 +317,10 @@ fn clocks_step_and_drift(c: &mut dyn Cluster) -> Result<()> {
     )?;
     c.clock_fault(m, ClockFault::Reset)?;
     let (mono2, wall2) = clocks(c, n)?;
-    check(mono2 >= mono1, "a reset does not move the monotonic clock back".into())?;
+    check(
+        mono2 >= mono1,
+        "a reset does not move the monotonic clock back".into(),
+    )?;
     check(
         wall2 >= wall0,
         format!("a reset sets the wall clock right: {wall0} then {wall2}"),

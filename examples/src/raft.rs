@@ -494,6 +494,8 @@ pub struct Raft {
     matched: Vec<u64>,
     /// Per peer, the latest `sent` it acknowledged in my term (leases).
     acked_at: Vec<u64>,
+    /// Per peer, where the last `AppendEntries` started (`prev_index + 1`).
+    sent_from: Vec<u64>,
     /// When I last heard from my leader, or sent heartbeats as one (leases).
     heard_at: Duration,
     /// Log index -> clients waiting for it to apply.
@@ -531,6 +533,7 @@ impl Raft {
             next: vec![1; n],
             matched: vec![0; n],
             acked_at: vec![0; n],
+            sent_from: vec![0; n],
             heard_at: Duration::ZERO,
             pending: BTreeMap::new(),
             term_start: 0,
@@ -876,6 +879,7 @@ impl Raft {
         self.next = vec![next; self.n()];
         self.matched = vec![0; self.n()];
         self.acked_at = vec![0; self.n()];
+        self.sent_from = vec![0; self.n()];
         self.term_start = next;
         let noop = Entry {
             term: self.hard.term,
@@ -899,6 +903,7 @@ impl Raft {
         let to = (prev_index as usize + MAX_BATCH).min(self.log.len());
         let entries = self.log[prev_index as usize..to].to_vec();
         // Pipelining: assume they arrive; a rejection moves `next` back.
+        self.sent_from[peer] = next;
         self.next[peer] = to as u64 + 1;
         ctx.send(
             self.cfg.replicas[peer],
@@ -1082,7 +1087,11 @@ impl Raft {
             }
         } else {
             self.next[peer] = index.max(self.matched[peer] + 1).max(1);
-            self.send_append(ctx, peer);
+            // Again from where the last request started: the heartbeat
+            // retries it (no storm of refusals when a log cannot match).
+            if self.next[peer] != self.sent_from[peer] {
+                self.send_append(ctx, peer);
+            }
         }
     }
 
