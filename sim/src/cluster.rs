@@ -128,6 +128,7 @@ enum Event {
     /// meanwhile is handled now, in order.
     Wake {
         machine: MachineId,
+        incarnation: u32,
     },
 }
 
@@ -136,7 +137,7 @@ impl Event {
         match self {
             Event::Start { node, .. } | Event::Timer { node, .. } => node.machine,
             Event::Deliver { to, .. } => to.machine,
-            Event::Wake { machine } => *machine,
+            Event::Wake { machine, .. } => *machine,
         }
     }
 }
@@ -855,7 +856,10 @@ impl SimCluster {
             State::Up => {}
         }
         if let Some(stalled) = machine.stalled.as_mut() {
-            if let Event::Wake { .. } = entry.event {
+            if let Event::Wake { incarnation, .. } = entry.event {
+                if incarnation != self.world.net.life(target) {
+                    return; // the wake of a stall in an earlier life
+                }
                 let waiting = machine.stalled.take().unwrap_or_default();
                 for e in waiting {
                     self.world.push(self.world.now, e.event);
@@ -946,7 +950,14 @@ impl SimCluster {
         if let Some(m) = self.machines.get_mut(machine.0 as usize) {
             debug_assert!(m.stalled.is_none(), "a stalled machine ran a callback");
             m.stalled = Some(Vec::new());
-            self.world.push(until, Event::Wake { machine });
+            let incarnation = self.world.net.life(machine);
+            self.world.push(
+                until,
+                Event::Wake {
+                    machine,
+                    incarnation,
+                },
+            );
         }
     }
 
