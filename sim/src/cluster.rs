@@ -162,9 +162,9 @@ struct Machine {
     slots: Slots,
     /// Events that reached the machine while it was paused, in order.
     parked: Vec<Entry>,
-    /// While a slow sync runs (until its `Wake`): what reaches the machine
-    /// waits here, in order.
-    stalled: Option<Vec<Entry>>,
+    /// A slow sync runs (until its `Wake`): what reaches the machine waits
+    /// in `World::stalls`, in order.
+    stalled: bool,
 }
 
 /// The nodes of a machine: most machines hold one, kept inline (no
@@ -223,9 +223,18 @@ struct World {
     net: Net<(NodeId, NodeId, Payload)>,
     /// Opt-in hostility: probability of delivering a second copy.
     duplicate: f64,
-    /// Each machine's disk and clocks (`distzero_core::disk`, `clock`).
-    disks: Vec<DiskModel>,
+    /// Each machine's disk (`distzero_core::disk`), made on first use (an
+    /// idle machine costs no memory for it).
+    disks: Vec<Option<Box<DiskModel>>>,
+    /// Each machine's clocks (`distzero_core::clock`); `clocks_exact` while
+    /// no clock fault was ever applied (then every clock reads real time:
+    /// the fast path).
     clocks: Vec<MachineClock>,
+    clocks_exact: bool,
+    /// The run's seed: each disk's faults draw from it and the machine.
+    disk_seed: u64,
+    /// Events waiting at stalled machines, in order.
+    stalls: BTreeMap<MachineId, Vec<Entry>>,
     /// Time a slow sync took in the current callback: the callback goes on
     /// that much later, and its machine stalls until then.
     io_delay: u64,
@@ -330,9 +339,20 @@ impl World {
     }
 }
 
+impl World {
+    /// The machine's disk, made on first use.
+    fn disk_of(&mut self, machine: MachineId) -> &mut DiskModel {
+        let seed = disk_seed(self.disk_seed, machine);
+        self.disks[machine.0 as usize].get_or_insert_with(|| Box::new(DiskModel::new(seed)))
+    }
+}
+
 impl Env for World {
     fn now(&self, machine: MachineId) -> Duration {
         let t = self.now + self.io_delay;
+        if self.clocks_exact {
+            return Duration::from_nanos(t);
+        }
         match self.clocks.get(machine.0 as usize) {
             Some(c) => Duration::from_nanos(c.mono(t)),
             None => Duration::from_nanos(t),
@@ -363,8 +383,8 @@ impl Env for World {
         let incarnation = self.net.life(node.machine);
         let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
         let span = match self.clocks.get(node.machine.0 as usize) {
-            Some(c) => c.real_span(after),
-            None => after,
+            Some(c) if !self.clocks_exact => c.real_span(after),
+            _ => after,
         };
         let at = (self.now + self.io_delay).saturating_add(span);
         self.pending.insert(id);
@@ -389,11 +409,11 @@ impl Env for World {
     }
 
     fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore {
-        &mut self.disks[machine.0 as usize]
+        self.disk_of(machine)
     }
 
     fn sync_disk(&mut self, machine: MachineId) -> std::io::Result<()> {
-        let took = self.disks[machine.0 as usize].sync()?;
+        let took = self.disk_of(machine).sync()?;
         self.io_delay += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         Ok(())
     }
@@ -533,6 +553,9 @@ impl SimCluster {
                 duplicate: config.duplicate,
                 disks: Vec::new(),
                 clocks: Vec::new(),
+                clocks_exact: true,
+                disk_seed: config.seed,
+                stalls: BTreeMap::new(),
                 io_delay: 0,
                 next_timer: 0,
                 pending: HashSet::default(),
@@ -855,18 +878,8 @@ impl SimCluster {
             }
             State::Up => {}
         }
-        if let Some(stalled) = machine.stalled.as_mut() {
-            if let Event::Wake { incarnation, .. } = entry.event {
-                if incarnation != self.world.net.life(target) {
-                    return; // the wake of a stall in an earlier life
-                }
-                let waiting = machine.stalled.take().unwrap_or_default();
-                for e in waiting {
-                    self.world.push(self.world.now, e.event);
-                }
-            } else {
-                stalled.push(entry);
-            }
+        if machine.stalled {
+            self.stalled(target, entry);
             return;
         }
         let incarnation = self.world.net.life(target);
@@ -942,14 +955,33 @@ impl SimCluster {
         }
     }
 
+    /// An event reached a stalled machine: it waits, unless it is the wake
+    /// that ends the stall, which lets the waiting ones go, in order.
+    #[cold]
+    fn stalled(&mut self, target: MachineId, entry: Entry) {
+        let Event::Wake { incarnation, .. } = entry.event else {
+            self.world.stalls.entry(target).or_default().push(entry);
+            return;
+        };
+        if incarnation != self.world.net.life(target) {
+            return; // the wake of a stall in an earlier life
+        }
+        if let Some(m) = self.machines.get_mut(target.0 as usize) {
+            m.stalled = false;
+        }
+        for e in self.world.stalls.remove(&target).unwrap_or_default() {
+            self.world.push(self.world.now, e.event);
+        }
+    }
+
     /// A callback ran a slow sync: the machine handles nothing more until
     /// the time it took has passed.
     #[cold]
     fn stall(&mut self, machine: MachineId) {
         let until = self.world.now + std::mem::take(&mut self.world.io_delay);
         if let Some(m) = self.machines.get_mut(machine.0 as usize) {
-            debug_assert!(m.stalled.is_none(), "a stalled machine ran a callback");
-            m.stalled = Some(Vec::new());
+            debug_assert!(!m.stalled, "a stalled machine ran a callback");
+            m.stalled = true;
             let incarnation = self.world.net.life(machine);
             self.world.push(
                 until,
@@ -1030,11 +1062,9 @@ impl Cluster for SimCluster {
             state: State::Up,
             slots: Slots::Zero,
             parked: Vec::new(),
-            stalled: None,
+            stalled: false,
         });
-        self.world
-            .disks
-            .push(DiskModel::new(disk_seed(self.seed, id)));
+        self.world.disks.push(None);
         self.world.clocks.push(MachineClock::new(self.world.now));
         self.controller_log();
         tracing::debug!(machine = %id, "machine added");
@@ -1141,12 +1171,15 @@ impl Cluster for SimCluster {
         }
         m.state = State::Down;
         m.parked.clear();
-        m.stalled = None;
+        m.stalled = false;
         for slot in m.slots.as_mut_slice() {
             slot.node = None;
         }
         self.world.net.crash(machine);
-        let kept = self.world.disks[machine.0 as usize].crash();
+        self.world.stalls.remove(&machine);
+        let kept = self.world.disks[machine.0 as usize]
+            .as_mut()
+            .map_or(0, |d| d.crash());
         self.controller_log();
         tracing::info!(%machine, unsynced_kept = kept, "crash");
         Ok(())
@@ -1217,7 +1250,11 @@ impl Cluster for SimCluster {
         fault.validate().map_err(Error::Unsupported)?;
         self.controller_log();
         tracing::info!(%machine, ?fault, "disk fault");
-        self.world.disks[machine.0 as usize].fault(&fault);
+        match &mut self.world.disks[machine.0 as usize] {
+            // A disk never used has no faults to reset.
+            None if fault == DiskFault::Reset => {}
+            _ => self.world.disk_of(machine).fault(&fault),
+        }
         Ok(())
     }
 
@@ -1228,6 +1265,7 @@ impl Cluster for SimCluster {
         tracing::info!(%machine, ?fault, "clock fault");
         let now = self.world.now;
         self.world.clocks[machine.0 as usize].fault(now, &fault);
+        self.world.clocks_exact = self.world.clocks.iter().all(MachineClock::is_exact);
         Ok(())
     }
 
