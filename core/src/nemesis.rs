@@ -42,8 +42,11 @@
 //! a sweep prints, one schedule per declaration), which a replay command
 //! carries.
 
-use crate::clock::{ClockFault, MAX_DRIFT_PPM};
-use crate::disk::{CrashLoss, DiskFault};
+/// The storage and clock faults a schedule names (so the Rust a report
+/// prints needs only `use distzero::nemesis::*`).
+pub use crate::clock::ClockFault;
+use crate::clock::MAX_DRIFT_PPM;
+pub use crate::disk::{CrashLoss, DiskFault};
 use crate::error::{Error, Result};
 use crate::ids::MachineId;
 use crate::link::{Latency, Link};
@@ -1508,5 +1511,73 @@ mod tests {
             "{r}"
         );
         assert!(r.find("at_ms: 10").unwrap() < r.find("at_ms: 50").unwrap());
+    }
+
+    #[test]
+    fn disk_and_clock_steps_print_as_rust_and_round_trip_as_json() {
+        let s = Schedule::new(vec![
+            Step {
+                at_ms: 5,
+                fault: Fault::Disk {
+                    machine: 1,
+                    fault: DiskFault::OnCrash(CrashLoss::TearLast),
+                },
+            },
+            Step {
+                at_ms: 6,
+                fault: Fault::Clock {
+                    machine: 0,
+                    fault: ClockFault::Step { ms: -250 },
+                },
+            },
+            Step {
+                at_ms: 7,
+                fault: Fault::Disk {
+                    machine: 1,
+                    fault: DiskFault::Reset,
+                },
+            },
+        ]);
+        let rust = s.to_rust();
+        assert!(
+            rust.contains(
+                "fault: Fault::Disk { machine: 1, fault: DiskFault::OnCrash(CrashLoss::TearLast) }"
+            ),
+            "{rust}"
+        );
+        assert!(
+            rust.contains(
+                "fault: Fault::Clock { machine: 0, fault: ClockFault::Step { ms: -250 } }"
+            ),
+            "{rust}"
+        );
+        assert_eq!(s.faults(), 2, "a reset is an undo, not a fault");
+        let json = schedules_to_json(std::slice::from_ref(&s));
+        assert_eq!(schedules_from_json(&json, "test").unwrap(), vec![s]);
+    }
+
+    #[test]
+    fn disk_and_clock_kinds_draw_their_faults_with_undos() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for kind in FaultKind::DISK.into_iter().chain(FaultKind::CLOCK) {
+            let steps = fault_steps(kind, 3, 100, &mut rng);
+            assert!(
+                steps.iter().any(|(_, f)| f.is_fault()),
+                "{kind:?}: {steps:?}"
+            );
+            if kind != FaultKind::Corrupt {
+                assert!(
+                    steps.iter().any(|(at, f)| *at == 100 && !f.is_fault()),
+                    "{kind:?} is undone: {steps:?}"
+                );
+            }
+            for (_, f) in &steps {
+                match f {
+                    Fault::Disk { fault, .. } => fault.validate().unwrap(),
+                    Fault::Clock { fault, .. } => fault.validate().unwrap(),
+                    _ => {}
+                }
+            }
+        }
     }
 }
