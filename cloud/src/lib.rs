@@ -25,6 +25,8 @@
 //! sudo scripts/cloud-standin.sh run 6 -- cargo test cloud
 //! ```
 
+pub mod aws;
+pub mod ec2;
 pub mod inventory;
 pub mod provider;
 pub mod ssh;
