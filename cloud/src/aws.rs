@@ -35,7 +35,11 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({} from {})", self.access_key_id, self.source)
+        write!(
+            f,
+            "Credentials({} from {})",
+            self.access_key_id, self.source
+        )
     }
 }
 
@@ -91,7 +95,11 @@ fn profile_name(settings: &Settings) -> String {
 }
 
 /// One profile's keys of a shared file; none if the file is absent.
-fn profile_of(path: &Option<PathBuf>, profile: &str, config_file: bool) -> BTreeMap<String, String> {
+fn profile_of(
+    path: &Option<PathBuf>,
+    profile: &str,
+    config_file: bool,
+) -> BTreeMap<String, String> {
     let Some(p) = path else {
         return BTreeMap::new();
     };
@@ -148,7 +156,9 @@ pub fn credentials(settings: &Settings) -> Result<Option<Credentials>> {
             session_token: p.get("aws_session_token").cloned(),
             source: format!(
                 "profile {profile} of {}",
-                path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                path.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ),
         }));
     }
@@ -410,7 +420,11 @@ impl Ec2Client {
 
     /// Call `action` with `params`; the root element of the answer. Retries
     /// throttling, 5xx answers and broken connections a few times.
-    pub fn call(&self, action: &str, params: &[(String, String)]) -> std::result::Result<Xml, CallError> {
+    pub fn call(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+    ) -> std::result::Result<Xml, CallError> {
         let mut wait = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
@@ -426,7 +440,11 @@ impl Ec2Client {
         }
     }
 
-    fn call_once(&self, action: &str, params: &[(String, String)]) -> std::result::Result<Xml, CallError> {
+    fn call_once(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+    ) -> std::result::Result<Xml, CallError> {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         use aws_sigv4::sign::v4;
         let mut all = vec![
@@ -557,7 +575,10 @@ mod tests {
         assert_eq!(c.access_key_id, "AKENV");
         let s = settings(&[("HOME", home)]);
         let c = credentials(&s).unwrap().unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.session_token), ("AKDEFAULT", None));
+        assert_eq!(
+            (c.access_key_id.as_str(), c.session_token),
+            ("AKDEFAULT", None)
+        );
         assert_eq!(region(&s).as_deref(), Some("eu-west-1"));
         let s = settings(&[("HOME", home), ("AWS_PROFILE", "work")]);
         let c = credentials(&s).unwrap().unwrap();
@@ -565,7 +586,11 @@ mod tests {
         assert_eq!(c.session_token.as_deref(), Some("tok"));
         assert!(!format!("{c:?}").contains("s2"), "Debug shows no secret");
         assert_eq!(region(&s).as_deref(), Some("us-east-2"));
-        let s = settings(&[("HOME", home), ("AWS_PROFILE", "work"), ("AWS_REGION", "ap-south-1")]);
+        let s = settings(&[
+            ("HOME", home),
+            ("AWS_PROFILE", "work"),
+            ("AWS_REGION", "ap-south-1"),
+        ]);
         assert_eq!(region(&s).as_deref(), Some("ap-south-1"));
         let s = settings(&[("HOME", "/nonexistent")]);
         assert!(credentials(&s).unwrap().is_none());
@@ -593,7 +618,10 @@ mod tests {
         assert_eq!(ec2_endpoint(&s, "x").unwrap(), "http://b:2/");
         let s = settings(&[("DISTZERO_EC2_ENDPOINT", "localhost:5000")]);
         let e = ec2_endpoint(&s, "x").unwrap_err().to_string();
-        assert!(e.contains("DISTZERO_EC2_ENDPOINT") && e.contains("http://"), "{e}");
+        assert!(
+            e.contains("DISTZERO_EC2_ENDPOINT") && e.contains("http://"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod inventory;
 pub mod provider;
 pub mod ssh;
 
+pub use ec2::Ec2Inventory;
 pub use inventory::{Host, Inventory, StaticInventory};
 pub use provider::SshProvider;
 
