@@ -98,7 +98,8 @@ print(f"DISTZERO_EC2_SUBNET={subnet}")
 print(f"DISTZERO_EC2_IMAGE={image}")
 '
 
-# What moto still runs: "id state" lines of instances not terminated.
+# What moto still holds of the runs: instances not terminated, security
+# groups and key pairs of runs.
 LEFT='
 import sys, boto3
 ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1",
@@ -109,6 +110,11 @@ for r in ec2.describe_instances()["Reservations"]:
         total += 1
         if i["State"]["Name"] not in ("terminated", "shutting-down"):
             print(i["InstanceId"], i["State"]["Name"], i.get("PrivateIpAddress", "-"))
+for g in ec2.describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["distzero-run"]}])["SecurityGroups"]:
+    print("security group", g["GroupId"], g["GroupName"])
+for k in ec2.describe_key_pairs()["KeyPairs"]:
+    if k["KeyName"].startswith("distzero-"):
+        print("key pair", k["KeyName"])
 print(f"# {total} instance(s) launched in this stand-in", file=sys.stderr)
 '
 
@@ -123,11 +129,11 @@ teardown() {
         left=$("$VENV/bin/python" -c "$LEFT" "$ENDPOINT" 2>"$STATE/left.err" || echo "moto could not be asked")
         cat "$STATE/left.err" >&2 2>/dev/null || true
         if [ -n "$left" ]; then
-            say "moto still runs instances after the command (a leak):"
+            say "moto still holds what runs made (a leak):"
             echo "$left" >&2
             [ "$rc" != 0 ] || rc=1
         else
-            say "moto runs no instance: every instance was terminated"
+            say "moto runs no instance and holds no security group or key pair of a run"
         fi
     fi
     if [ -n "$WATCHER_PID" ]; then
