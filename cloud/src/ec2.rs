@@ -670,11 +670,16 @@ impl Ec2Inventory {
         self.finished = true;
         let mut first: Option<Error> = None;
         let ids: Vec<String> = self.held().instances.keys().cloned().collect();
-        if let Err(e) = terminate(&self.client, &ids) {
-            first.get_or_insert(e);
-        } else {
-            self.held().instances.clear();
-        }
+        let terminated = match terminate(&self.client, &ids) {
+            Ok(()) => {
+                self.held().instances.clear();
+                true
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+                false
+            }
+        };
         let (key, group) = {
             let h = self.held();
             (h.key.clone(), h.group.clone())
@@ -687,7 +692,9 @@ impl Ec2Inventory {
                 }
             }
         }
-        if let Some(g) = group {
+        // A group still used by a live instance cannot go: leave it to the
+        // next start's sweep rather than wait for nothing.
+        if let (Some(g), true) = (group, terminated) {
             let deadline = Instant::now() + TERMINATED_WAIT;
             let mut pause = Duration::from_millis(100);
             let mut outcome;
@@ -795,6 +802,9 @@ impl Inventory for Ec2Inventory {
                 self.launched.len() + n,
                 self.cfg.max_instances
             )));
+        }
+        if n == 0 {
+            return Ok(Vec::new());
         }
         let (key, group) = self.prepare()?;
         let deadline = Instant::now() + self.cfg.boot_timeout;
