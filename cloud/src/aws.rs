@@ -425,10 +425,23 @@ impl Ec2Client {
         action: &str,
         params: &[(String, String)],
     ) -> std::result::Result<Xml, CallError> {
+        self.call_service("ec2", API_VERSION, action, params)
+    }
+
+    /// [`Ec2Client::call`] for another Query API service at the same
+    /// endpoint (`service` is its SigV4 name, such as `iam`; tests set up an
+    /// emulator's users with it).
+    pub fn call_service(
+        &self,
+        service: &str,
+        version: &str,
+        action: &str,
+        params: &[(String, String)],
+    ) -> std::result::Result<Xml, CallError> {
         let mut wait = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
-            match self.call_once(action, params) {
+            match self.call_once(service, version, action, params) {
                 Err(e) if e.retryable() && attempt < TRIES => {
                     tracing::debug!(action, attempt, error = %e, "EC2 call failed; retrying");
                     std::thread::sleep(wait);
@@ -442,6 +455,8 @@ impl Ec2Client {
 
     fn call_once(
         &self,
+        service: &str,
+        version: &str,
         action: &str,
         params: &[(String, String)],
     ) -> std::result::Result<Xml, CallError> {
@@ -449,7 +464,7 @@ impl Ec2Client {
         use aws_sigv4::sign::v4;
         let mut all = vec![
             ("Action".to_string(), action.to_string()),
-            ("Version".to_string(), API_VERSION.to_string()),
+            ("Version".to_string(), version.to_string()),
         ];
         all.extend(params.iter().cloned());
         let body = form_encode(&all);
@@ -465,7 +480,7 @@ impl Ec2Client {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name("ec2")
+            .name(service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()

@@ -310,3 +310,82 @@ fn ec2_sweep_terminates_only_what_dead_controllers_left() {
     ec2::terminate(&c, &[alive]).unwrap();
     assert!(gone(&state("live-run")));
 }
+
+/// POST `body` to moto's own API at `path` (such as /moto-api/reset-auth).
+fn moto_api(endpoint: &str, path: &str, body: &str) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).expect("moto");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+}
+
+#[test]
+fn ec2_requests_carry_a_sigv4_signature_that_moto_verifies() {
+    let Some(moto) = Moto::start() else { return };
+    let open = moto.client();
+    // A user with EC2 rights and an access key, made while moto checks
+    // nothing yet (IAM's Query API, signed the same way).
+    let iam = |action: &str, params: &[(String, String)]| {
+        open.call_service("iam", "2010-05-08", action, params)
+            .unwrap_or_else(|e| panic!("IAM {action}: {e}"))
+    };
+    iam("CreateUser", &[p("UserName", "dz")]);
+    iam(
+        "PutUserPolicy",
+        &[
+            p("UserName", "dz"),
+            p("PolicyName", "ec2"),
+            p(
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*","Resource":"*"}]}"#,
+            ),
+        ],
+    );
+    let key = iam("CreateAccessKey", &[p("UserName", "dz")]);
+    let id = key
+        .get(&["CreateAccessKeyResult", "AccessKey", "AccessKeyId"])
+        .expect("AccessKeyId")
+        .to_string();
+    let secret = key
+        .get(&["CreateAccessKeyResult", "AccessKey", "SecretAccessKey"])
+        .expect("SecretAccessKey")
+        .to_string();
+    // From now on moto checks every request's signature and rights.
+    moto_api(&moto.endpoint, "/moto-api/reset-auth", "0");
+    let with = |secret: &str| {
+        Ec2Client::new(
+            moto.endpoint.clone(),
+            "us-east-1".into(),
+            Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.to_string(),
+                session_token: None,
+                source: "test".into(),
+            },
+        )
+    };
+    let good = with(&secret);
+    good.call("DescribeInstances", &[])
+        .unwrap_or_else(|e| panic!("a correctly signed request is refused: {e}"));
+    let bad = with("not-the-secret")
+        .call("DescribeInstances", &[])
+        .expect_err("a wrong secret is refused");
+    // EC2 answers a bad signature with AuthFailure (other services:
+    // SignatureDoesNotMatch).
+    assert!(
+        matches!(bad.code(), Some("AuthFailure" | "SignatureDoesNotMatch")),
+        "{bad}"
+    );
+    let unknown = open
+        .call("DescribeInstances", &[])
+        .expect_err("an unknown key is refused");
+    assert!(unknown.code().is_some(), "{unknown}");
+}
