@@ -509,7 +509,7 @@ impl Ec2Client {
             Err(ureq::Error::Status(status, resp)) => (status, read_body(resp)?),
             Err(ureq::Error::Transport(t)) => {
                 return Err(CallError::Transport(format!(
-                    "{action} at {}: {t}",
+                    "{action} at {}: {t} (check DISTZERO_EC2_ENDPOINT, AWS_ENDPOINT_URL or AWS_REGION, and the network)",
                     self.endpoint
                 )))
             }
@@ -529,15 +529,30 @@ impl Ec2Client {
             .child("Errors")
             .and_then(|e| e.child("Error"))
             .or_else(|| xml.child("Error"));
+        let code = err
+            .and_then(|e| e.get(&["Code"]))
+            .unwrap_or("Unknown")
+            .to_string();
+        let mut message = err
+            .and_then(|e| e.get(&["Message"]))
+            .unwrap_or("no message")
+            .to_string();
+        if matches!(
+            code.as_str(),
+            "AuthFailure"
+                | "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "UnauthorizedOperation"
+                | "RequestExpired"
+        ) {
+            message.push_str(&format!(
+                " (credentials {} from {}; region {})",
+                self.credentials.access_key_id, self.credentials.source, self.region
+            ));
+        }
         Err(CallError::Api {
-            code: err
-                .and_then(|e| e.get(&["Code"]))
-                .unwrap_or("Unknown")
-                .to_string(),
-            message: err
-                .and_then(|e| e.get(&["Message"]))
-                .unwrap_or("no message")
-                .to_string(),
+            code,
+            message,
             status,
         })
     }
@@ -637,6 +652,27 @@ mod tests {
             e.contains("DISTZERO_EC2_ENDPOINT") && e.contains("http://"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_is_named_with_what_to_check() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let c = Ec2Client::new(
+            format!("http://127.0.0.1:{port}/"),
+            "us-east-1".into(),
+            Credentials {
+                access_key_id: "AK".into(),
+                secret_access_key: "s".into(),
+                session_token: None,
+                source: "test".into(),
+            },
+        );
+        let e = c.call("DescribeInstances", &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(e.contains("DISTZERO_EC2_ENDPOINT"), "{e}");
     }
 
     #[test]
