@@ -8,6 +8,12 @@
 #                                             exported, always down; exits
 #                                             with CMD's status
 #   scripts/cloud-standin.sh status           what is up
+#   scripts/cloud-standin.sh bridge           the bridge and key alone; then
+#   scripts/cloud-standin.sh host-up ADDR     one host at 10.214.0.X (2-254),
+#   scripts/cloud-standin.sh host-down ADDR   namespace dz-h<X>: hosts that
+#                                             come and go, as the EC2
+#                                             stand-in (scripts/ec2-standin.sh)
+#                                             makes them for moto's instances
 #
 # Layout (root needed: namespaces, veths, a bridge, sshd):
 #   bridge dz-br0 10.214.0.1/24 in this namespace (the controller's address)
@@ -102,11 +108,8 @@ check_not_up() {
     fi
 }
 
-up() {
-    local n=$1
-    [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le $MAX_HOSTS ] || die "up takes a host count from 1 to $MAX_HOSTS, not '$n'"
-    need_root
-    check_not_up
+# The client key, the state folder and the bridge (the controller's side).
+bridge_up() {
     ensure_tools
     mkdir -p "$STATE"
     chmod 700 "$STATE"
@@ -123,22 +126,25 @@ up() {
         && [ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables)" = 1 ]; then
         iptables -w -I FORWARD 1 -i $BRIDGE -o $BRIDGE -m comment --comment $TAG -j ACCEPT
     fi
+}
 
-    local hosts=() k
-    for k in $(seq 1 "$n"); do
-        local ns=$NS_PREFIX$k veth=$VETH_PREFIX$k addr=$PREFIX.$((10 + k)) dir=$STATE/h$k
-        ip netns add "$ns"
-        ip link add "$veth" type veth peer name "${veth}p"
-        ip link set "${veth}p" netns "$ns"
-        ip link set "$veth" master $BRIDGE
-        ip link set "$veth" up
-        ip netns exec "$ns" ip link set lo up
-        ip netns exec "$ns" ip link set "${veth}p" name eth0
-        ip netns exec "$ns" ip addr add "$addr/24" dev eth0
-        ip netns exec "$ns" ip link set eth0 up
-        mkdir -p "$dir"
-        [ -f "$dir/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$dir/ssh_host_ed25519_key"
-        cat > "$dir/sshd_config" <<EOF
+# One host: namespace $NS_PREFIX<k> with address <addr> on the bridge, its
+# sshd under the reaper. Does not wait for sshd.
+host_start() {
+    local k=$1 addr=$2
+    local ns=$NS_PREFIX$k veth=$VETH_PREFIX$k dir=$STATE/h$k
+    ip netns add "$ns"
+    ip link add "$veth" type veth peer name "${veth}p"
+    ip link set "${veth}p" netns "$ns"
+    ip link set "$veth" master $BRIDGE
+    ip link set "$veth" up
+    ip netns exec "$ns" ip link set lo up
+    ip netns exec "$ns" ip link set "${veth}p" name eth0
+    ip netns exec "$ns" ip addr add "$addr/24" dev eth0
+    ip netns exec "$ns" ip link set eth0 up
+    mkdir -p "$dir"
+    [ -f "$dir/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$dir/ssh_host_ed25519_key"
+    cat > "$dir/sshd_config" <<EOF
 ListenAddress $addr
 Port 22
 HostKey $dir/ssh_host_ed25519_key
@@ -157,11 +163,23 @@ MaxSessions 100
 Subsystem sftp internal-sftp
 LogLevel INFO
 EOF
-        # setsid: the reaper outlives this script; stdin/out closed.
-        ip netns exec "$ns" setsid perl -e "$REAPER" /usr/sbin/sshd -D -e -f "$dir/sshd_config" \
-            </dev/null >"$dir/sshd.log" 2>&1 &
-        echo $! > "$dir/reaper.pid"
-        hosts+=("root@$addr")
+    # setsid: the reaper outlives this script; stdin/out closed.
+    ip netns exec "$ns" setsid perl -e "$REAPER" /usr/sbin/sshd -D -e -f "$dir/sshd_config" \
+        </dev/null >"$dir/sshd.log" 2>&1 &
+    echo $! > "$dir/reaper.pid"
+}
+
+up() {
+    local n=$1
+    [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le $MAX_HOSTS ] || die "up takes a host count from 1 to $MAX_HOSTS, not '$n'"
+    need_root
+    check_not_up
+    bridge_up
+
+    local hosts=() k
+    for k in $(seq 1 "$n"); do
+        host_start "$k" "$PREFIX.$((10 + k))"
+        hosts+=("root@$PREFIX.$((10 + k))")
     done
 
     # Wait for every sshd to take a key-only login.
@@ -188,33 +206,38 @@ EOF
     cat "$STATE/settings.env"
 }
 
+# Stop one host: everything in its namespace, the namespace, its veth.
+host_stop() {
+    local k=$1 ns=$NS_PREFIX$1
+    # Everything whose network is this namespace: agents, sshd, its reaper.
+    # Agents and sshd first, so the reaper collects them (no zombies),
+    # then the reaper itself.
+    local reaper="" pids p others deadline
+    [ -f "$STATE/h$k/reaper.pid" ] && reaper=$(cat "$STATE/h$k/reaper.pid")
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    others=""
+    for p in $pids; do [ "$p" = "$reaper" ] || others="$others $p"; done
+    if [ -n "$others" ]; then
+        # Thaw stopped agents so they die at once.
+        kill -CONT $others 2>/dev/null || true
+        kill -KILL $others 2>/dev/null || true
+    fi
+    deadline=$((SECONDS + 3))
+    for p in $others; do
+        while [ -e "/proc/$p" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+    done
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || say "could not remove namespace $ns"
+    ip link del "$VETH_PREFIX$k" 2>/dev/null || true
+}
+
 down() {
     trap - EXIT
     need_root
-    local ns k
+    local ns
     for ns in $(hosts_up); do
-        k=${ns#"$NS_PREFIX"}
-        # Everything whose network is this namespace: agents, sshd, its reaper.
-        # Agents and sshd first, so the reaper collects them (no zombies),
-        # then the reaper itself.
-        local reaper="" pids p others deadline
-        [ -f "$STATE/h$k/reaper.pid" ] && reaper=$(cat "$STATE/h$k/reaper.pid")
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        others=""
-        for p in $pids; do [ "$p" = "$reaper" ] || others="$others $p"; done
-        if [ -n "$others" ]; then
-            # Thaw stopped agents so they die at once.
-            kill -CONT $others 2>/dev/null || true
-            kill -KILL $others 2>/dev/null || true
-        fi
-        deadline=$((SECONDS + 3))
-        for p in $others; do
-            while [ -e "/proc/$p" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
-        done
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
-        ip netns del "$ns" 2>/dev/null || say "could not remove namespace $ns"
-        ip link del "$VETH_PREFIX$k" 2>/dev/null || true
+        host_stop "${ns#"$NS_PREFIX"}"
     done
     # veths whose namespace is gone already
     for v in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^${VETH_PREFIX}[0-9]+$" || true); do
@@ -276,7 +299,38 @@ case "${1:-}" in
         trap - EXIT
         ;;
     down) down ;;
+    bridge)
+        # The bridge and key alone, for hosts that come and go (host-up,
+        # host-down): what scripts/ec2-standin.sh uses.
+        [ $# -eq 1 ] || die "usage: $0 bridge"
+        need_root
+        check_not_up
+        trap 'rc=$?; if [ $rc != 0 ]; then say "bridge failed; removing what it made"; down; fi' EXIT
+        bridge_up
+        cat > "$STATE/settings.env" <<EOF
+DISTZERO_CLOUD_USER=root
+DISTZERO_CLOUD_SSH_KEY=$STATE/id_ed25519
+DISTZERO_CLOUD_DIR=$STATE/cloud
+EOF
+        trap - EXIT
+        ;;
+    host-up|host-down)
+        # One host at $PREFIX.X (X from 2 to 254): namespace $NS_PREFIX<X>.
+        # host-up does not wait for its sshd; both are idempotent.
+        [ $# -eq 2 ] || die "usage: $0 $1 $PREFIX.X"
+        need_root
+        x=${2#"$PREFIX."}
+        { [ "$2" = "$PREFIX.$x" ] && [[ "$x" =~ ^[0-9]+$ ]] && [ "$x" -ge 2 ] && [ "$x" -le 254 ]; } \
+            || die "$1 takes an address from $PREFIX.2 to $PREFIX.254, not '$2'"
+        ip link show $BRIDGE >/dev/null 2>&1 || die "no bridge $BRIDGE: run '$0 bridge' first"
+        if [ "$1" = host-up ]; then
+            ip netns list | awk '{print $1}' | grep -qx "$NS_PREFIX$x" || host_start "$x" "$2"
+        else
+            if ip netns list | awk '{print $1}' | grep -qx "$NS_PREFIX$x"; then host_stop "$x"; fi
+            rm -rf "${STATE:?}/h$x"
+        fi
+        ;;
     run) shift; run "$@" ;;
     status) status ;;
-    *) echo "usage: $0 up N | down | run N -- COMMAND... | status" >&2; exit 2 ;;
+    *) echo "usage: $0 up N | down | run N -- COMMAND... | status | bridge | host-up ADDR | host-down ADDR" >&2; exit 2 ;;
 esac

@@ -12,6 +12,10 @@
 //!   or a static agent), starts it detached, kills (SIGKILL), freezes
 //!   (SIGSTOP/SIGCONT), cuts links with iptables tagged with the run id, pulls
 //!   the logs back and cleans up; the host side is `hostctl.sh`;
+//! - [`ec2`]: [`Ec2Inventory`], machines launched on EC2 per run
+//!   (`DISTZERO_CLOUD_PROVIDER=ec2`), tagged with the run, terminated after
+//!   it, on failure and on interrupt; dead runs swept by tag; [`aws`]: the
+//!   small EC2 Query API client it uses (standard credentials, SigV4);
 //! - [`run_workflow`]: what `distzero::workflow_tests!` calls for `cloud_mode::*`.
 //!
 //! Settings come from `distzero_core::Settings` only: `DISTZERO_CLOUD_HOSTS`,
@@ -24,11 +28,21 @@
 //! ```text
 //! sudo scripts/cloud-standin.sh run 6 -- cargo test cloud
 //! ```
+//!
+//! and for instances provisioned through the EC2 API, moto's EC2 server
+//! with an SSH host at each instance's address:
+//!
+//! ```text
+//! sudo scripts/ec2-standin.sh run -- cargo test --test workflows cloud
+//! ```
 
+pub mod aws;
+pub mod ec2;
 pub mod inventory;
 pub mod provider;
 pub mod ssh;
 
+pub use ec2::Ec2Inventory;
 pub use inventory::{Host, Inventory, StaticInventory};
 pub use provider::SshProvider;
 

@@ -237,8 +237,8 @@ impl SshProvider {
         log_dir: &Path,
         source: &AgentSource,
     ) -> Result<SshProvider> {
-        let inventory = StaticInventory::from_settings(settings)?;
-        Self::with_inventory_and_agent(Box::new(inventory), settings, run_id, log_dir, source)
+        let inventory = inventory_from_settings(settings, run_id, log_dir)?;
+        Self::with_inventory_and_agent(inventory, settings, run_id, log_dir, source)
     }
 
     /// Same, with any inventory.
@@ -770,6 +770,26 @@ pub fn sweep_host(ssh: &Ssh, hostctl: &str, dir: &str, host: &Host) -> Result<Ve
     Ok(dead)
 }
 
+/// The inventory of the settings: EC2 instances launched for the run
+/// (`DISTZERO_CLOUD_PROVIDER=ec2`), else the hosts of `DISTZERO_CLOUD_HOSTS`.
+pub fn inventory_from_settings(
+    settings: &Settings,
+    run_id: &str,
+    log_dir: &Path,
+) -> Result<Box<dyn Inventory>> {
+    match settings.cloud_provider()? {
+        "ec2" => {
+            let probe = ssh_from_settings(settings, log_dir)?;
+            Ok(Box::new(crate::ec2::Ec2Inventory::from_settings(
+                settings,
+                run_id,
+                Some(probe),
+            )?))
+        }
+        _ => Ok(Box::new(StaticInventory::from_settings(settings)?)),
+    }
+}
+
 /// `host: <what>: <cause>` for a failed ssh or scp call.
 fn host_err(host: &Host, what: &str, e: CallError) -> Error {
     Error::Infra(format!("host {host}: {what}: {e}"))
@@ -906,12 +926,22 @@ impl Provider for SshProvider {
                 launch.machine
             )));
         }
-        let host = self
-            .inventory
-            .acquire(&self.run_id, 1)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| infra(format!("{} gave no host", self.inventory.describe())))?;
+        let host = match self.inventory.acquire(&self.run_id, 1).and_then(|hosts| {
+            hosts
+                .into_iter()
+                .next()
+                .ok_or_else(|| infra(format!("{} gave no host", self.inventory.describe())))
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                let e = match e {
+                    Error::Setting(m) => Error::Setting(format!("{}: {m}", launch.machine)),
+                    e => infra(format!("{}: no host: {e}", launch.machine)),
+                };
+                self.rollback(&e);
+                return Err(e);
+            }
+        };
         match self.launch_on(launch, host.clone(), None) {
             Ok(a) => Ok(a),
             Err(e) => {

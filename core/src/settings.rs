@@ -50,6 +50,27 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CLOUD_BIND", default: "", help: "address cloud agents listen on: unset = the host's own address from DISTZERO_CLOUD_HOSTS (resolved), which the controller and peers dial; 0.0.0.0 where that address is not on the host (behind NAT)" },
     Var { name: "DISTZERO_CLOUD_DIR", default: "/tmp/distzero", help: "folder on cloud hosts that holds the agent, its disk and its logs" },
     Var { name: "DISTZERO_CLOUD_KNOWN_HOSTS", default: "", help: "known_hosts file that cloud hosts' SSH keys must match; unset = trust on first use, remembered for the run only" },
+    Var { name: "DISTZERO_CLOUD_PROVIDER", default: "ssh", help: "where cloud mode's machines come from: ssh = the existing hosts of DISTZERO_CLOUD_HOSTS; ec2 = EC2 instances launched for each run (DISTZERO_EC2_*, AWS_*) and terminated after it" },
+    Var { name: "DISTZERO_EC2_ENDPOINT", default: "", help: "EC2 API endpoint (such as http://127.0.0.1:5000 for a moto stand-in); unset = AWS_ENDPOINT_URL, else https://ec2.<region>.amazonaws.com" },
+    Var { name: "DISTZERO_EC2_IMAGE", default: "", help: "AMI id of the instances (a Linux with sshd and iptables, such as Debian or Ubuntu); required with DISTZERO_CLOUD_PROVIDER=ec2" },
+    Var { name: "DISTZERO_EC2_INSTANCE_TYPE", default: "t3.micro", help: "EC2 instance type of every machine" },
+    Var { name: "DISTZERO_EC2_SUBNET", default: "", help: "subnet id the instances are launched in; unset = the default subnet of the region's default VPC" },
+    Var { name: "DISTZERO_EC2_SECURITY_GROUP", default: "", help: "security group id of the instances (must admit SSH and TCP 20000-59999 from the controller and between instances); unset = one made for the run (see DISTZERO_EC2_INGRESS_CIDR) and deleted after it" },
+    Var { name: "DISTZERO_EC2_KEY_NAME", default: "", help: "EC2 key pair the instances admit (DISTZERO_CLOUD_SSH_KEY must be its private key); unset = the public key beside DISTZERO_CLOUD_SSH_KEY (<key>.pub) imported for the run and deleted after it" },
+    Var { name: "DISTZERO_EC2_INGRESS_CIDR", default: "0.0.0.0/0", help: "addresses a security group made for the run admits on SSH and the agents' ports (agents accept only holders of the run's cookie); narrow it to your own address/32" },
+    Var { name: "DISTZERO_EC2_ADDRESS", default: "public", help: "which address of an instance the controller dials: public (the controller is outside the VPC; set DISTZERO_CLOUD_BIND=0.0.0.0 too) or private (inside the VPC, or a stand-in)" },
+    Var { name: "DISTZERO_EC2_MAX_INSTANCES", default: "8", help: "most instances one run may launch (1 to 1000); a run that needs more fails before launching it" },
+    Var { name: "DISTZERO_EC2_BOOT_TIMEOUT", default: "300", help: "seconds an instance may take from launch until it runs and answers SSH; longer fails the run, which terminates its instances" },
+    Var { name: "AWS_ACCESS_KEY_ID", default: "", help: "AWS access key (the standard AWS variable); unset = the profile's credentials in the shared credentials and config files" },
+    Var { name: "AWS_SECRET_ACCESS_KEY", default: "", help: "AWS secret key that goes with AWS_ACCESS_KEY_ID (the standard AWS variable)" },
+    Var { name: "AWS_SESSION_TOKEN", default: "", help: "AWS session token of temporary credentials (the standard AWS variable); unset = none" },
+    Var { name: "AWS_REGION", default: "", help: "AWS region of the EC2 instances (the standard AWS variable); unset = AWS_DEFAULT_REGION, else the profile's region in the shared config file" },
+    Var { name: "AWS_DEFAULT_REGION", default: "", help: "AWS region when AWS_REGION is unset (the standard AWS variable)" },
+    Var { name: "AWS_PROFILE", default: "", help: "profile of the shared AWS config and credentials files (the standard AWS variable); unset = default" },
+    Var { name: "AWS_CONFIG_FILE", default: "", help: "shared AWS config file (the standard AWS variable); unset = $HOME/.aws/config" },
+    Var { name: "AWS_SHARED_CREDENTIALS_FILE", default: "", help: "shared AWS credentials file (the standard AWS variable); unset = $HOME/.aws/credentials" },
+    Var { name: "AWS_ENDPOINT_URL", default: "", help: "endpoint of every AWS service (the standard AWS variable); DISTZERO_EC2_ENDPOINT wins for EC2" },
+    Var { name: "HOME", default: "", help: "set by your shell: the home folder, where the shared AWS files are by default (~/.aws/); never set it here" },
     Var { name: "DISTZERO_SWEEP_JOBS", default: "0", help: "threads of a sweep (distzero-sweep, or a workflow test under DISTZERO_SEEDS); 0 = one per core" },
     Var { name: "DISTZERO_MAX_EVENTS", default: "1000000000", help: "event budget of one simulated run (one seed of a sweep); more fails the run" },
     Var { name: "DISTZERO_SWEEP_SEED_TIMEOUT", default: "60", help: "wall-time budget of one simulated run (a workflow test's seed, one seed of a sweep, a replay), in seconds (decimals allowed); more fails the seed" },
@@ -223,6 +244,10 @@ impl Settings {
         self.docker_subnet()?;
         self.cloud_hosts()?;
         self.cloud_bind()?;
+        self.cloud_provider()?;
+        self.ec2_address_is_private()?;
+        self.ec2_max_instances()?;
+        self.ec2_boot_timeout()?;
         self.cookie()?;
         self.swarm()?;
         Ok(())
@@ -519,6 +544,58 @@ impl Settings {
                 )
             }),
         }
+    }
+
+    /// Where cloud machines come from (`DISTZERO_CLOUD_PROVIDER`): `ssh` or `ec2`.
+    pub fn cloud_provider(&self) -> Result<&str> {
+        match self.raw("DISTZERO_CLOUD_PROVIDER") {
+            v @ ("ssh" | "ec2") => Ok(v),
+            v => Err(bad(
+                "DISTZERO_CLOUD_PROVIDER",
+                v,
+                "ssh (the hosts of DISTZERO_CLOUD_HOSTS) or ec2 (instances launched per run)",
+            )),
+        }
+    }
+
+    /// `DISTZERO_EC2_ADDRESS`: true = private, false = public.
+    pub fn ec2_address_is_private(&self) -> Result<bool> {
+        match self.raw("DISTZERO_EC2_ADDRESS") {
+            "public" => Ok(false),
+            "private" => Ok(true),
+            v => Err(bad("DISTZERO_EC2_ADDRESS", v, "public or private")),
+        }
+    }
+
+    /// `DISTZERO_EC2_MAX_INSTANCES`, 1 to 1000.
+    pub fn ec2_max_instances(&self) -> Result<usize> {
+        let v = self.raw("DISTZERO_EC2_MAX_INSTANCES");
+        v.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "DISTZERO_EC2_MAX_INSTANCES",
+                    v,
+                    "a whole number of instances from 1 to 1000",
+                )
+            })
+    }
+
+    /// `DISTZERO_EC2_BOOT_TIMEOUT`, 1 to 3600 seconds.
+    pub fn ec2_boot_timeout(&self) -> Result<Duration> {
+        let v = self.raw("DISTZERO_EC2_BOOT_TIMEOUT");
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| (1..=3600).contains(n))
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                bad(
+                    "DISTZERO_EC2_BOOT_TIMEOUT",
+                    v,
+                    "whole seconds from 1 to 3600",
+                )
+            })
     }
 
     pub fn cloud_dir(&self) -> &str {
