@@ -880,19 +880,28 @@ impl Raft {
         self.matched = vec![0; self.n()];
         self.acked_at = vec![0; self.n()];
         self.sent_from = vec![0; self.n()];
-        self.term_start = next;
+        self.term_start = u64::MAX;
+        self.append_noop(ctx);
+        self.broadcast_append(ctx);
+        self.advance_commit(ctx);
+    }
+
+    /// Append the no-op of my term (`term_start` is its index); until it
+    /// is in my log (a disk error), `term_start` stays `u64::MAX`, nothing
+    /// of earlier terms commits, and every heartbeat tries again.
+    fn append_noop(&mut self, ctx: &mut Context<'_, RaftMsg>) {
+        let next = self.last() + 1;
         let noop = Entry {
             term: self.hard.term,
             client: NOOP_CLIENT,
             seq: 0,
             cmd: Cmd::Noop,
         };
-        if !self.append_synced(ctx, noop) {
-            tracing::warn!("could not append the no-op of my term: nothing commits until it can");
-            self.term_start = u64::MAX;
+        if self.append_synced(ctx, noop) {
+            self.term_start = next;
+        } else {
+            tracing::warn!("could not append the no-op of my term; trying again next heartbeat");
         }
-        self.broadcast_append(ctx);
-        self.advance_commit(ctx);
     }
 
     // ------------------------------------------------------------ leader
@@ -1470,6 +1479,9 @@ impl Node for Raft {
             Some(RaftTimer::Tick) => {
                 match self.role {
                     Role::Leader => {
+                        if self.term_start == u64::MAX {
+                            self.append_noop(ctx);
+                        }
                         if self.synced < self.last() && self.sync(ctx) {
                             self.advance_commit(ctx);
                         }
