@@ -80,6 +80,14 @@ pub fn register_op(call: &Call) -> Result<RegisterOp, HistoryError> {
                 })
             }
         },
+        F::Txn => {
+            return Err(HistoryError::BadValue {
+                index: call.index,
+                op: call.to_string(),
+                reason: "a transaction is no register op (check it with distzero_check::elle)"
+                    .into(),
+            })
+        }
     })
 }
 
