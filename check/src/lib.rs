@@ -49,6 +49,7 @@
 //! search goes, what bounds it and what it reports: [`linearizability`].
 
 pub mod edn;
+pub mod elle;
 pub mod generate;
 pub mod history;
 pub mod linearizability;

@@ -1,0 +1,1807 @@
+//! Transactions, Elle-style: a list-append checker.
+//!
+//! Each transaction is a list of micro-ops on lists: append an element to
+//! the list at a key, or read the list at a key. Every element is appended
+//! at most once per key, so a read of `[1 2 3]` tells which transaction's
+//! append came after which ([Kingsbury and Alvaro, "Elle: Inferring
+//! Isolation Anomalies from Experimental Observations"][elle]). From the
+//! reads the checker infers, per key, the order of the appends, and from it
+//! three dependencies between transactions (Adya's):
+//!
+//! - `ww`: T1 appended the element just before T2's append to the same key;
+//! - `wr`: T2 read a list whose last element T1 appended;
+//! - `rw`: T1 read a list that T2's append extended (T1 did not see it).
+//!
+//! A cycle of dependencies is an anomaly: the transactions cannot be put in
+//! any serial order. Per strongly connected component of the graph it looks
+//! for, in this order, and reports the *shortest* cycle of each kind:
+//!
+//! | anomaly | cycle |
+//! |---|---|
+//! | `G0` | `ww` edges only (write cycle) |
+//! | `G1c` | `ww` and `wr` edges, at least one `wr` (skipped if a `G0` was found) |
+//! | `G-single-item` | exactly one `rw` edge, the others `ww`/`wr` |
+//! | `G2-item` | two or more `rw` edges (skipped if a `G-single-item` was found) |
+//!
+//! (Elle's names; Elle skips the same implied kinds.) Besides cycles it
+//! finds, as Elle does: `G1a` (aborted read: an ok transaction read an
+//! element that a failed one appended), `G1b` (intermediate read: it read a
+//! list whose last element another transaction appended, but that
+//! transaction appended again to that key afterwards), `internal` (a
+//! transaction's read disagrees with its own earlier reads and appends),
+//! `incompatible-order` (two reads of a key of which neither is a prefix of
+//! the other) and `duplicate-elements` (a read with an element twice).
+//!
+//! Which transactions count: `ok` ones, and `info` ones (they may have
+//! happened: their appends place them, their reads are unknown); `fail`
+//! ones only for `G1a`. Only the dependencies above are used, so the check
+//! is for serializability; real-time and process order (strict
+//! serializability, Elle's `-realtime` and `-process` variants) are not.
+//!
+//! Bounds: [`Budget::max_memory`] bounds the graph (an estimate of its
+//! bytes; past it the verdict is `Unknown`, naming the bound), and
+//! [`Budget::max_steps`] / [`Budget::max_time`] the search for shortest
+//! cycles. When that search runs out, a component still gets a cycle, found
+//! by one breadth-first search and called not minimal: a component with a
+//! cycle is an anomaly whatever its kind, so the verdict stays `Invalid`.
+//!
+//! Histories come from a [`History`] of [`F::Txn`] ops ([`txns_from_history`])
+//! or from Elle / Jepsen EDN ([`read_edn`]):
+//!
+//! ```text
+//! {:process 0, :type :invoke, :f :txn, :value [[:append :x 1] [:r :y nil]]}
+//! {:process 0, :type :ok,     :f :txn, :value [[:append :x 1] [:r :y [1 2]]]}
+//! ```
+//!
+//! [elle]: https://github.com/jepsen-io/elle
+//!
+//! ```
+//! use distzero_check::elle::{check, read_edn};
+//! use distzero_check::Budget;
+//!
+//! // Elle's G-single example: T2 appends to x after T1, but missed T1's
+//! // append to y.
+//! let text = "{:process 0, :type :ok, :f :txn, :value [[:append :x 1] [:append :y 1]]}
+//!             {:process 1, :type :ok, :f :txn, :value [[:append :x 2] [:r :y nil]]}
+//!             {:process 2, :type :ok, :f :txn, :value [[:r :x [1 2]]]}";
+//! let txns = read_edn("example.edn", text).unwrap();
+//! let report = check(&txns, &Budget::default());
+//! assert!(report.is_invalid());
+//! assert_eq!(report.anomaly_names(), ["G-single-item"]);
+//! println!("{report}");
+//! ```
+
+use crate::edn::{parse, Edn};
+use crate::history::{History, HistoryError, OpKind, Value, F};
+use crate::linearizability::Budget;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// One micro-op of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Mop {
+    /// Append `element` to the list at `key`.
+    Append { key: Value, element: Value },
+    /// Read the list at `key`: `None` if unknown (an invocation, an `info`).
+    Read {
+        key: Value,
+        list: Option<Vec<Value>>,
+    },
+}
+
+impl Mop {
+    pub fn key(&self) -> &Value {
+        match self {
+            Mop::Append { key, .. } | Mop::Read { key, .. } => key,
+        }
+    }
+}
+
+impl fmt::Display for Mop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mop::Append { key, element } => write!(f, "append {} {element}", Key(key)),
+            Mop::Read { key, list: None } => write!(f, "r {} nil", Key(key)),
+            Mop::Read { key, list: Some(l) } => {
+                write!(f, "r {} {}", Key(key), Value::List(l.clone()))
+            }
+        }
+    }
+}
+
+/// A key for humans: a string without its quotes (`x`, `:x`).
+struct Key<'a>(&'a Value);
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Str(s) => f.write_str(s),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+/// A transaction: an invocation with its completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Txn {
+    pub process: u64,
+    /// `Ok`, `Fail` or `Info` (also for one never completed).
+    pub outcome: OpKind,
+    /// The completion's micro-ops for `Ok` (reads filled in), else the
+    /// invocation's.
+    pub mops: Vec<Mop>,
+    /// Where it is in its source, for humans: `lines 3..4`, `ops #2..#5`.
+    pub source: String,
+}
+
+impl fmt::Display for Txn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{} {} [", self.process, self.outcome)?;
+        for (i, m) in self.mops.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{m}")?;
+        }
+        write!(f, "] ({})", self.source)
+    }
+}
+
+/// What is wrong with a list-append history (not an anomaly: the checker
+/// cannot read it, or its preconditions do not hold).
+#[derive(Debug, thiserror::Error)]
+pub enum ElleError {
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("{source_name}: {reason}")]
+    Invalid { source_name: String, reason: String },
+}
+
+/// A dependency between two transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rel {
+    /// Write-write: `from` appended the element just before `to`'s append.
+    WW,
+    /// Write-read: `to` read a list whose last element `from` appended.
+    WR,
+    /// Read-write: `from` read a list that `to`'s append extended.
+    RW,
+}
+
+impl Rel {
+    fn bit(self) -> u8 {
+        match self {
+            Rel::WW => 1,
+            Rel::WR => 2,
+            Rel::RW => 4,
+        }
+    }
+}
+
+impl fmt::Display for Rel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rel::WW => "ww",
+            Rel::WR => "wr",
+            Rel::RW => "rw",
+        })
+    }
+}
+
+/// Why one dependency holds: the key and the elements involved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Why {
+    pub key: Value,
+    /// `ww`: the earlier element; `wr`: the last element read; `rw`: the
+    /// last element the reader saw (`None`: it read the empty list).
+    pub element: Option<Value>,
+    /// `ww`, `rw`: the element appended next.
+    pub next: Option<Value>,
+}
+
+/// One edge of a cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub from: usize,
+    pub to: usize,
+    pub rel: Rel,
+    pub why: Why,
+}
+
+/// The kinds of cycle, in the order they are searched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CycleKind {
+    G0,
+    G1c,
+    GSingle,
+    G2,
+}
+
+impl CycleKind {
+    /// Elle's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CycleKind::G0 => "G0",
+            CycleKind::G1c => "G1c",
+            CycleKind::GSingle => "G-single-item",
+            CycleKind::G2 => "G2-item",
+        }
+    }
+
+    /// The kind of a cycle by its relations.
+    fn of(steps: &[Step]) -> CycleKind {
+        let rw = steps.iter().filter(|s| s.rel == Rel::RW).count();
+        let wr = steps.iter().any(|s| s.rel == Rel::WR);
+        match rw {
+            0 if wr => CycleKind::G1c,
+            0 => CycleKind::G0,
+            1 => CycleKind::GSingle,
+            _ => CycleKind::G2,
+        }
+    }
+}
+
+/// A dependency cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cycle {
+    pub kind: CycleKind,
+    /// Each step's `to` is the next one's `from`; the last returns to the first.
+    pub steps: Vec<Step>,
+    /// Whether it is a shortest cycle of its kind in its component (false
+    /// when the search ran out of budget and a fallback cycle is shown).
+    pub minimal: bool,
+    /// How many transactions its strongly connected component has.
+    pub component: usize,
+}
+
+/// An anomaly found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Anomaly {
+    Cycle(Cycle),
+    /// `reader` (ok) read `element` of `key`, appended by `writer`, which failed.
+    G1a {
+        reader: usize,
+        writer: usize,
+        key: Value,
+        element: Value,
+    },
+    /// `reader` read a list of `key` ending in `element`, which `writer`
+    /// appended but then appended to `key` again.
+    G1b {
+        reader: usize,
+        writer: usize,
+        key: Value,
+        element: Value,
+    },
+    /// Micro-op `mop` of `txn` read `key` inconsistently with the
+    /// transaction's own earlier micro-ops; `expected` describes the list
+    /// they imply (`[... 3]`: ends with 3).
+    Internal {
+        txn: usize,
+        mop: usize,
+        expected: String,
+    },
+    /// Two reads of `key` of which neither is a prefix of the other.
+    IncompatibleOrder {
+        key: Value,
+        a: (usize, Vec<Value>),
+        b: (usize, Vec<Value>),
+    },
+    /// A read of `key` holding an element more than once.
+    DuplicateElements {
+        txn: usize,
+        key: Value,
+        list: Vec<Value>,
+    },
+}
+
+impl Anomaly {
+    /// Elle's name of its kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Anomaly::Cycle(c) => c.kind.name(),
+            Anomaly::G1a { .. } => "G1a",
+            Anomaly::G1b { .. } => "G1b",
+            Anomaly::Internal { .. } => "internal",
+            Anomaly::IncompatibleOrder { .. } => "incompatible-order",
+            Anomaly::DuplicateElements { .. } => "duplicate-elements",
+        }
+    }
+}
+
+/// The verdict of a list-append check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Validity {
+    /// No anomaly: the dependency graph has no cycle and nothing else is wrong.
+    Valid,
+    Invalid,
+    /// The graph could not be built within the budget; the reason names the bound.
+    Unknown(String),
+}
+
+/// What a list-append check found and cost.
+#[derive(Clone, Debug)]
+pub struct ElleReport {
+    pub validity: Validity,
+    /// Most [`MAX_EXAMPLES`] per kind; cycles shortest first.
+    pub anomalies: Vec<Anomaly>,
+    /// How many anomalies of each kind were found (beyond those kept).
+    pub counts: BTreeMap<&'static str, usize>,
+    /// The transactions checked (anomalies index them).
+    pub txns: Vec<Txn>,
+    /// Dependency edges (pairs of transactions) and nontrivial components.
+    pub edges: usize,
+    pub components: usize,
+    /// Cycle search steps (edges relaxed) and wall time.
+    pub steps: u64,
+    pub elapsed: Duration,
+    /// Why some cycle was not searched to the end (a bound ran out).
+    pub incomplete: Option<String>,
+}
+
+/// Most anomalies of one kind kept in a report (all are counted).
+pub const MAX_EXAMPLES: usize = 16;
+
+impl ElleReport {
+    pub fn is_valid(&self) -> bool {
+        self.validity == Validity::Valid
+    }
+
+    pub fn is_invalid(&self) -> bool {
+        self.validity == Validity::Invalid
+    }
+
+    /// The kinds of anomaly found, sorted, each once.
+    pub fn anomaly_names(&self) -> Vec<&'static str> {
+        self.counts.keys().copied().collect()
+    }
+
+    /// The cycles kept, shortest first.
+    pub fn cycles(&self) -> impl Iterator<Item = &Cycle> {
+        self.anomalies.iter().filter_map(|a| match a {
+            Anomaly::Cycle(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn txn(&self, i: usize) -> String {
+        format!("T{i} {}", self.txns[i])
+    }
+
+    fn describe_step(&self, s: &Step) -> String {
+        let w = &s.why;
+        let el = |e: &Option<Value>| e.as_ref().map_or("nil".into(), |v| v.to_string());
+        match s.rel {
+            Rel::WW => format!(
+                "T{} appended {} to {} just before T{} appended {}",
+                s.from,
+                el(&w.element),
+                Key(&w.key),
+                s.to,
+                el(&w.next)
+            ),
+            Rel::WR => format!(
+                "T{} read {} ending in {}, which T{} appended",
+                s.to,
+                Key(&w.key),
+                el(&w.element),
+                s.from
+            ),
+            Rel::RW => match &w.element {
+                None => format!(
+                    "T{} read {} empty, and T{} appended {} to it",
+                    s.from,
+                    Key(&w.key),
+                    s.to,
+                    el(&w.next)
+                ),
+                Some(e) => format!(
+                    "T{} read {} ending in {e}, and T{} appended {} just after it",
+                    s.from,
+                    Key(&w.key),
+                    s.to,
+                    el(&w.next)
+                ),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ElleReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.validity {
+            Validity::Valid => write!(
+                f,
+                "valid (serializable as far as list-append can tell): {} transactions, {} dependencies, no cycle",
+                self.txns.len(),
+                self.edges
+            )?,
+            Validity::Unknown(why) => write!(f, "unknown: {why}")?,
+            Validity::Invalid => {
+                let kinds: Vec<String> = self
+                    .counts
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect();
+                write!(f, "invalid: {}", kinds.join(", "))?;
+            }
+        }
+        if let Some(why) = &self.incomplete {
+            write!(f, "\n(cycle search incomplete: {why})")?;
+        }
+        for a in &self.anomalies {
+            match a {
+                Anomaly::Cycle(c) => {
+                    write!(
+                        f,
+                        "\n{} ({} transactions, {}; component of {}):",
+                        c.kind.name(),
+                        c.steps.len(),
+                        if c.minimal {
+                            "a shortest one"
+                        } else {
+                            "not minimal: the search ran out"
+                        },
+                        c.component
+                    )?;
+                    let mut path = String::new();
+                    for s in &c.steps {
+                        path.push_str(&format!("T{} -{}-> ", s.from, s.rel));
+                    }
+                    if let Some(s) = c.steps.first() {
+                        path.push_str(&format!("T{}", s.from));
+                    }
+                    write!(f, "\n  {path}")?;
+                    for s in &c.steps {
+                        write!(f, "\n  {}", self.txn(s.from))?;
+                    }
+                    for s in &c.steps {
+                        write!(f, "\n  {}: {}", s.rel, self.describe_step(s))?;
+                    }
+                }
+                Anomaly::G1a {
+                    reader,
+                    writer,
+                    key,
+                    element,
+                } => write!(
+                    f,
+                    "\nG1a (aborted read): T{reader} read {element} in {}, appended by T{writer}, which failed\n  {}\n  {}",
+                    Key(key),
+                    self.txn(*reader),
+                    self.txn(*writer)
+                )?,
+                Anomaly::G1b {
+                    reader,
+                    writer,
+                    key,
+                    element,
+                } => {
+                    let k = Key(key);
+                    write!(
+                        f,
+                        "\nG1b (intermediate read): T{reader} read {k} ending in {element}, but T{writer} appended to {k} again after {element}\n  {}\n  {}",
+                        self.txn(*reader),
+                        self.txn(*writer)
+                    )?
+                }
+                Anomaly::Internal { txn, mop, expected } => write!(
+                    f,
+                    "\ninternal: micro-op {mop} of T{txn} disagrees with its own earlier micro-ops (expected {expected})\n  {}",
+                    self.txn(*txn)
+                )?,
+                Anomaly::IncompatibleOrder { key, a, b } => write!(
+                    f,
+                    "\nincompatible-order on {}: T{} read {} and T{} read {}, neither a prefix of the other",
+                    Key(key),
+                    a.0,
+                    Value::List(a.1.clone()),
+                    b.0,
+                    Value::List(b.1.clone())
+                )?,
+                Anomaly::DuplicateElements { txn, key, list } => write!(
+                    f,
+                    "\nduplicate-elements: T{txn} read {} = {}\n  {}",
+                    Key(key),
+                    Value::List(list.clone()),
+                    self.txn(*txn)
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- reading
+
+/// Micro-ops out of a history value (`["append", k, v]`, `["r", k, list]`).
+fn mops_of_value(v: &Value) -> Result<Vec<Mop>, String> {
+    let Value::List(items) = v else {
+        return Err(format!(
+            "a transaction's value is a list of micro-ops, not {v}"
+        ));
+    };
+    items
+        .iter()
+        .map(|m| match m {
+            Value::List(parts) if parts.len() == 3 => match &parts[0] {
+                Value::Str(f) if f == "append" => Ok(Mop::Append {
+                    key: parts[1].clone(),
+                    element: parts[2].clone(),
+                }),
+                Value::Str(f) if f == "r" => Ok(Mop::Read {
+                    key: parts[1].clone(),
+                    list: match &parts[2] {
+                        Value::Nil => None,
+                        Value::List(l) => Some(l.clone()),
+                        other => {
+                            return Err(format!("a read's list is a list or null, not {other}"))
+                        }
+                    },
+                }),
+                other => Err(format!("a micro-op is \"append\" or \"r\", not {other}")),
+            },
+            other => Err(format!("a micro-op is [f, key, value], not {other}")),
+        })
+        .collect()
+}
+
+/// The transactions of a history of [`F::Txn`] ops (any other op is an
+/// error). An `ok` transaction takes its completion's micro-ops, which
+/// must match its invocation's but for the reads' lists.
+pub fn txns_from_history(history: &History) -> Result<Vec<Txn>, ElleError> {
+    let calls = history.calls()?;
+    let ops = history.ops();
+    let mut txns = Vec::with_capacity(calls.len());
+    for call in calls {
+        let bad = |reason: String| {
+            ElleError::History(HistoryError::BadValue {
+                index: call.index,
+                op: ops[call.index].to_string(),
+                reason,
+            })
+        };
+        if call.f != F::Txn {
+            return Err(bad(format!(
+                "a {} op in a list-append history (only txn ops are checked)",
+                call.f
+            )));
+        }
+        let invoked = mops_of_value(&call.value).map_err(&bad)?;
+        let mops = if call.outcome == OpKind::Ok {
+            let done = mops_of_value(&call.result).map_err(&bad)?;
+            same_shape(&invoked, &done).map_err(&bad)?;
+            done
+        } else {
+            invoked
+        };
+        let end = ops[call.index + 1..]
+            .iter()
+            .position(|o| o.process == call.process)
+            .map(|p| format!("..#{}", call.index + 1 + p))
+            .unwrap_or_default();
+        txns.push(Txn {
+            process: call.process,
+            outcome: call.outcome,
+            mops,
+            source: format!("op #{}{end}", call.index),
+        });
+    }
+    Ok(txns)
+}
+
+/// A completion's micro-ops must be the invocation's, reads filled in.
+fn same_shape(invoked: &[Mop], done: &[Mop]) -> Result<(), String> {
+    let same = invoked.len() == done.len()
+        && invoked.iter().zip(done).all(|(a, b)| match (a, b) {
+            (Mop::Append { .. }, Mop::Append { .. }) => a == b,
+            (Mop::Read { key: k1, .. }, Mop::Read { key: k2, .. }) => k1 == k2,
+            _ => false,
+        });
+    if same {
+        Ok(())
+    } else {
+        Err("the completion's micro-ops are not the invocation's (reads aside)".into())
+    }
+}
+
+/// An EDN micro-op `[:append k v]` or `[:r k list]`.
+fn mop_of_edn(e: &Edn) -> Result<Mop, String> {
+    let Some(parts) = e.items().filter(|p| p.len() == 3) else {
+        return Err(format!("a micro-op is [f k v], not {e}"));
+    };
+    let key = parts[1].to_value();
+    match &parts[0] {
+        Edn::Keyword(f) if f == "append" => Ok(Mop::Append {
+            key,
+            element: parts[2].to_value(),
+        }),
+        Edn::Keyword(f) if f == "r" => Ok(Mop::Read {
+            key,
+            list: match &parts[2] {
+                Edn::Nil => None,
+                Edn::Vector(l) | Edn::List(l) => Some(l.iter().map(Edn::to_value).collect()),
+                other => return Err(format!("a read's list is a vector or nil, not {other}")),
+            },
+        }),
+        other => Err(format!("a micro-op is :append or :r, not {other}")),
+    }
+}
+
+/// Read an Elle / Jepsen list-append history in EDN (`name` names it in
+/// errors): maps with `:type` and a `:value` of micro-ops `[:append k v]`
+/// / `[:r k list]`, one per line or in a vector, as [`crate::edn`] reads
+/// them. `:f` is `:txn` if there; records of non-integer processes (the
+/// nemesis) are skipped. Pairing follows Jepsen (one op in flight per
+/// process; a missing `:process` is one process of its own). A completion
+/// with no invocation in flight is a transaction whose invocation was not
+/// recorded, as in Elle's tests. Errors name the line.
+pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
+    // Process -> (txn index, invocation's micro-ops).
+    let mut in_flight: HashMap<u64, usize> = HashMap::new();
+    let mut txns: Vec<Txn> = Vec::new();
+    let mut invoked: Vec<(usize, Vec<Mop>)> = Vec::new(); // txn -> (line, invocation mops)
+    const NO_PROCESS: u64 = u64::MAX;
+    for (line, form) in parse(name, text)? {
+        let bad = |reason: String| {
+            ElleError::History(HistoryError::BadLine {
+                file: name.to_string(),
+                line,
+                reason,
+            })
+        };
+        if !matches!(form, Edn::Map(_)) {
+            return Err(bad(format!("not an operation (a map): {form}")));
+        }
+        let process = match form.get("process") {
+            None => NO_PROCESS,
+            Some(Edn::Int(p)) if *p >= 0 => *p as u64,
+            Some(Edn::Keyword(_) | Edn::Symbol(_) | Edn::Str(_)) => continue,
+            Some(other) => {
+                return Err(bad(format!(
+                    "a :process that is not a non-negative integer: {other}"
+                )))
+            }
+        };
+        match form.get("f") {
+            None => {}
+            Some(Edn::Keyword(f)) if f == "txn" => {}
+            Some(other) => {
+                return Err(bad(format!(
+                    ":f {other} (a list-append history has :f :txn)"
+                )))
+            }
+        }
+        let kind = match form.get("type") {
+            Some(Edn::Keyword(t)) => match t.as_str() {
+                "invoke" => OpKind::Invoke,
+                "ok" => OpKind::Ok,
+                "fail" => OpKind::Fail,
+                "info" => OpKind::Info,
+                other => {
+                    return Err(bad(format!(
+                        ":type :{other} (expected :invoke, :ok, :fail or :info)"
+                    )))
+                }
+            },
+            Some(other) => return Err(bad(format!("a :type that is not a keyword: {other}"))),
+            None => return Err(bad("an operation without :type".into())),
+        };
+        let value = form.get("value").unwrap_or(&Edn::Nil);
+        let Some(items) = value.items() else {
+            return Err(bad(format!(
+                "a :value that is not a vector of micro-ops: {value}"
+            )));
+        };
+        let mops = items
+            .iter()
+            .map(mop_of_edn)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&bad)?;
+        if kind == OpKind::Invoke {
+            if let Some(&t) = in_flight.get(&process) {
+                return Err(bad(format!(
+                    "process {process} invokes while its transaction of line {} is in flight",
+                    invoked[t].0
+                )));
+            }
+            in_flight.insert(process, txns.len());
+            invoked.push((line, mops.clone()));
+            txns.push(Txn {
+                process,
+                outcome: OpKind::Info,
+                mops,
+                source: format!("line {line}..never"),
+            });
+            continue;
+        }
+        match in_flight.remove(&process) {
+            Some(t) => {
+                let (start, inv) = &invoked[t];
+                if kind == OpKind::Ok {
+                    same_shape(inv, &mops).map_err(&bad)?;
+                    txns[t].mops = mops;
+                }
+                txns[t].outcome = kind;
+                txns[t].source = format!("lines {start}..{line}");
+            }
+            None => {
+                invoked.push((line, mops.clone()));
+                txns.push(Txn {
+                    process,
+                    outcome: kind,
+                    mops,
+                    source: format!("line {line}"),
+                });
+            }
+        }
+    }
+    Ok(txns)
+}
+
+// ---------------------------------------------------------------- checking
+
+/// What the previous element of a key was: none (the empty list) or one.
+type Prev = Option<Value>;
+
+struct Graph {
+    /// Edge list per node: (target, relation bits, index into `whys`).
+    adj: Vec<Vec<(u32, u8)>>,
+    /// (from, to) -> position in adj[from].
+    index: HashMap<(u32, u32), u32>,
+    /// (from, to, rel) -> why (the first reason found).
+    whys: HashMap<(u32, u32, Rel), Why>,
+    edges: usize,
+}
+
+/// Bytes an edge costs, roughly: its adjacency entry, its index entry and
+/// one reason (hash maps at about twice their payload).
+const EDGE_BYTES: usize = 8 + 2 * 16 + 2 * 96;
+
+impl Graph {
+    fn add(&mut self, from: usize, to: usize, rel: Rel, why: impl FnOnce() -> Why) {
+        if from == to {
+            return;
+        }
+        let (a, b) = (from as u32, to as u32);
+        match self.index.get(&(a, b)) {
+            Some(&i) => self.adj[from][i as usize].1 |= rel.bit(),
+            None => {
+                self.index.insert((a, b), self.adj[from].len() as u32);
+                self.adj[from].push((b, rel.bit()));
+                self.edges += 1;
+            }
+        }
+        self.whys.entry((a, b, rel)).or_insert_with(why);
+    }
+}
+
+struct Kept {
+    anomalies: Vec<Anomaly>,
+    counts: BTreeMap<&'static str, usize>,
+}
+
+impl Kept {
+    fn push(&mut self, a: Anomaly) {
+        let n = self.counts.entry(a.name()).or_default();
+        *n += 1;
+        if *n <= MAX_EXAMPLES {
+            self.anomalies.push(a);
+        }
+    }
+}
+
+fn is_prefix(a: &[Value], b: &[Value]) -> bool {
+    a.len() <= b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// Check list-append transactions for the anomalies of the module docs.
+pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
+    let start = Instant::now();
+    let mut kept = Kept {
+        anomalies: Vec::new(),
+        counts: BTreeMap::new(),
+    };
+    let possible = |t: &Txn| t.outcome != OpKind::Fail;
+    let unknown = |why: String, kept: Kept, edges: usize| ElleReport {
+        validity: Validity::Unknown(why),
+        anomalies: kept.anomalies,
+        counts: kept.counts,
+        txns: txns.to_vec(),
+        edges,
+        components: 0,
+        steps: 0,
+        elapsed: start.elapsed(),
+        incomplete: None,
+    };
+
+    // Indexes: who appended what (possible and failed), intermediate
+    // appends, and reads by key.
+    let mut writer: HashMap<(&Value, &Value), usize> = HashMap::new();
+    let mut failed_writer: HashMap<(&Value, &Value), usize> = HashMap::new();
+    let mut intermediate: HashMap<(&Value, &Value), usize> = HashMap::new();
+    let mut appends_per_key: HashMap<&Value, Vec<&Value>> = HashMap::new();
+    for (i, t) in txns.iter().enumerate() {
+        let mut last: HashMap<&Value, &Value> = HashMap::new();
+        for m in &t.mops {
+            if let Mop::Append { key, element } = m {
+                if let Some(prev) = last.insert(key, element) {
+                    intermediate.insert((key, prev), i);
+                }
+                if possible(t) {
+                    writer.insert((key, element), i);
+                    appends_per_key.entry(key).or_default().push(element);
+                } else {
+                    failed_writer.insert((key, element), i);
+                }
+            }
+        }
+    }
+
+    // Internal consistency and duplicates, per ok transaction.
+    for (i, t) in txns.iter().enumerate() {
+        if t.outcome == OpKind::Ok {
+            if let Some((mop, expected)) = internal_case(t) {
+                kept.push(Anomaly::Internal {
+                    txn: i,
+                    mop,
+                    expected,
+                });
+            }
+        }
+        if !possible(t) {
+            continue;
+        }
+        for m in &t.mops {
+            if let Mop::Read { key, list: Some(l) } = m {
+                let mut seen = HashSet::new();
+                if !l.iter().all(|e| seen.insert(e)) {
+                    kept.push(Anomaly::DuplicateElements {
+                        txn: i,
+                        key: key.clone(),
+                        list: l.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    // G1a and G1b: what ok transactions read.
+    for (i, t) in txns.iter().enumerate() {
+        if t.outcome != OpKind::Ok {
+            continue;
+        }
+        for m in &t.mops {
+            let Mop::Read { key, list: Some(l) } = m else {
+                continue;
+            };
+            for e in l {
+                if let Some(&w) = failed_writer.get(&(key, e)) {
+                    kept.push(Anomaly::G1a {
+                        reader: i,
+                        writer: w,
+                        key: key.clone(),
+                        element: e.clone(),
+                    });
+                }
+            }
+            if let Some(e) = l.last() {
+                if let Some(&w) = intermediate.get(&(key, e)) {
+                    if w != i {
+                        kept.push(Anomaly::G1b {
+                            reader: i,
+                            writer: w,
+                            key: key.clone(),
+                            element: e.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // The version order per key: the longest read, every other a prefix of
+    // it; a key appended once and never read has that one version.
+    let mut longest: HashMap<&Value, (usize, &Vec<Value>)> = HashMap::new();
+    let mut reads: Vec<(usize, &Value, &Vec<Value>)> = Vec::new();
+    for (i, t) in txns.iter().enumerate().filter(|(_, t)| possible(t)) {
+        for m in &t.mops {
+            if let Mop::Read { key, list: Some(l) } = m {
+                if l.is_empty() {
+                    continue;
+                }
+                reads.push((i, key, l));
+                let e = longest.entry(key).or_insert((i, l));
+                if l.len() > e.1.len() {
+                    *e = (i, l);
+                }
+            }
+        }
+    }
+    let mut bad_keys: HashSet<&Value> = HashSet::new();
+    for &(i, key, l) in &reads {
+        let (j, long) = longest[key];
+        if !is_prefix(l, long) && bad_keys.insert(key) {
+            kept.push(Anomaly::IncompatibleOrder {
+                key: key.clone(),
+                a: (i, l.clone()),
+                b: (j, long.clone()),
+            });
+        }
+    }
+    // key -> (element -> position), and the elements in order.
+    let mut order: HashMap<&Value, (HashMap<&Value, usize>, Vec<&Value>)> = HashMap::new();
+    for (key, (_, long)) in &longest {
+        let mut pos = HashMap::new();
+        let mut vs = Vec::new();
+        for e in long.iter() {
+            if !pos.contains_key(e) {
+                pos.insert(e, vs.len());
+                vs.push(e);
+            }
+        }
+        order.insert(key, (pos, vs));
+    }
+    for (key, appends) in &appends_per_key {
+        if appends.len() == 1 && !order.contains_key(key) {
+            order.insert(key, (HashMap::from([(appends[0], 0)]), vec![appends[0]]));
+        }
+    }
+
+    // Readers by (key, last element read); an empty read is `None`.
+    let mut readers: HashMap<(&Value, Option<&Value>), Vec<usize>> = HashMap::new();
+    for (i, t) in txns.iter().enumerate().filter(|(_, t)| possible(t)) {
+        for m in &t.mops {
+            if let Mop::Read { key, list: Some(l) } = m {
+                let r = readers.entry((key, l.last())).or_default();
+                if r.last() != Some(&i) {
+                    r.push(i);
+                }
+            }
+        }
+    }
+
+    // The graph.
+    let max_edges = budget.max_memory.map_or(usize::MAX, |m| m / EDGE_BYTES);
+    let mut g = Graph {
+        adj: vec![Vec::new(); txns.len()],
+        index: HashMap::new(),
+        whys: HashMap::new(),
+        edges: 0,
+    };
+    let deadline = budget.max_time.map(|d| start + d);
+    for (i, t) in txns.iter().enumerate().filter(|(_, t)| possible(t)) {
+        if g.edges > max_edges {
+            let why = format!(
+                "the dependency graph went over the memory budget of {} bytes ({} edges of about {EDGE_BYTES} bytes, after {i} of {} transactions)",
+                budget.max_memory.unwrap_or(0),
+                g.edges,
+                txns.len()
+            );
+            return unknown(why, kept, g.edges);
+        }
+        if i % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            let why = format!(
+                "the time budget of {:?} ran out building the dependency graph (after {i} of {} transactions)",
+                budget.max_time.unwrap_or_default(),
+                txns.len()
+            );
+            return unknown(why, kept, g.edges);
+        }
+        for m in &t.mops {
+            match m {
+                Mop::Append { key, element } => {
+                    let prev: Prev = match order.get(key) {
+                        None => None,
+                        Some((pos, vs)) => match pos.get(element) {
+                            Some(&0) => None,
+                            Some(&p) => Some(vs[p - 1].clone()),
+                            // Never read: after everything read.
+                            None => vs.last().map(|v| (*v).clone()),
+                        },
+                    };
+                    if let Some(p) = &prev {
+                        if let Some(&w) = writer.get(&(key, p)) {
+                            g.add(w, i, Rel::WW, || Why {
+                                key: key.clone(),
+                                element: prev.clone(),
+                                next: Some(element.clone()),
+                            });
+                        }
+                    }
+                    if let Some(rs) = readers.get(&(key, prev.as_ref())) {
+                        for &r in rs {
+                            g.add(r, i, Rel::RW, || Why {
+                                key: key.clone(),
+                                element: prev.clone(),
+                                next: Some(element.clone()),
+                            });
+                        }
+                    }
+                }
+                Mop::Read { key, list: Some(l) } => {
+                    if let Some(e) = l.last() {
+                        if let Some(&w) = writer.get(&(key, e)) {
+                            g.add(w, i, Rel::WR, || Why {
+                                key: key.clone(),
+                                element: Some(e.clone()),
+                                next: None,
+                            });
+                        }
+                    }
+                }
+                Mop::Read { list: None, .. } => {}
+            }
+        }
+    }
+
+    // Cycles, component by component, smallest components first.
+    let mut sccs = tarjan(&g.adj);
+    sccs.retain(|c| c.len() > 1);
+    sccs.sort_by_key(|c| (c.len(), c[0]));
+    let mut search = Search {
+        steps: 0,
+        max_steps: budget.max_steps,
+        deadline,
+        out: None,
+    };
+    let mut cycles = Vec::new();
+    for scc in &sccs {
+        cycles.extend(cycles_in(&g, scc, &mut search));
+    }
+    cycles.sort_by_key(|c| (c.steps.len(), c.kind));
+    for c in cycles {
+        kept.push(Anomaly::Cycle(c));
+    }
+    // Smallest human-readable first: cycles by length, then the rest.
+    kept.anomalies.sort_by_key(|a| match a {
+        Anomaly::Cycle(c) => (0, c.steps.len()),
+        _ => (1, 0),
+    });
+
+    ElleReport {
+        validity: if kept.counts.is_empty() {
+            Validity::Valid
+        } else {
+            Validity::Invalid
+        },
+        anomalies: kept.anomalies,
+        counts: kept.counts,
+        txns: txns.to_vec(),
+        edges: g.edges,
+        components: sccs.len(),
+        steps: search.steps,
+        elapsed: start.elapsed(),
+        incomplete: search.out,
+    }
+}
+
+/// Elle's `internal` check: the first read of an ok transaction that its
+/// own earlier micro-ops contradict, and what they imply.
+fn internal_case(t: &Txn) -> Option<(usize, String)> {
+    // key -> (known prefix?, the list or its known suffix)
+    let mut state: HashMap<&Value, (bool, Vec<Value>)> = HashMap::new();
+    for (i, m) in t.mops.iter().enumerate() {
+        match m {
+            Mop::Append { key, element } => {
+                state
+                    .entry(key)
+                    .or_insert((false, Vec::new()))
+                    .1
+                    .push(element.clone());
+            }
+            Mop::Read { key, list } => {
+                let l = list.clone().unwrap_or_default();
+                if let Some((whole, s)) = state.get(key) {
+                    let ok = if *whole {
+                        *s == l
+                    } else {
+                        l.len() >= s.len() && l[l.len() - s.len()..] == s[..]
+                    };
+                    if !ok {
+                        let items: Vec<String> = s.iter().map(Value::to_string).collect();
+                        let expected = if *whole {
+                            format!("[{}]", items.join(" "))
+                        } else {
+                            format!("[... {}]", items.join(" "))
+                        };
+                        return Some((i, expected));
+                    }
+                }
+                state.insert(key, (true, l));
+            }
+        }
+    }
+    None
+}
+
+/// Strongly connected components (Tarjan's, iterative: no recursion depth
+/// to overflow on long chains).
+fn tarjan(adj: &[Vec<(u32, u8)>]) -> Vec<Vec<usize>> {
+    let n = adj.len();
+    const NONE: usize = usize::MAX;
+    let mut index = vec![NONE; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut out = Vec::new();
+    let mut next = 0;
+    let mut call: Vec<(usize, usize)> = Vec::new(); // (node, next edge)
+    for root in 0..n {
+        if index[root] != NONE {
+            continue;
+        }
+        call.push((root, 0));
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut e)) = call.last_mut() {
+            if let Some(&(w, _)) = adj[v].get(*e) {
+                *e += 1;
+                let w = w as usize;
+                if index[w] == NONE {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    call.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            call.pop();
+            if let Some(&(u, _)) = call.last() {
+                low[u] = low[u].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut comp = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    comp.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                comp.sort_unstable();
+                out.push(comp);
+            }
+        }
+    }
+    out
+}
+
+struct Search {
+    steps: u64,
+    max_steps: Option<u64>,
+    deadline: Option<Instant>,
+    /// Why the search stopped early, once it has.
+    out: Option<String>,
+}
+
+impl Search {
+    /// Count one step; false once a bound has run out.
+    fn step(&mut self) -> bool {
+        if self.out.is_some() {
+            return false;
+        }
+        self.steps += 1;
+        if self.max_steps.is_some_and(|m| self.steps > m) {
+            self.out = Some(format!("the budget of {} steps ran out", self.steps - 1));
+            return false;
+        }
+        if self.steps % 4096 == 0 && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.out = Some("the time budget ran out".into());
+            return false;
+        }
+        true
+    }
+}
+
+const WW: u8 = 1;
+const WR: u8 = 2;
+const RW: u8 = 4;
+
+/// The component as its own small graph: local ids, edges inside only.
+struct Local<'a> {
+    g: &'a Graph,
+    nodes: &'a [usize],
+    adj: Vec<Vec<(usize, u8)>>,
+}
+
+impl Local<'_> {
+    /// The relation to use for an edge's step, preferring `prefer`'s bits.
+    fn step(&self, a: usize, b: usize, bits: u8, prefer: u8) -> Step {
+        let use_bits = if bits & prefer != 0 {
+            bits & prefer
+        } else {
+            bits
+        };
+        let rel = if use_bits & WW != 0 {
+            Rel::WW
+        } else if use_bits & WR != 0 {
+            Rel::WR
+        } else {
+            Rel::RW
+        };
+        let (from, to) = (self.nodes[a], self.nodes[b]);
+        let why = self.g.whys[&(from as u32, to as u32, rel)].clone();
+        Step { from, to, rel, why }
+    }
+
+    /// Shortest path lengths from `src` over edges with `allowed` bits, up
+    /// to `max_len` edges; `None` if the search ran out. Returns the BFS
+    /// parent of each node reached: (parent, bits).
+    fn bfs(
+        &self,
+        src: usize,
+        allowed: u8,
+        max_len: usize,
+        search: &mut Search,
+    ) -> Option<Vec<Option<(usize, u8, usize)>>> {
+        // parent[v] = (u, bits of u->v, depth of v)
+        let mut parent: Vec<Option<(usize, u8, usize)>> = vec![None; self.adj.len()];
+        parent[src] = Some((src, 0, 0));
+        let mut queue = std::collections::VecDeque::from([src]);
+        while let Some(u) = queue.pop_front() {
+            let d = parent[u].map_or(0, |p| p.2);
+            if d >= max_len {
+                continue;
+            }
+            for &(v, bits) in &self.adj[u] {
+                if !search.step() {
+                    return None;
+                }
+                if bits & allowed == 0 || parent[v].is_some() {
+                    continue;
+                }
+                parent[v] = Some((u, bits & allowed, d + 1));
+                queue.push_back(v);
+            }
+        }
+        Some(parent)
+    }
+}
+
+/// The cycles of one component: the shortest of each kind searched (see
+/// the module docs); a fallback cycle if the search runs out before any.
+fn cycles_in(g: &Graph, scc: &[usize], search: &mut Search) -> Vec<Cycle> {
+    let local: HashMap<usize, usize> = scc.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+    let mut adj = vec![Vec::new(); scc.len()];
+    for (i, &v) in scc.iter().enumerate() {
+        for &(w, bits) in &g.adj[v] {
+            if let Some(&j) = local.get(&(w as usize)) {
+                adj[i].push((j, bits));
+            }
+        }
+    }
+    let l = Local { g, nodes: scc, adj };
+    let mut found: Vec<Cycle> = Vec::new();
+    // (kind, the closing edge's relation, the path's relations)
+    let specs = [
+        (CycleKind::G0, WW, WW),
+        (CycleKind::G1c, WR, WW | WR),
+        (CycleKind::GSingle, RW, WW | WR),
+        (CycleKind::G2, RW, WW | WR | RW),
+    ];
+    for (kind, closing, path) in specs {
+        if kind == CycleKind::G1c && found.iter().any(|c| c.kind == CycleKind::G0) {
+            continue;
+        }
+        if kind == CycleKind::G2 && found.iter().any(|c| c.kind == CycleKind::GSingle) {
+            continue;
+        }
+        match shortest(&l, closing, path, search) {
+            Some(Some(steps)) => {
+                // A G2 search may return a cycle with one rw (none exists if
+                // G-single's search finished, but keep the honest kind).
+                let k = CycleKind::of(&steps);
+                if found.iter().all(|c| c.kind != k) {
+                    found.push(Cycle {
+                        kind: k,
+                        steps,
+                        minimal: k == kind,
+                        component: scc.len(),
+                    });
+                }
+            }
+            Some(None) => {}
+            None => break,
+        }
+    }
+    if found.is_empty() {
+        // The search ran out: any cycle shows the component's anomaly.
+        if let Some(steps) = any_cycle(&l) {
+            found.push(Cycle {
+                kind: CycleKind::of(&steps),
+                steps,
+                minimal: false,
+                component: scc.len(),
+            });
+        }
+    }
+    found
+}
+
+/// The shortest cycle made of one edge with `closing` bits (b -> a)
+/// followed by a path a ~> b over `path` bits: `Some(None)` if there is
+/// none, `None` if the search ran out.
+fn shortest(
+    l: &Local<'_>,
+    closing: u8,
+    path: u8,
+    search: &mut Search,
+) -> Option<Option<Vec<Step>>> {
+    // Closing edges grouped by their target: one BFS per target.
+    let mut by_target: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (u, edges) in l.adj.iter().enumerate() {
+        for &(v, bits) in edges {
+            if bits & closing != 0 {
+                by_target.entry(v).or_default().push(u);
+            }
+        }
+    }
+    let mut best: Option<(usize, usize, usize, Vec<Option<(usize, u8, usize)>>)> = None; // (len, a, b, parents)
+    for (&a, sources) in &by_target {
+        // A cycle b -closing-> a ~path~> b: BFS from a.
+        let limit = best.as_ref().map_or(usize::MAX, |b| b.0.saturating_sub(2));
+        if limit == 0 && best.is_some() {
+            break;
+        }
+        let parents = l.bfs(a, path, limit, search)?;
+        for &b in sources {
+            if let Some((_, _, d)) = parents[b] {
+                let len = d + 1;
+                if (b != a || d > 0) && best.as_ref().is_none_or(|x| len < x.0) {
+                    best = Some((len, a, b, parents.clone()));
+                }
+            }
+        }
+        if best.as_ref().is_some_and(|b| b.0 == 2) {
+            break;
+        }
+    }
+    let Some((_, a, b, parents)) = best else {
+        return Some(None);
+    };
+    // Path a ~> b, then the closing edge b -> a.
+    let mut rev = Vec::new();
+    let mut v = b;
+    while v != a {
+        let (u, bits, _) = parents[v]?;
+        rev.push(l.step(u, v, bits, path));
+        v = u;
+    }
+    rev.reverse();
+    let closing_bits = l.adj[b].iter().find(|(w, _)| *w == a).map_or(0, |e| e.1);
+    rev.push(l.step(b, a, closing_bits & closing, closing));
+    // Start the cycle at its smallest transaction.
+    let at = rev
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, s)| s.from)
+        .map_or(0, |(i, _)| i);
+    rev.rotate_left(at);
+    Some(Some(rev))
+}
+
+/// Some cycle through the component's first node (one unbounded BFS; a
+/// strongly connected component always has one).
+fn any_cycle(l: &Local<'_>) -> Option<Vec<Step>> {
+    let mut unbounded = Search {
+        steps: 0,
+        max_steps: None,
+        deadline: None,
+        out: None,
+    };
+    let parents = l.bfs(0, WW | WR | RW, usize::MAX, &mut unbounded)?;
+    let (b, bits) = l
+        .adj
+        .iter()
+        .enumerate()
+        .filter(|(u, _)| parents[*u].is_some())
+        .find_map(|(u, edges)| edges.iter().find(|(w, _)| *w == 0).map(|e| (u, e.1)))?;
+    let mut rev = Vec::new();
+    let mut v = b;
+    while v != 0 {
+        let (u, ebits, _) = parents[v]?;
+        rev.push(l.step(u, v, ebits, WW | WR));
+        v = u;
+    }
+    rev.reverse();
+    rev.push(l.step(b, 0, bits, WW | WR));
+    Some(rev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Elle's test notation: `ax1ry12` = append 1 to x, read y = [1 2];
+    /// a read with no digits read the empty list.
+    fn op(s: &str) -> Vec<Mop> {
+        let mut mops = Vec::new();
+        let cs: Vec<char> = s.chars().collect();
+        let mut i = 0;
+        while i < cs.len() {
+            let f = cs[i];
+            let key = Value::Str(cs[i + 1].to_string());
+            i += 2;
+            let mut digits = Vec::new();
+            while i < cs.len() && cs[i].is_ascii_digit() {
+                digits.push(Value::Int(cs[i].to_digit(10).unwrap_or(0) as i64));
+                i += 1;
+            }
+            mops.push(match f {
+                'a' => Mop::Append {
+                    key,
+                    element: digits[0].clone(),
+                },
+                _ => Mop::Read {
+                    key,
+                    list: Some(digits),
+                },
+            });
+        }
+        mops
+    }
+
+    fn txn(outcome: OpKind, s: &str) -> Txn {
+        Txn {
+            process: 0,
+            outcome,
+            mops: op(s),
+            source: s.to_string(),
+        }
+    }
+
+    fn oks(ss: &[&str]) -> Vec<Txn> {
+        ss.iter().map(|s| txn(OpKind::Ok, s)).collect()
+    }
+
+    fn kinds(r: &ElleReport) -> Vec<&'static str> {
+        r.anomaly_names()
+    }
+
+    fn cycle_path(r: &ElleReport, kind: CycleKind) -> Vec<(usize, Rel)> {
+        let c = r
+            .cycles()
+            .find(|c| c.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} in {r}"));
+        c.steps.iter().map(|s| (s.from, s.rel)).collect()
+    }
+
+    #[test]
+    fn serial_histories_are_valid() {
+        let r = check(
+            &oks(&["ax1", "rx1ax2ay1", "rx12ry1", "ay2rx12ry12"]),
+            &Budget::default(),
+        );
+        assert!(r.is_valid(), "{r}");
+        assert!(r.edges >= 4, "{r}");
+        assert!(check(&[], &Budget::default()).is_valid());
+    }
+
+    // Elle's checker-test, list_append_test.clj: each history and the
+    // cycle Elle reports.
+    #[test]
+    fn elle_g0() {
+        let r = check(&oks(&["ax1ay1", "ax2ay2", "rx12ry21"]), &Budget::default());
+        assert_eq!(kinds(&r), ["G0"], "{r}");
+        assert_eq!(cycle_path(&r, CycleKind::G0), [(0, Rel::WW), (1, Rel::WW)]);
+        let text = r.to_string();
+        assert!(text.contains("T0 -ww-> T1 -ww-> T0"), "{text}");
+        assert!(text.contains("a shortest one"), "{text}");
+    }
+
+    #[test]
+    fn elle_g1a() {
+        let h = vec![txn(OpKind::Fail, "ax1"), txn(OpKind::Ok, "rx1")];
+        let r = check(&h, &Budget::default());
+        assert_eq!(kinds(&r), ["G1a"], "{r}");
+        assert!(matches!(
+            r.anomalies[0],
+            Anomaly::G1a {
+                reader: 1,
+                writer: 0,
+                ..
+            }
+        ));
+        // Elle's g1a-cases-test: both readers of the failed 1 are caught.
+        let h = vec![
+            txn(OpKind::Ok, "rx1ax2"),
+            txn(OpKind::Ok, "rx12ry3"),
+            txn(OpKind::Fail, "ax1"),
+        ];
+        let r = check(&h, &Budget::default());
+        assert_eq!(r.counts["G1a"], 2, "{r}");
+        // Without the failure, the same reads are fine.
+        let h = vec![txn(OpKind::Ok, "ax1"), txn(OpKind::Ok, "rx1")];
+        assert!(check(&h, &Budget::default()).is_valid());
+    }
+
+    #[test]
+    fn elle_g1b() {
+        let r = check(&oks(&["ax1ax2", "rx1"]), &Budget::default());
+        // Elle: G1b, and G-single-item T1 -rw-> T0 -wr-> T1.
+        assert_eq!(kinds(&r), ["G-single-item", "G1b"], "{r}");
+        assert_eq!(
+            cycle_path(&r, CycleKind::GSingle),
+            [(0, Rel::WR), (1, Rel::RW)]
+        );
+        // g1b-cases-test: rx1 is intermediate, rx12 and rx123 are not, nor a
+        // transaction's read of its own intermediate append.
+        let r = check(
+            &oks(&["rx1", "rx12ry3", "ax1ax2", "rx123"]),
+            &Budget::default(),
+        );
+        assert_eq!(r.counts.get("G1b"), Some(&1), "{r}");
+        let r = check(&oks(&["ax1rx1ax2"]), &Budget::default());
+        assert!(r.is_valid(), "{r}");
+    }
+
+    #[test]
+    fn elle_g1c() {
+        let r = check(&oks(&["ax1ry1", "ax2ay1", "rx12ry1"]), &Budget::default());
+        assert_eq!(kinds(&r), ["G1c"], "{r}");
+        assert_eq!(cycle_path(&r, CycleKind::G1c), [(0, Rel::WW), (1, Rel::WR)]);
+    }
+
+    #[test]
+    fn elle_g_single() {
+        let r = check(&oks(&["ax1ay1", "ax2ry", "rx12"]), &Budget::default());
+        assert_eq!(kinds(&r), ["G-single-item"], "{r}");
+        assert_eq!(
+            cycle_path(&r, CycleKind::GSingle),
+            [(0, Rel::WW), (1, Rel::RW)]
+        );
+    }
+
+    #[test]
+    fn elle_g2() {
+        let r = check(&oks(&["ax1ry", "ay1rx"]), &Budget::default());
+        assert_eq!(kinds(&r), ["G2-item"], "{r}");
+        assert_eq!(cycle_path(&r, CycleKind::G2), [(0, Rel::RW), (1, Rel::RW)]);
+    }
+
+    #[test]
+    fn elle_contradictory_read_orders() {
+        let r = check(
+            &oks(&["ax1ry1", "ax2", "ax3ay1", "rx13", "rx123"]),
+            &Budget::default(),
+        );
+        assert_eq!(kinds(&r), ["G1c", "incompatible-order"], "{r}");
+        // Elle: [t3 t1 t2 t3] = T2 -wr-> T0 -ww-> T1 -ww-> T2.
+        assert_eq!(
+            cycle_path(&r, CycleKind::G1c),
+            [(0, Rel::WW), (1, Rel::WW), (2, Rel::WR)]
+        );
+    }
+
+    #[test]
+    fn elle_duplicates_and_internal() {
+        // Elle reports G1c and duplicate-elements under read-committed, and
+        // notes that x = [1 2 1] also makes it G-single (1 looks appended
+        // last): checking for serializability, so do we.
+        let r = check(&oks(&["ax1ry1", "ax2ay1", "rx121"]), &Budget::default());
+        assert_eq!(
+            kinds(&r),
+            ["G-single-item", "G1c", "duplicate-elements"],
+            "{r}"
+        );
+        assert_eq!(
+            cycle_path(&r, CycleKind::G1c),
+            [(0, Rel::WW), (1, Rel::WR)]
+        );
+        let r = check(&oks(&["ax1ax2ax4", "ax3rx1234"]), &Budget::default());
+        assert!(r.counts.contains_key("internal"), "{r}");
+        match &r.anomalies.iter().find(|a| a.name() == "internal") {
+            Some(Anomaly::Internal { txn, expected, .. }) => {
+                assert_eq!((*txn, expected.as_str()), (1, "[... 3]"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(check(&oks(&["ax1rx1ax2rx12"]), &Budget::default()).is_valid());
+    }
+
+    #[test]
+    fn elle_unobserved_writes_come_after_the_longest_read() {
+        let r = check(
+            &oks(&["ax1ay1", "ax2ay2", "ax3ay3", "rx12", "ry2"]),
+            &Budget::default(),
+        );
+        assert_eq!(kinds(&r), ["G-single-item", "G0"], "{r}");
+        // Elle: [ry w1 w2 ry]: T4 -rw-> T0 -ww-> T1 -wr-> T4.
+        assert_eq!(
+            cycle_path(&r, CycleKind::GSingle),
+            [(0, Rel::WW), (1, Rel::WR), (4, Rel::RW)]
+        );
+    }
+
+    #[test]
+    fn the_smallest_cycle_is_reported_not_the_first() {
+        // A long G0 cycle through T0..T4 on keys a..e, and a 2-cycle T5, T6.
+        let mut h = oks(&[
+            "aa1ab5", "ab1ac2", "ac1ad3", "ad1ae4", "ae1aa2", "af1ag2", "af2ag1",
+        ]);
+        h.extend(oks(&[
+            "ra12", "rb15", "rc12", "rd13", "re14", "rf12", "rg12",
+        ]));
+        let r = check(&h, &Budget::default());
+        let lens: Vec<usize> = r.cycles().map(|c| c.steps.len()).collect();
+        assert_eq!(lens, [2, 5], "{r}");
+        assert!(r.cycles().all(|c| c.minimal));
+    }
+
+    #[test]
+    fn info_transactions_count_and_fail_ones_do_not() {
+        // An info append that was read is a writer like any other.
+        let h = vec![
+            txn(OpKind::Info, "ax1ay1"),
+            txn(OpKind::Ok, "ax2ay2"),
+            txn(OpKind::Ok, "rx12ry21"),
+        ];
+        assert_eq!(kinds(&check(&h, &Budget::default())), ["G0"]);
+        // The same with the first failed: its appends are not in the graph.
+        let h = vec![
+            txn(OpKind::Fail, "ax1ay1"),
+            txn(OpKind::Ok, "ax2ay2"),
+            txn(OpKind::Ok, "rx2ry2"),
+        ];
+        assert!(check(&h, &Budget::default()).is_valid());
+    }
+
+    #[test]
+    fn a_search_out_of_budget_still_reports_a_cycle() {
+        let h = oks(&["ax1ay1", "ax2ay2", "rx12ry21"]);
+        let r = check(&h, &Budget::steps(1));
+        assert!(r.is_invalid(), "{r}");
+        assert!(r.incomplete.is_some(), "{r}");
+        assert!(r.cycles().all(|c| !c.minimal), "{r}");
+        assert!(r.to_string().contains("not minimal"), "{r}");
+    }
+
+    #[test]
+    fn a_graph_over_the_memory_budget_is_unknown() {
+        // 200 appends to x, each read by its own reader: 600 dependencies.
+        let x = || Value::Str("x".into());
+        let appends = (0..200).map(|i| Txn {
+            process: i,
+            outcome: OpKind::Ok,
+            mops: vec![Mop::Append {
+                key: x(),
+                element: Value::Int(i as i64),
+            }],
+            source: String::new(),
+        });
+        let reads = (0..200).map(|i| Txn {
+            process: 1000 + i,
+            outcome: OpKind::Ok,
+            mops: vec![Mop::Read {
+                key: x(),
+                list: Some((0..=i as i64).map(Value::Int).collect()),
+            }],
+            source: String::new(),
+        });
+        let all: Vec<Txn> = appends.chain(reads).collect();
+        let r = check(&all, &Budget::default().with_memory(10 * EDGE_BYTES));
+        match &r.validity {
+            Validity::Unknown(why) => assert!(why.contains("memory budget of"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let r = check(&all, &Budget::default());
+        assert!(r.is_valid(), "{r}");
+        assert!(r.edges >= 500, "{}", r.edges);
+    }
+
+    #[test]
+    fn histories_of_txn_ops_read_back() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let mut h = History::new();
+        h.invoke(
+            1,
+            F::Txn,
+            None,
+            Value::txn([Value::append("x", 1), Value::append("y", 1)]),
+            ms(0),
+        )
+        .unwrap();
+        h.ok(
+            1,
+            Value::txn([Value::append("x", 1), Value::append("y", 1)]),
+            ms(1),
+        )
+        .unwrap();
+        h.invoke(
+            2,
+            F::Txn,
+            None,
+            Value::txn([Value::append("x", 2), Value::append("y", 2)]),
+            ms(2),
+        )
+        .unwrap();
+        h.ok(
+            2,
+            Value::txn([Value::append("x", 2), Value::append("y", 2)]),
+            ms(3),
+        )
+        .unwrap();
+        h.invoke(
+            3,
+            F::Txn,
+            None,
+            Value::txn([Value::read_list("x", None), Value::read_list("y", None)]),
+            ms(4),
+        )
+        .unwrap();
+        let read = |l: &[i64]| Some(l.iter().map(|&v| Value::Int(v)).collect());
+        h.ok(
+            3,
+            Value::txn([
+                Value::read_list("x", read(&[1, 2])),
+                Value::read_list("y", read(&[2, 1])),
+            ]),
+            ms(5),
+        )
+        .unwrap();
+        let txns = txns_from_history(&h).unwrap();
+        assert_eq!(txns.len(), 3);
+        assert_eq!(txns[2].source, "op #4..#5");
+        assert_eq!(kinds(&check(&txns, &Budget::default())), ["G0"]);
+        // Through the log format and back.
+        let back = History::from_jsonl("h", &h.to_jsonl()).unwrap();
+        assert_eq!(txns_from_history(&back).unwrap(), txns);
+
+        // Malformed: errors, not panics.
+        let mut bad = History::new();
+        bad.invoke(1, F::Txn, None, Value::txn([Value::Int(3)]), ms(0))
+            .unwrap();
+        let e = txns_from_history(&bad).unwrap_err().to_string();
+        assert!(e.contains("a micro-op is [f, key, value], not 3"), "{e}");
+        let mut bad = History::new();
+        bad.invoke(1, F::Txn, None, Value::txn([Value::append("x", 1)]), ms(0))
+            .unwrap();
+        bad.ok(1, Value::txn([Value::append("x", 2)]), ms(1))
+            .unwrap();
+        let e = txns_from_history(&bad).unwrap_err().to_string();
+        assert!(e.contains("not the invocation's"), "{e}");
+        let mut bad = History::new();
+        bad.invoke(1, F::Read, None, Value::Nil, ms(0)).unwrap();
+        let e = txns_from_history(&bad).unwrap_err().to_string();
+        assert!(e.contains("a read op in a list-append history"), "{e}");
+    }
+
+    #[test]
+    fn edn_histories_read_and_bad_ones_are_errors() {
+        let text = "[{:process 0, :type :invoke, :f :txn, :value [[:append :x 1] [:r :y nil]]}
+ {:process 0, :type :ok, :f :txn, :value [[:append :x 1] [:r :y [1]]]}
+ {:process :nemesis, :type :info, :f :start}
+ {:type :ok, :value [[:append :y 1]]}]";
+        let txns = read_edn("t.edn", text).unwrap();
+        assert_eq!(txns.len(), 2);
+        assert_eq!(txns[0].source, "lines 1..2");
+        assert_eq!(
+            txns[0].to_string(),
+            "p0 ok [append :x 1, r :y [1]] (lines 1..2)"
+        );
+        for (bad, says) in [
+            ("{:type :ok, :value [[:append :x]]}", "t.edn:1: a micro-op is [f k v]"),
+            ("{:type :ok, :value [[:write :x 1]]}", "not :write"),
+            ("{:type :ok, :value 3}", "not a vector of micro-ops"),
+            ("{:type :ok, :f :read, :value []}", ":f :read"),
+            ("{:process 1, :type :invoke, :value []}\n{:process 1, :type :invoke, :value []}", "t.edn:2: process 1 invokes while"),
+            ("{:process 1, :type :invoke, :value [[:r :x nil]]}\n{:process 1, :type :ok, :value []}", "not the invocation's"),
+            ("{:type :ok, :value [[:r :x 3]]}", "a read's list is a vector or nil"),
+            ("[{:type :ok", "never closed"),
+            ("{:process -1, :type :ok, :value []}", "non-negative"),
+        ] {
+            let e = read_edn("t.edn", bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
