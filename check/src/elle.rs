@@ -83,7 +83,9 @@ use std::time::{Duration, Instant};
 pub enum Mop {
     /// Append `element` to the list at `key`.
     Append { key: Value, element: Value },
-    /// Read the list at `key`: `None` if unknown (an invocation, an `info`).
+    /// Read the list at `key`: `None` if unknown (an invocation, an
+    /// `info`); in an `ok` transaction, `None` read the empty list (Elle's
+    /// reading of `[:r k nil]`).
     Read {
         key: Value,
         list: Option<Vec<Value>>,
@@ -122,6 +124,9 @@ impl fmt::Display for Key<'_> {
     }
 }
 
+/// The process of a transaction read from EDN without `:process`.
+pub const NO_PROCESS: u64 = u64::MAX;
+
 /// A transaction: an invocation with its completion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Txn {
@@ -137,7 +142,11 @@ pub struct Txn {
 
 impl fmt::Display for Txn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{} {} [", self.process, self.outcome)?;
+        if self.process == NO_PROCESS {
+            write!(f, "p? {} [", self.outcome)?;
+        } else {
+            write!(f, "p{} {} [", self.process, self.outcome)?;
+        }
         for (i, m) in self.mops.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
@@ -642,7 +651,6 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
     let mut in_flight: HashMap<u64, usize> = HashMap::new();
     let mut txns: Vec<Txn> = Vec::new();
     let mut invoked: Vec<(usize, Vec<Mop>)> = Vec::new(); // txn -> (line, invocation mops)
-    const NO_PROCESS: u64 = u64::MAX;
     for (line, form) in parse(name, text)? {
         let bad = |reason: String| {
             ElleError::History(HistoryError::BadLine {
@@ -799,6 +807,16 @@ fn is_prefix(a: &[Value], b: &[Value]) -> bool {
 /// Check list-append transactions for the anomalies of the module docs.
 pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
     let start = Instant::now();
+    // An ok read of nil read the empty list (Elle's reading).
+    let mut owned = txns.to_vec();
+    for t in owned.iter_mut().filter(|t| t.outcome == OpKind::Ok) {
+        for m in &mut t.mops {
+            if let Mop::Read { list: l @ None, .. } = m {
+                *l = Some(Vec::new());
+            }
+        }
+    }
+    let txns = &owned[..];
     let mut kept = Kept {
         anomalies: Vec::new(),
         counts: BTreeMap::new(),
@@ -1068,7 +1086,7 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
         },
         anomalies: kept.anomalies,
         counts: kept.counts,
-        txns: txns.to_vec(),
+        txns: owned,
         edges: g.edges,
         components: sccs.len(),
         steps: search.steps,
@@ -1593,10 +1611,7 @@ mod tests {
             ["G-single-item", "G1c", "duplicate-elements"],
             "{r}"
         );
-        assert_eq!(
-            cycle_path(&r, CycleKind::G1c),
-            [(0, Rel::WW), (1, Rel::WR)]
-        );
+        assert_eq!(cycle_path(&r, CycleKind::G1c), [(0, Rel::WW), (1, Rel::WR)]);
         let r = check(&oks(&["ax1ax2ax4", "ax3rx1234"]), &Budget::default());
         assert!(r.counts.contains_key("internal"), "{r}");
         match &r.anomalies.iter().find(|a| a.name() == "internal") {
