@@ -698,6 +698,47 @@ pub fn read_history(
     Ok(out)
 }
 
+/// Read a Jepsen log of register operations, as Knossos's and Porcupine's
+/// etcd test data hold them: lines `INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2]`
+/// (process, type, f, value); every other line is ignored. A read that
+/// failed with `:timed-out` is taken as unknown (`:info`), as Porcupine
+/// does; an invocation never completed is unknown too. Then as
+/// [`read_history`] (errors name the log's line).
+pub fn read_jepsen_log(name: &str, text: &str) -> Result<EdnHistory, HistoryError> {
+    let mut edn = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        // One EDN line per log line, so errors name the log's lines.
+        if let Some((_, rest)) = line.split_once("jepsen.util - ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(process), Some(kind), Some(f)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(HistoryError::BadLine {
+                    file: name.to_string(),
+                    line: i + 1,
+                    reason: "a jepsen.util line without process, type and f".into(),
+                });
+            };
+            let value = parts.collect::<Vec<_>>().join(" ");
+            let value = if value.is_empty() {
+                "nil".into()
+            } else {
+                value
+            };
+            if f == ":read" && kind == ":fail" && value == ":timed-out" {
+                edn.push_str(&format!(
+                    "{{:process {process}, :type :info, :f :read, :value nil}}"
+                ));
+            } else {
+                edn.push_str(&format!(
+                    "{{:process {process}, :type {kind}, :f {f}, :value {value}}}"
+                ));
+            }
+        }
+        edn.push('\n');
+    }
+    read_history(name, &edn, &EdnOptions::default())
+}
+
 /// A record as a register op: (f, key, value), or why not.
 fn register_op(r: &Record, options: &EdnOptions) -> Result<(F, Option<String>, Value), String> {
     let mut key = r.key.as_ref().map(Edn::key_text);
