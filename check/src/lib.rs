@@ -55,6 +55,7 @@ pub mod history;
 pub mod linearizability;
 pub mod models;
 pub mod objects;
+pub mod sequential;
 
 pub use linearizability::{
     check, check_with, Budget, Failure, Model, Operation, Options, Partition, Report, Stats,

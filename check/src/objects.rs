@@ -20,6 +20,7 @@ use crate::edn::{read_calls, EdnCall};
 use crate::history::{HistoryError, OpKind, Value};
 use crate::linearizability::{check_with, Budget, Model, Operation, Options, Partition, Report};
 use crate::models::{removable_by_values, value_heap_bytes, Role};
+use crate::sequential::{check_sequential, ProcessOp, SeqVerdict};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// An operation's input and output under model `M`.
@@ -64,6 +65,68 @@ pub fn check_calls<M: EdnModel>(
         kept.push(call);
     }
     Ok(check_with(model, &ops, budget, options).map(|i| kept[i].clone()))
+}
+
+/// [`check_calls`] for sequential consistency instead of linearizability
+/// (see [`crate::sequential`]): one order of all calls that keeps each
+/// process's order, real time aside.
+pub fn check_calls_sequential<M: EdnModel>(
+    model: &M,
+    name: &str,
+    calls: &[EdnCall],
+    budget: &Budget,
+) -> Result<SeqVerdict<EdnCall>, HistoryError> {
+    let mut kept = Vec::new();
+    let mut ops = Vec::new();
+    for call in calls {
+        let io = model
+            .input_output(call)
+            .map_err(|reason| HistoryError::BadLine {
+                file: name.to_string(),
+                line: call.invoke_line,
+                reason: format!("{reason} (model {})", M::NAME),
+            })?;
+        let Some((input, output)) = io else { continue };
+        ops.push(ProcessOp {
+            process: call.process,
+            op: Operation {
+                input,
+                output,
+                call: call.invoked,
+                ret: call.completed,
+            },
+        });
+        kept.push(call);
+    }
+    Ok(check_sequential(model, &ops, budget).map(|i| kept[i].clone()))
+}
+
+/// [`check_edn`] for sequential consistency: models `counter`, `set`,
+/// `queue` and `mutex` (not `append`: a map is not checked key by key for
+/// sequential consistency, which is not compositional).
+pub fn check_edn_sequential(
+    model: &str,
+    name: &str,
+    text: &str,
+    budget: &Budget,
+) -> Result<SeqVerdict<EdnCall>, HistoryError> {
+    let calls = read_calls(name, text)?;
+    match model {
+        CounterModel::NAME => {
+            check_calls_sequential(&CounterModel::default(), name, &calls, budget)
+        }
+        SetModel::NAME => check_calls_sequential(&SetModel, name, &calls, budget),
+        QueueModel::NAME => check_calls_sequential(&QueueModel, name, &calls, budget),
+        MutexModel::NAME => check_calls_sequential(&MutexModel, name, &calls, budget),
+        other => Err(HistoryError::BadLine {
+            file: name.to_string(),
+            line: 0,
+            reason: format!(
+                "no model called {other:?} for sequential consistency (counter, set, queue, mutex; \
+                 a register: sequential::check_register_sequential)"
+            ),
+        }),
+    }
 }
 
 /// Read an EDN history (`name` names it in errors) and check it against
