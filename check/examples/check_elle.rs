@@ -5,15 +5,18 @@
 //!     cargo run --release -p distzero-check --example check_elle -- [options] FILE.edn
 //!
 //! Options: `--time SECS`, `--memory MIB`, `--steps N` (the cycle search's
-//! budget, see `distzero_check::elle`).
+//! budget, see `distzero_check::elle`); `--strict` (real-time order
+//! counts: strict serializability) or `--session` (each process's order
+//! counts).
 
-use distzero_check::elle::{check, read_edn, Validity};
+use distzero_check::elle::{check_with, read_edn, Isolation, Validity};
 use distzero_check::Budget;
 use std::time::{Duration, Instant};
 
 fn main() {
     let mut budget = Budget::default();
     let mut file = None;
+    let mut isolation = Isolation::Serializable;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut number = |what: &str| -> f64 {
@@ -25,6 +28,8 @@ fn main() {
             "--time" => budget.max_time = Some(Duration::from_secs_f64(number("seconds"))),
             "--memory" => budget.max_memory = Some((number("MiB") as usize) << 20),
             "--steps" => budget.max_steps = Some(number("a number") as u64),
+            "--strict" => isolation = Isolation::StrictSerializable,
+            "--session" => isolation = Isolation::StrongSessionSerializable,
             f if !f.starts_with("--") && file.is_none() => file = Some(f.to_string()),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -34,8 +39,13 @@ fn main() {
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| fail(&format!("{file}: {e}")));
     let txns = read_edn(&file, &text).unwrap_or_else(|e| fail(&e.to_string()));
     let read = start.elapsed();
-    let report = check(&txns, &budget);
+    let report = check_with(&txns, &budget, isolation);
     println!("{report}");
+    for c in report.cycles() {
+        if let Err(e) = c.verify(&report.txns) {
+            println!("(a reported {} does not check: {e})", c.name());
+        }
+    }
     println!(
         "{} transactions, {} dependencies, {} cyclic components, {} search steps; read {:.1} ms, checked {:.1} ms; peak RSS {}",
         report.txns.len(),
@@ -65,7 +75,7 @@ fn peak_rss() -> String {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("{why}\nusage: check_elle [--time SECS] [--memory MIB] [--steps N] FILE.edn");
+    eprintln!("{why}\nusage: check_elle [--strict|--session] [--time SECS] [--memory MIB] [--steps N] FILE.edn");
     std::process::exit(2)
 }
 

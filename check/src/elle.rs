@@ -34,9 +34,19 @@
 //!
 //! Which transactions count: `ok` ones, and `info` ones (they may have
 //! happened: their appends place them, their reads are unknown); `fail`
-//! ones only for `G1a`. Only the dependencies above are used, so the check
-//! is for serializability; real-time and process order (strict
-//! serializability, Elle's `-realtime` and `-process` variants) are not.
+//! ones only for `G1a`. [`check`] uses the dependencies above only: it
+//! checks serializability. [`check_with`] can also take real-time order
+//! ([`Isolation::StrictSerializable`]: a transaction that completed before
+//! another was invoked precedes it; edges transitively reduced, as Elle
+//! does) or each process's order ([`Isolation::StrongSessionSerializable`]);
+//! a cycle that needs such an edge is reported under Elle's `-realtime` /
+//! `-process` name (`G-single-item-realtime`, ...), for the kinds not found
+//! without one. Real-time cycles are shortened after the search wherever
+//! one transaction of the cycle completed before another was invoked.
+//!
+//! Not found (Elle finds them): `G-nonadjacent` (reported as `G2-item`),
+//! `dirty-update`, `lost-update`, `future-read`, predicate anomalies, and
+//! other datatypes than lists (registers, sets, counters).
 //!
 //! Bounds: [`Budget::max_memory`] bounds the graph (an estimate of its
 //! bytes; past it the verdict is `Unknown`, naming the bound), and
@@ -138,6 +148,11 @@ pub struct Txn {
     pub mops: Vec<Mop>,
     /// Where it is in its source, for humans: `lines 3..4`, `ops #2..#5`.
     pub source: String,
+    /// When it was invoked and completed, for real-time order (only their
+    /// order matters); `None` if unknown (no invocation recorded; no
+    /// completion: `info`).
+    pub invoked: Option<Duration>,
+    pub completed: Option<Duration>,
 }
 
 impl fmt::Display for Txn {
@@ -176,6 +191,11 @@ pub enum Rel {
     WR,
     /// Read-write: `from` read a list that `to`'s append extended.
     RW,
+    /// Real time: `from` completed before `to` was invoked.
+    Realtime,
+    /// Process order: `from` is the previous transaction of `to`'s process
+    /// (and completed).
+    Process,
 }
 
 impl Rel {
@@ -184,6 +204,8 @@ impl Rel {
             Rel::WW => 1,
             Rel::WR => 2,
             Rel::RW => 4,
+            Rel::Realtime => 8,
+            Rel::Process => 16,
         }
     }
 }
@@ -194,6 +216,8 @@ impl fmt::Display for Rel {
             Rel::WW => "ww",
             Rel::WR => "wr",
             Rel::RW => "rw",
+            Rel::Realtime => "rt",
+            Rel::Process => "process",
         })
     }
 }
@@ -251,17 +275,111 @@ impl CycleKind {
     }
 }
 
+/// The order besides dependencies that a cycle uses, if any (Elle's
+/// `-realtime` and `-process` variants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Order {
+    Realtime,
+    Process,
+}
+
+/// What the checker takes as given besides the dependencies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// ww, wr, rw dependencies only.
+    #[default]
+    Serializable,
+    /// Plus each process's order (Elle's strong session serializable).
+    StrongSessionSerializable,
+    /// Plus real-time order: a transaction that completed before another
+    /// was invoked comes first.
+    StrictSerializable,
+}
+
 /// A dependency cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cycle {
     pub kind: CycleKind,
+    /// `Some` if it needs a real-time or process edge (then at least one).
+    pub order: Option<Order>,
     /// Each step's `to` is the next one's `from`; the last returns to the first.
     pub steps: Vec<Step>,
     /// Whether it is a shortest cycle of its kind in its component (false
     /// when the search ran out of budget and a fallback cycle is shown).
+    /// With real-time edges: shortest in the graph whose real-time edges
+    /// are transitively reduced (as Elle's), then shortened wherever one
+    /// transaction completed before another of the cycle was invoked; a
+    /// shorter one may exist unless it has 2 transactions.
     pub minimal: bool,
     /// How many transactions its strongly connected component has.
     pub component: usize,
+}
+
+impl Cycle {
+    /// Elle's name: its kind, with `-realtime` or `-process` when it needs
+    /// that order.
+    pub fn name(&self) -> &'static str {
+        use CycleKind::*;
+        match (self.kind, self.order) {
+            (k, None) => k.name(),
+            (G0, Some(Order::Realtime)) => "G0-realtime",
+            (G1c, Some(Order::Realtime)) => "G1c-realtime",
+            (GSingle, Some(Order::Realtime)) => "G-single-item-realtime",
+            (G2, Some(Order::Realtime)) => "G2-item-realtime",
+            (G0, Some(Order::Process)) => "G0-process",
+            (G1c, Some(Order::Process)) => "G1c-process",
+            (GSingle, Some(Order::Process)) => "G-single-item-process",
+            (G2, Some(Order::Process)) => "G2-item-process",
+        }
+    }
+}
+
+impl Cycle {
+    /// Re-check every step against the transactions it names (`txns` as
+    /// the report holds them): each claim of its [`Why`] holds, and the
+    /// steps close a cycle. A cycle the checker reports always passes;
+    /// this is for tests, and for anyone who would rather not trust it.
+    pub fn verify(&self, txns: &[Txn]) -> Result<(), String> {
+        let appends = |t: usize, k: &Value, e: &Option<Value>| {
+            txns[t].mops.iter().any(|m| {
+                matches!(m, Mop::Append { key, element } if key == k && Some(element) == e.as_ref())
+            })
+        };
+        let reads_last = |t: usize, k: &Value, e: &Option<Value>| {
+            txns[t].mops.iter().any(|m| match m {
+                Mop::Read { key, list } if key == k => {
+                    list.as_deref().unwrap_or(&[]).last() == e.as_ref()
+                }
+                _ => false,
+            })
+        };
+        for (i, s) in self.steps.iter().enumerate() {
+            let next = &self.steps[(i + 1) % self.steps.len()];
+            if s.to != next.from || s.from >= txns.len() || s.to >= txns.len() || s.from == s.to {
+                return Err(format!("step {i} does not lead to step {}", i + 1));
+            }
+            let w = &s.why;
+            let holds = match s.rel {
+                Rel::WW => appends(s.from, &w.key, &w.element) && appends(s.to, &w.key, &w.next),
+                Rel::WR => {
+                    appends(s.from, &w.key, &w.element) && reads_last(s.to, &w.key, &w.element)
+                }
+                Rel::RW => reads_last(s.from, &w.key, &w.element) && appends(s.to, &w.key, &w.next),
+                Rel::Realtime => matches!(
+                    (txns[s.from].completed, txns[s.to].invoked),
+                    (Some(c), Some(i)) if c < i
+                ),
+                Rel::Process => txns[s.from].process == txns[s.to].process && s.from < s.to,
+            };
+            if !holds {
+                return Err(format!(
+                    "step {i} ({}: T{} -> T{}) does not hold",
+                    s.rel, s.from, s.to
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An anomaly found.
@@ -309,7 +427,7 @@ impl Anomaly {
     /// Elle's name of its kind.
     pub fn name(&self) -> &'static str {
         match self {
-            Anomaly::Cycle(c) => c.kind.name(),
+            Anomaly::Cycle(c) => c.name(),
             Anomaly::G1a { .. } => "G1a",
             Anomaly::G1b { .. } => "G1b",
             Anomaly::Internal { .. } => "internal",
@@ -397,6 +515,11 @@ impl ElleReport {
                 el(&w.element),
                 s.from
             ),
+            Rel::Realtime => format!("T{} completed before T{} was invoked", s.from, s.to),
+            Rel::Process => format!(
+                "T{} came before T{} on process {}",
+                s.from, s.to, self.txns[s.to].process
+            ),
             Rel::RW => match &w.element {
                 None => format!(
                     "T{} read {} empty, and T{} appended {} to it",
@@ -445,10 +568,12 @@ impl fmt::Display for ElleReport {
                     write!(
                         f,
                         "\n{} ({} transactions, {}; component of {}):",
-                        c.kind.name(),
+                        c.name(),
                         c.steps.len(),
-                        if c.minimal {
+                        if c.minimal && (c.order != Some(Order::Realtime) || c.steps.len() == 2) {
                             "a shortest one"
+                        } else if c.minimal {
+                            "short: shortest over reduced real-time edges, then shortened"
                         } else {
                             "not minimal: the search ran out"
                         },
@@ -595,6 +720,8 @@ pub fn txns_from_history(history: &History) -> Result<Vec<Txn>, ElleError> {
             outcome: call.outcome,
             mops,
             source: format!("op #{}{end}", call.index),
+            invoked: Some(call.invoked),
+            completed: call.completed,
         });
     }
     Ok(txns)
@@ -651,7 +778,9 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
     let mut in_flight: HashMap<u64, usize> = HashMap::new();
     let mut txns: Vec<Txn> = Vec::new();
     let mut invoked: Vec<(usize, Vec<Mop>)> = Vec::new(); // txn -> (line, invocation mops)
-    for (line, form) in parse(name, text)? {
+    for (position, (line, form)) in parse(name, text)?.into_iter().enumerate() {
+        // Record order is time order (as Knossos and Elle read it).
+        let at = Some(Duration::from_micros(position as u64));
         let bad = |reason: String| {
             ElleError::History(HistoryError::BadLine {
                 file: name.to_string(),
@@ -721,6 +850,8 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
                 outcome: OpKind::Info,
                 mops,
                 source: format!("line {line}..never"),
+                invoked: at,
+                completed: None,
             });
             continue;
         }
@@ -733,6 +864,9 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
                 }
                 txns[t].outcome = kind;
                 txns[t].source = format!("lines {start}..{line}");
+                if kind != OpKind::Info {
+                    txns[t].completed = at;
+                }
             }
             None => {
                 invoked.push((line, mops.clone()));
@@ -741,6 +875,8 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
                     outcome: kind,
                     mops,
                     source: format!("line {line}"),
+                    invoked: None,
+                    completed: if kind == OpKind::Info { None } else { at },
                 });
             }
         }
@@ -753,7 +889,9 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
 /// What the previous element of a key was: none (the empty list) or one.
 type Prev = Option<Value>;
 
-struct Graph {
+struct Graph<'t> {
+    /// The transactions (for real-time shortcuts).
+    txns: &'t [Txn],
     /// Edge list per node: (target, relation bits, index into `whys`).
     adj: Vec<Vec<(u32, u8)>>,
     /// (from, to) -> position in adj[from].
@@ -767,7 +905,11 @@ struct Graph {
 /// one reason (hash maps at about twice their payload).
 const EDGE_BYTES: usize = 8 + 2 * 16 + 2 * 96;
 
-impl Graph {
+fn txns_of<'t>(g: &Graph<'t>) -> &'t [Txn] {
+    g.txns
+}
+
+impl Graph<'_> {
     fn add(&mut self, from: usize, to: usize, rel: Rel, why: impl FnOnce() -> Why) {
         if from == to {
             return;
@@ -806,6 +948,13 @@ fn is_prefix(a: &[Value], b: &[Value]) -> bool {
 
 /// Check list-append transactions for the anomalies of the module docs.
 pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
+    check_with(txns, budget, Isolation::Serializable)
+}
+
+/// [`check`], also taking each process's order or real-time order as
+/// given ([`Isolation`]): cycles that need such an edge are reported with
+/// Elle's `-process` / `-realtime` names.
+pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleReport {
     let start = Instant::now();
     // An ok read of nil read the empty list (Elle's reading).
     let mut owned = txns.to_vec();
@@ -983,6 +1132,7 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
     // The graph.
     let max_edges = budget.max_memory.map_or(usize::MAX, |m| m / EDGE_BYTES);
     let mut g = Graph {
+        txns,
         adj: vec![Vec::new(); txns.len()],
         index: HashMap::new(),
         whys: HashMap::new(),
@@ -1054,6 +1204,27 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
         }
     }
 
+    let order = match isolation {
+        Isolation::Serializable => None,
+        Isolation::StrictSerializable => {
+            realtime_edges(txns, &mut g);
+            Some(Order::Realtime)
+        }
+        Isolation::StrongSessionSerializable => {
+            process_edges(txns, &mut g);
+            Some(Order::Process)
+        }
+    };
+    if g.edges > max_edges {
+        let why = format!(
+            "the dependency graph went over the memory budget of {} bytes ({} edges of about {EDGE_BYTES} bytes, with the {} edges)",
+            budget.max_memory.unwrap_or(0),
+            g.edges,
+            if order == Some(Order::Realtime) { "real-time" } else { "process" }
+        );
+        return unknown(why, kept, g.edges);
+    }
+
     // Cycles, component by component, smallest components first.
     let mut sccs = tarjan(&g.adj);
     sccs.retain(|c| c.len() > 1);
@@ -1066,7 +1237,7 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
     };
     let mut cycles = Vec::new();
     for scc in &sccs {
-        cycles.extend(cycles_in(&g, scc, &mut search));
+        cycles.extend(cycles_in(&g, scc, &mut search, order));
     }
     cycles.sort_by_key(|c| (c.steps.len(), c.kind));
     for c in cycles {
@@ -1078,6 +1249,8 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
         _ => (1, 0),
     });
 
+    let edges = g.edges;
+    drop(g);
     ElleReport {
         validity: if kept.counts.is_empty() {
             Validity::Valid
@@ -1087,11 +1260,74 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
         anomalies: kept.anomalies,
         counts: kept.counts,
         txns: owned,
-        edges: g.edges,
+        edges,
         components: sccs.len(),
         steps: search.steps,
         elapsed: start.elapsed(),
         incomplete: search.out,
+    }
+}
+
+fn no_why() -> Why {
+    Why {
+        key: Value::Nil,
+        element: None,
+        next: None,
+    }
+}
+
+/// Real-time edges, transitively reduced as Elle does: a transaction gets
+/// an edge from each one that completed before its invocation and is not
+/// already followed by another such one.
+fn realtime_edges(txns: &[Txn], g: &mut Graph) {
+    // (time, 0 = invocation, 1 = completion, txn): at equal times the
+    // invocation first, so equal times count as concurrent.
+    let mut events: Vec<(Duration, u8, usize)> = Vec::new();
+    for (i, t) in txns.iter().enumerate() {
+        if t.outcome == OpKind::Fail {
+            continue;
+        }
+        if let Some(at) = t.invoked {
+            events.push((at, 0, i));
+        }
+        if let (OpKind::Ok, Some(at)) = (t.outcome, t.completed) {
+            events.push((at, 1, i));
+        }
+    }
+    events.sort_unstable();
+    let mut frontier: Vec<usize> = Vec::new();
+    let mut before: HashMap<usize, HashSet<usize>> = HashMap::new();
+    for (_, kind, t) in events {
+        if kind == 0 {
+            for &f in &frontier {
+                g.add(f, t, Rel::Realtime, no_why);
+            }
+            if txns[t].outcome == OpKind::Ok {
+                before.insert(t, frontier.iter().copied().collect());
+            }
+        } else {
+            if let Some(b) = before.remove(&t) {
+                frontier.retain(|f| !b.contains(f));
+            }
+            frontier.push(t);
+        }
+    }
+}
+
+/// Process edges: each transaction after the previous one of its process,
+/// when that one completed (`ok`).
+fn process_edges(txns: &[Txn], g: &mut Graph) {
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    for (i, t) in txns.iter().enumerate() {
+        if t.outcome == OpKind::Fail {
+            continue;
+        }
+        if let Some(&p) = last.get(&t.process) {
+            if txns[p].outcome == OpKind::Ok {
+                g.add(p, i, Rel::Process, no_why);
+            }
+        }
+        last.insert(t.process, i);
     }
 }
 
@@ -1223,10 +1459,31 @@ impl Search {
 const WW: u8 = 1;
 const WR: u8 = 2;
 const RW: u8 = 4;
+const RT: u8 = 8;
+const PR: u8 = 16;
+const ALL: u8 = WW | WR | RW | RT | PR;
+
+fn rel_of_bit(bit: u8) -> Rel {
+    match bit {
+        WW => Rel::WW,
+        WR => Rel::WR,
+        RW => Rel::RW,
+        RT => Rel::Realtime,
+        _ => Rel::Process,
+    }
+}
+
+/// How many rw edges a cycle must have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RwCount {
+    Zero,
+    One,
+    TwoPlus,
+}
 
 /// The component as its own small graph: local ids, edges inside only.
 struct Local<'a> {
-    g: &'a Graph,
+    g: &'a Graph<'a>,
     nodes: &'a [usize],
     adj: Vec<Vec<(usize, u8)>>,
 }
@@ -1239,13 +1496,15 @@ impl Local<'_> {
         } else {
             bits
         };
-        let rel = if use_bits & WW != 0 {
-            Rel::WW
-        } else if use_bits & WR != 0 {
-            Rel::WR
-        } else {
-            Rel::RW
-        };
+        let bit = [WW, WR, RW, RT, PR]
+            .into_iter()
+            .find(|b| use_bits & b != 0)
+            .unwrap_or(PR);
+        self.step_of(a, b, rel_of_bit(bit))
+    }
+
+    /// The step a -> b as `rel`.
+    fn step_of(&self, a: usize, b: usize, rel: Rel) -> Step {
         let (from, to) = (self.nodes[a], self.nodes[b]);
         let why = self.g.whys[&(from as u32, to as u32, rel)].clone();
         Step { from, to, rel, why }
@@ -1287,7 +1546,7 @@ impl Local<'_> {
 
 /// The cycles of one component: the shortest of each kind searched (see
 /// the module docs); a fallback cycle if the search runs out before any.
-fn cycles_in(g: &Graph, scc: &[usize], search: &mut Search) -> Vec<Cycle> {
+fn cycles_in(g: &Graph, scc: &[usize], search: &mut Search, order: Option<Order>) -> Vec<Cycle> {
     let local: HashMap<usize, usize> = scc.iter().enumerate().map(|(i, &v)| (v, i)).collect();
     let mut adj = vec![Vec::new(); scc.len()];
     for (i, &v) in scc.iter().enumerate() {
@@ -1321,6 +1580,7 @@ fn cycles_in(g: &Graph, scc: &[usize], search: &mut Search) -> Vec<Cycle> {
                 if found.iter().all(|c| c.kind != k) {
                     found.push(Cycle {
                         kind: k,
+                        order: None,
                         steps,
                         minimal: k == kind,
                         component: scc.len(),
@@ -1331,11 +1591,57 @@ fn cycles_in(g: &Graph, scc: &[usize], search: &mut Search) -> Vec<Cycle> {
             None => break,
         }
     }
+    if let (Some(o), None) = (order, &search.out) {
+        // Cycles that need a real-time or process edge, for the kinds not
+        // found (nor implied) without one.
+        let bit = if o == Order::Realtime { RT } else { PR };
+        let variants = [
+            (CycleKind::G0, WW, 0, RwCount::Zero),
+            (CycleKind::G1c, WW | WR, WR, RwCount::Zero),
+            (CycleKind::GSingle, WW | WR, 0, RwCount::One),
+            (CycleKind::G2, WW | WR | RW, 0, RwCount::TwoPlus),
+        ];
+        for (kind, allowed, required, rw) in variants {
+            let has = |k: CycleKind| found.iter().any(|c| c.kind == k);
+            let implied = has(kind)
+                || (kind == CycleKind::G1c && has(CycleKind::G0))
+                || (kind == CycleKind::G2 && has(CycleKind::GSingle));
+            if implied {
+                continue;
+            }
+            let allowed = allowed | bit | if rw == RwCount::Zero { 0 } else { RW };
+            match shortest_constrained(&l, allowed, required | bit, rw, search) {
+                Some(Some(mut steps)) => {
+                    if o == Order::Realtime {
+                        shortcut(&mut steps, kind, txns_of(g));
+                    }
+                    found.push(Cycle {
+                        kind,
+                        order: Some(o),
+                        steps,
+                        minimal: true,
+                        component: scc.len(),
+                    })
+                }
+                Some(None) => {}
+                None => break,
+            }
+        }
+    }
     if found.is_empty() {
         // The search ran out: any cycle shows the component's anomaly.
         if let Some(steps) = any_cycle(&l) {
+            let uses = |r: Rel| steps.iter().any(|s| s.rel == r);
+            let order = if uses(Rel::Realtime) {
+                Some(Order::Realtime)
+            } else if uses(Rel::Process) {
+                Some(Order::Process)
+            } else {
+                None
+            };
             found.push(Cycle {
                 kind: CycleKind::of(&steps),
+                order,
                 steps,
                 minimal: false,
                 component: scc.len(),
@@ -1407,6 +1713,143 @@ fn shortest(
     Some(Some(rev))
 }
 
+/// Real-time order is transitive, but its edges are transitively reduced:
+/// replace each stretch of a cycle from A to B by one real-time step when A
+/// completed before B was invoked (longest stretches first), so long as the
+/// cycle keeps its kind.
+fn shortcut(steps: &mut Vec<Step>, kind: CycleKind, txns: &[Txn]) {
+    let before = |a: usize, b: usize| matches!((txns[a].completed, txns[b].invoked), (Some(c), Some(i)) if c < i);
+    'again: loop {
+        let k = steps.len();
+        for len in (2..k).rev() {
+            for i in 0..k {
+                let (a, b) = (steps[i].from, steps[(i + len - 1) % k].to);
+                if !before(a, b) {
+                    continue;
+                }
+                let mut kept: Vec<Step> = (len..k).map(|j| steps[(i + j) % k].clone()).collect();
+                kept.insert(
+                    0,
+                    Step {
+                        from: a,
+                        to: b,
+                        rel: Rel::Realtime,
+                        why: no_why(),
+                    },
+                );
+                if CycleKind::of(&kept) == kind {
+                    let at = kept
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.from)
+                        .map_or(0, |(i, _)| i);
+                    kept.rotate_left(at);
+                    *steps = kept;
+                    continue 'again;
+                }
+            }
+        }
+        return;
+    }
+}
+
+/// The shortest cycle over edges with `allowed` bits that uses each bit of
+/// `required` at least once and `rw` edges as `rw` says: a breadth-first
+/// search from each node over (node, required bits seen, rw edges so far).
+/// `Some(None)` if there is none, `None` if the search ran out.
+fn shortest_constrained(
+    l: &Local<'_>,
+    allowed: u8,
+    required: u8,
+    rw: RwCount,
+    search: &mut Search,
+) -> Option<Option<Vec<Step>>> {
+    let n = l.adj.len();
+    let req: Vec<u8> = [WW, WR, RW, RT, PR]
+        .into_iter()
+        .filter(|b| required & b != 0)
+        .collect();
+    let masks = 1usize << req.len();
+    let full = masks - 1;
+    let id = |v: usize, m: usize, c: usize| (v * masks + m) * 3 + c;
+    let states = n * masks * 3;
+    // Per state: the BFS that reached it, its parent state and the edge's bit.
+    let mut seen_in = vec![usize::MAX; states];
+    let mut parent = vec![(0usize, 0u8); states];
+    let mut depth = vec![0usize; states];
+    let mut best: Option<usize> = None; // the shortest length so far
+    let mut found_steps: Option<Vec<Step>> = None;
+    for s in 0..n {
+        let limit = best.map_or(usize::MAX, |b| b - 1);
+        if limit < 2 {
+            break;
+        }
+        let start = id(s, 0, 0);
+        seen_in[start] = s;
+        depth[start] = 0;
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut end = None;
+        'bfs: while let Some(u) = queue.pop_front() {
+            let (v, m, c) = (u / 3 / masks, (u / 3) % masks, u % 3);
+            if depth[u] >= limit {
+                continue;
+            }
+            for &(w, bits) in &l.adj[v] {
+                if !search.step() {
+                    return None;
+                }
+                for bit in [WW, WR, RW, RT, PR] {
+                    if bits & allowed & bit == 0 {
+                        continue;
+                    }
+                    let c2 = if bit == RW { (c + 1).min(2) } else { c };
+                    if (rw == RwCount::Zero && c2 > 0) || (rw == RwCount::One && c2 > 1) {
+                        continue;
+                    }
+                    let m2 = m | req.iter().position(|&r| r == bit).map_or(0, |i| 1 << i);
+                    let next = id(w, m2, c2);
+                    if seen_in[next] == s {
+                        continue;
+                    }
+                    seen_in[next] = s;
+                    parent[next] = (u, bit);
+                    depth[next] = depth[u] + 1;
+                    let closes = w == s
+                        && m2 == full
+                        && match rw {
+                            RwCount::Zero => c2 == 0,
+                            RwCount::One => c2 == 1,
+                            RwCount::TwoPlus => c2 == 2,
+                        };
+                    if closes {
+                        end = Some(next);
+                        break 'bfs;
+                    }
+                    if w != s {
+                        queue.push_back(next);
+                    }
+                }
+            }
+        }
+        if let Some(e) = end {
+            if best.is_none_or(|b| depth[e] < b) {
+                // Rebuild now: the arrays are reused by the next searches.
+                let mut rev = Vec::new();
+                let mut at = e;
+                while at != start {
+                    let (p, bit) = parent[at];
+                    rev.push(l.step_of(p / 3 / masks, at / 3 / masks, rel_of_bit(bit)));
+                    at = p;
+                }
+                rev.reverse();
+                best = Some(depth[e]);
+                found_steps = Some(rev);
+            }
+        }
+    }
+    Some(found_steps)
+}
+
 /// Some cycle through the component's first node (one unbounded BFS; a
 /// strongly connected component always has one).
 fn any_cycle(l: &Local<'_>) -> Option<Vec<Step>> {
@@ -1416,7 +1859,7 @@ fn any_cycle(l: &Local<'_>) -> Option<Vec<Step>> {
         deadline: None,
         out: None,
     };
-    let parents = l.bfs(0, WW | WR | RW, usize::MAX, &mut unbounded)?;
+    let parents = l.bfs(0, ALL, usize::MAX, &mut unbounded)?;
     let (b, bits) = l
         .adj
         .iter()
@@ -1474,6 +1917,8 @@ mod tests {
             outcome,
             mops: op(s),
             source: s.to_string(),
+            invoked: None,
+            completed: None,
         }
     }
 
@@ -1482,6 +1927,9 @@ mod tests {
     }
 
     fn kinds(r: &ElleReport) -> Vec<&'static str> {
+        for c in r.cycles() {
+            c.verify(&r.txns).unwrap_or_else(|e| panic!("{e}: {r}"));
+        }
         r.anomaly_names()
     }
 
@@ -1637,6 +2085,117 @@ mod tests {
         );
     }
 
+    fn four(processes: [u64; 4]) -> String {
+        // Elle's "Strong SI violation" / "Strong Session SI violation".
+        let v = [
+            "[[:append :x 1]]",
+            "[[:append :x 2]]",
+            "[[:r :x nil]]",
+            "[[:r :x nil]]",
+        ];
+        let done = [
+            "[[:append :x 1]]",
+            "[[:append :x 2]]",
+            "[[:r :x [1]]]",
+            "[[:r :x [1 2]]]",
+        ];
+        (0..4)
+            .map(|i| {
+                format!(
+                    "{{:process {p}, :type :invoke, :f :txn, :value {}}}\n{{:process {p}, :type :ok, :f :txn, :value {}}}\n",
+                    v[i],
+                    done[i],
+                    p = processes[i]
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn elle_strong_si_violation_needs_real_time() {
+        let txns = read_edn("h", &four([0, 1, 2, 3])).unwrap();
+        assert!(check(&txns, &Budget::default()).is_valid());
+        let r = check_with(&txns, &Budget::default(), Isolation::StrictSerializable);
+        assert_eq!(kinds(&r), ["G-single-item-realtime"], "{r}");
+        // Elle: [t2' t1' t2']: T2 -rw-> T1 -rt-> T2.
+        let c = r.cycles().next().unwrap();
+        let steps: Vec<(usize, Rel)> = c.steps.iter().map(|s| (s.from, s.rel)).collect();
+        assert_eq!(steps, [(1, Rel::Realtime), (2, Rel::RW)], "{r}");
+        assert!(
+            r.to_string().contains("T1 completed before T2 was invoked"),
+            "{r}"
+        );
+        // Process order alone says nothing here: four processes.
+        let r = check_with(
+            &txns,
+            &Budget::default(),
+            Isolation::StrongSessionSerializable,
+        );
+        assert!(r.is_valid(), "{r}");
+    }
+
+    #[test]
+    fn elle_strong_session_si_violation_needs_process_order() {
+        let txns = read_edn("h", &four([0, 1, 1, 2])).unwrap();
+        assert!(check(&txns, &Budget::default()).is_valid());
+        let r = check_with(
+            &txns,
+            &Budget::default(),
+            Isolation::StrongSessionSerializable,
+        );
+        assert_eq!(kinds(&r), ["G-single-item-process"], "{r}");
+        let c = r.cycles().next().unwrap();
+        let steps: Vec<(usize, Rel)> = c.steps.iter().map(|s| (s.from, s.rel)).collect();
+        assert_eq!(steps, [(1, Rel::Process), (2, Rel::RW)], "{r}");
+        assert!(
+            r.to_string().contains("T1 came before T2 on process 1"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn real_time_g0_and_concurrent_transactions() {
+        // T0 and T1 write x in one order, T1 completed before T0 began.
+        let text = "{:process 1, :type :invoke, :f :txn, :value [[:append :x 2]]}
+{:process 1, :type :ok, :f :txn, :value [[:append :x 2]]}
+{:process 0, :type :invoke, :f :txn, :value [[:append :x 1]]}
+{:process 0, :type :ok, :f :txn, :value [[:append :x 1]]}
+{:process 2, :type :invoke, :f :txn, :value [[:r :x nil]]}
+{:process 2, :type :ok, :f :txn, :value [[:r :x [1 2]]]}";
+        let txns = read_edn("h", text).unwrap();
+        let r = check_with(&txns, &Budget::default(), Isolation::StrictSerializable);
+        assert_eq!(kinds(&r), ["G0-realtime"], "{r}");
+        // Overlapping, the same order is fine.
+        let text = "{:process 1, :type :invoke, :f :txn, :value [[:append :x 2]]}
+{:process 0, :type :invoke, :f :txn, :value [[:append :x 1]]}
+{:process 1, :type :ok, :f :txn, :value [[:append :x 2]]}
+{:process 0, :type :ok, :f :txn, :value [[:append :x 1]]}
+{:process 2, :type :invoke, :f :txn, :value [[:r :x nil]]}
+{:process 2, :type :ok, :f :txn, :value [[:r :x [1 2]]]}";
+        let txns = read_edn("h", text).unwrap();
+        let r = check_with(&txns, &Budget::default(), Isolation::StrictSerializable);
+        assert!(r.is_valid(), "{r}");
+    }
+
+    #[test]
+    fn real_time_stretches_are_shortened() {
+        let text = "{:process 0, :type :invoke, :f :txn, :value [[:append :x 1]]}
+{:process 0, :type :ok, :f :txn, :value [[:append :x 1]]}
+{:process 1, :type :invoke, :f :txn, :value [[:r :y nil]]}
+{:process 1, :type :ok, :f :txn, :value [[:r :y []]]}
+{:process 2, :type :invoke, :f :txn, :value [[:r :y nil]]}
+{:process 2, :type :ok, :f :txn, :value [[:r :y []]]}
+{:process 3, :type :invoke, :f :txn, :value [[:r :x nil]]}
+{:process 3, :type :ok, :f :txn, :value [[:r :x []]]}";
+        let txns = read_edn("h", text).unwrap();
+        let r = check_with(&txns, &Budget::default(), Isolation::StrictSerializable);
+        assert_eq!(kinds(&r), ["G-single-item-realtime"], "{r}");
+        let c = r.cycles().next().unwrap();
+        let steps: Vec<(usize, Rel)> = c.steps.iter().map(|s| (s.from, s.rel)).collect();
+        assert_eq!(steps, [(0, Rel::Realtime), (3, Rel::RW)], "{r}");
+        assert!(r.to_string().contains("a shortest one"), "{r}");
+    }
+
     #[test]
     fn the_smallest_cycle_is_reported_not_the_first() {
         // A long G0 cycle through T0..T4 on keys a..e, and a 2-cycle T5, T6.
@@ -1692,6 +2251,8 @@ mod tests {
                 element: Value::Int(i as i64),
             }],
             source: String::new(),
+            invoked: None,
+            completed: None,
         });
         let reads = (0..200).map(|i| Txn {
             process: 1000 + i,
@@ -1701,6 +2262,8 @@ mod tests {
                 list: Some((0..=i as i64).map(Value::Int).collect()),
             }],
             source: String::new(),
+            invoked: None,
+            completed: None,
         });
         let all: Vec<Txn> = appends.chain(reads).collect();
         let r = check(&all, &Budget::default().with_memory(10 * EDGE_BYTES));

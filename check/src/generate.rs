@@ -344,6 +344,9 @@ pub fn list_append(seed: u64, n: usize, keys: u64, stale: Option<(usize, usize)>
             outcome: OpKind::Ok,
             mops,
             source: format!("generated #{i}"),
+            // One after another.
+            invoked: Some(Duration::from_micros(2 * i as u64)),
+            completed: Some(Duration::from_micros(2 * i as u64 + 1)),
         });
     }
     txns
@@ -358,6 +361,8 @@ pub fn unfindable_g_single(n: i64, noise: i64) -> Vec<Txn> {
         outcome: OpKind::Ok,
         mops,
         source: String::new(),
+        invoked: None,
+        completed: None,
     };
     let mut txns = Vec::new();
     for i in 0..n {

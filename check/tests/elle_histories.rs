@@ -2,7 +2,7 @@
 //! EPL-2.0, see its README) and on generated ones: serializable executions
 //! must pass, executions with planted anomalies must not.
 
-use distzero_check::elle::{check, read_edn, CycleKind, Rel, Txn};
+use distzero_check::elle::{check, check_with, read_edn, CycleKind, Isolation, Rel, Txn};
 use distzero_check::generate::{list_append, unfindable_g_single};
 use distzero_check::history::Value;
 use distzero_check::Budget;
@@ -61,11 +61,18 @@ fn serial_executions_pass_and_stale_reads_do_not() {
         let ok = list_append(seed, 300, 5, None);
         let r = check(&ok, &Budget::default());
         assert!(r.is_valid(), "seed {seed}: {r}");
+        // One after another: strictly serializable too.
+        let r = check_with(&ok, &Budget::default(), Isolation::StrictSerializable);
+        assert!(r.is_valid(), "seed {seed}: {r}");
         let bad = list_append(seed, 300, 5, Some((10, 3)));
         let r = check(&bad, &Budget::default());
         assert!(r.is_invalid(), "seed {seed}: stale reads were not caught");
         assert!(r.cycles().count() > 0, "seed {seed}: {r}");
         assert!(r.cycles().all(|c| c.minimal), "seed {seed}: {r}");
+        for c in r.cycles() {
+            c.verify(&r.txns)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        }
     }
 }
 
@@ -79,4 +86,5 @@ fn elles_unfindable_g_single_is_found() {
         .find(|c| c.kind == CycleKind::GSingle)
         .unwrap_or_else(|| panic!("no G-single: {r}"));
     assert!(g.minimal, "{r}");
+    g.verify(&r.txns).unwrap();
 }
