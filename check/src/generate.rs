@@ -144,7 +144,7 @@ pub fn generate(w: &Workload) -> History {
                         (OpKind::Ok, op.value.clone())
                     }
                     // This generator makes no transactions.
-                    (F::Cas | F::Txn, _) => (OpKind::Fail, Value::Nil),
+                    _ => (OpKind::Fail, Value::Nil),
                 };
                 op.outcome = Some(outcome);
                 if !op.crashed {

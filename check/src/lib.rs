@@ -90,6 +90,16 @@ pub fn register_op(call: &Call) -> Result<RegisterOp, HistoryError> {
                     .into(),
             })
         }
+        F::Append | F::Add | F::Enqueue | F::Dequeue | F::Acquire | F::Release => {
+            return Err(HistoryError::BadValue {
+                index: call.index,
+                op: call.to_string(),
+                reason: format!(
+                    "{} is no register op (check it with distzero_check::objects::check_history)",
+                    call.f
+                ),
+            })
+        }
     })
 }
 

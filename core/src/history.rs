@@ -116,6 +116,19 @@ pub enum F {
     /// the same micro-ops with each read's list filled in (`[]` for an
     /// empty one). Checked by `distzero_check::elle`.
     Txn,
+    /// Append the value to the key's string (Porcupine's key-value model).
+    Append,
+    /// Add the value: to a counter (a number) or a set (an element).
+    Add,
+    /// Put the value at the back of a FIFO queue.
+    Enqueue,
+    /// Take the front of a FIFO queue; ok value: what was taken (`Nil`: the
+    /// queue was empty).
+    Dequeue,
+    /// Acquire a mutex.
+    Acquire,
+    /// Release a mutex.
+    Release,
 }
 
 impl fmt::Display for F {
@@ -125,6 +138,12 @@ impl fmt::Display for F {
             F::Write => "write",
             F::Cas => "cas",
             F::Txn => "txn",
+            F::Append => "append",
+            F::Add => "add",
+            F::Enqueue => "enqueue",
+            F::Dequeue => "dequeue",
+            F::Acquire => "acquire",
+            F::Release => "release",
         })
     }
 }
@@ -408,7 +427,7 @@ impl fmt::Display for Call {
         }
         write!(f, " {}", self.value)?;
         match (self.outcome, self.f) {
-            (OpKind::Ok, F::Read | F::Txn) => write!(f, " -> ok {}", self.result)?,
+            (OpKind::Ok, F::Read | F::Txn | F::Dequeue) => write!(f, " -> ok {}", self.result)?,
             (outcome, _) => write!(f, " -> {outcome}")?,
         }
         match self.completed {
@@ -896,6 +915,20 @@ mod tests {
             shown.contains("-> ok [[\"append\", \"x\", 1], [\"r\", \"y\", [2, 3]]]"),
             "{shown}"
         );
+        // The other objects' functions, in the log format.
+        for f in [
+            F::Append,
+            F::Add,
+            F::Enqueue,
+            F::Dequeue,
+            F::Acquire,
+            F::Release,
+        ] {
+            let op = Op::invoke(1, f, Some("k"), 3, ms(1));
+            let json = op.to_json();
+            assert!(json.contains(&format!("\"f\":\"{f}\"")), "{json}");
+            assert_eq!(Op::from_json(&json).unwrap(), op);
+        }
     }
 
     #[test]
