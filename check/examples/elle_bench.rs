@@ -12,8 +12,11 @@ use distzero_check::generate::{list_append, unfindable_g_single};
 use distzero_check::Budget;
 use std::time::Instant;
 
-fn cases() -> Vec<(String, Box<dyn Fn() -> Vec<Txn>>)> {
-    let mut v: Vec<(String, Box<dyn Fn() -> Vec<Txn>>)> = Vec::new();
+/// A case: its name, and how to make its history.
+type Case = (String, Box<dyn Fn() -> Vec<Txn>>);
+
+fn cases() -> Vec<Case> {
+    let mut v: Vec<Case> = Vec::new();
     for n in [10_000usize, 100_000] {
         v.push((
             format!("serial, {n} txns, 20 keys"),

@@ -1448,7 +1448,7 @@ impl Search {
             self.out = Some(format!("the budget of {} steps ran out", self.steps - 1));
             return false;
         }
-        if self.steps % 4096 == 0 && self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.steps.is_multiple_of(4096) && self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.out = Some("the time budget ran out".into());
             return false;
         }
@@ -1480,6 +1480,10 @@ enum RwCount {
     One,
     TwoPlus,
 }
+
+/// A breadth-first search's result: per node, (parent, the edge's bits,
+/// depth), `None` where it did not reach.
+type Parents = Vec<Option<(usize, u8, usize)>>;
 
 /// The component as its own small graph: local ids, edges inside only.
 struct Local<'a> {
@@ -1513,15 +1517,9 @@ impl Local<'_> {
     /// Shortest path lengths from `src` over edges with `allowed` bits, up
     /// to `max_len` edges; `None` if the search ran out. Returns the BFS
     /// parent of each node reached: (parent, bits).
-    fn bfs(
-        &self,
-        src: usize,
-        allowed: u8,
-        max_len: usize,
-        search: &mut Search,
-    ) -> Option<Vec<Option<(usize, u8, usize)>>> {
+    fn bfs(&self, src: usize, allowed: u8, max_len: usize, search: &mut Search) -> Option<Parents> {
         // parent[v] = (u, bits of u->v, depth of v)
-        let mut parent: Vec<Option<(usize, u8, usize)>> = vec![None; self.adj.len()];
+        let mut parent: Parents = vec![None; self.adj.len()];
         parent[src] = Some((src, 0, 0));
         let mut queue = std::collections::VecDeque::from([src]);
         while let Some(u) = queue.pop_front() {
@@ -1669,7 +1667,7 @@ fn shortest(
             }
         }
     }
-    let mut best: Option<(usize, usize, usize, Vec<Option<(usize, u8, usize)>>)> = None; // (len, a, b, parents)
+    let mut best: Option<(usize, usize, usize, Parents)> = None; // (len, a, b, parents)
     for (&a, sources) in &by_target {
         // A cycle b -closing-> a ~path~> b: BFS from a.
         let limit = best.as_ref().map_or(usize::MAX, |b| b.0.saturating_sub(2));
