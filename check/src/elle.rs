@@ -340,13 +340,35 @@ impl Cycle {
     /// steps close a cycle. A cycle the checker reports always passes;
     /// this is for tests, and for anyone who would rather not trust it.
     pub fn verify(&self, txns: &[Txn]) -> Result<(), String> {
+        let all: BTreeMap<usize, Txn> = self
+            .steps
+            .iter()
+            .flat_map(|s| [s.from, s.to])
+            .filter(|&i| i < txns.len())
+            .map(|i| (i, txns[i].clone()))
+            .collect();
+        self.verify_in(&all)
+    }
+
+    /// [`Cycle::verify`] against the transactions a report keeps
+    /// ([`ElleReport::txns`]).
+    pub fn verify_in(&self, txns: &BTreeMap<usize, Txn>) -> Result<(), String> {
+        let none = Txn {
+            process: u64::MAX,
+            outcome: OpKind::Fail,
+            mops: Vec::new(),
+            source: String::new(),
+            invoked: None,
+            completed: None,
+        };
+        let txn = |i: usize| txns.get(&i).unwrap_or(&none);
         let appends = |t: usize, k: &Value, e: &Option<Value>| {
-            txns[t].mops.iter().any(|m| {
+            txn(t).mops.iter().any(|m| {
                 matches!(m, Mop::Append { key, element } if key == k && Some(element) == e.as_ref())
             })
         };
         let reads_last = |t: usize, k: &Value, e: &Option<Value>| {
-            txns[t].mops.iter().any(|m| match m {
+            txn(t).mops.iter().any(|m| match m {
                 Mop::Read { key, list } if key == k => {
                     list.as_deref().unwrap_or(&[]).last() == e.as_ref()
                 }
@@ -355,7 +377,11 @@ impl Cycle {
         };
         for (i, s) in self.steps.iter().enumerate() {
             let next = &self.steps[(i + 1) % self.steps.len()];
-            if s.to != next.from || s.from >= txns.len() || s.to >= txns.len() || s.from == s.to {
+            if s.to != next.from
+                || !txns.contains_key(&s.from)
+                || !txns.contains_key(&s.to)
+                || s.from == s.to
+            {
                 return Err(format!("step {i} does not lead to step {}", i + 1));
             }
             let w = &s.why;
@@ -366,10 +392,10 @@ impl Cycle {
                 }
                 Rel::RW => reads_last(s.from, &w.key, &w.element) && appends(s.to, &w.key, &w.next),
                 Rel::Realtime => matches!(
-                    (txns[s.from].completed, txns[s.to].invoked),
+                    (txn(s.from).completed, txn(s.to).invoked),
                     (Some(c), Some(i)) if c < i
                 ),
-                Rel::Process => txns[s.from].process == txns[s.to].process && s.from < s.to,
+                Rel::Process => txn(s.from).process == txn(s.to).process && s.from < s.to,
             };
             if !holds {
                 return Err(format!(
@@ -455,8 +481,11 @@ pub struct ElleReport {
     pub anomalies: Vec<Anomaly>,
     /// How many anomalies of each kind were found (beyond those kept).
     pub counts: BTreeMap<&'static str, usize>,
-    /// The transactions checked (anomalies index them).
-    pub txns: Vec<Txn>,
+    /// The transactions the anomalies name, by their index in the
+    /// transactions checked (the report keeps no copy of the others).
+    pub txns: BTreeMap<usize, Txn>,
+    /// How many transactions were checked.
+    pub checked: usize,
     /// Dependency edges (pairs of transactions) and nontrivial components.
     pub edges: usize,
     pub components: usize,
@@ -493,7 +522,10 @@ impl ElleReport {
     }
 
     fn txn(&self, i: usize) -> String {
-        format!("T{i} {}", self.txns[i])
+        match self.txns.get(&i) {
+            Some(t) => format!("T{i} {t}"),
+            None => format!("T{i}"),
+        }
     }
 
     fn describe_step(&self, s: &Step) -> String {
@@ -518,7 +550,9 @@ impl ElleReport {
             Rel::Realtime => format!("T{} completed before T{} was invoked", s.from, s.to),
             Rel::Process => format!(
                 "T{} came before T{} on process {}",
-                s.from, s.to, self.txns[s.to].process
+                s.from,
+                s.to,
+                self.txns.get(&s.to).map_or(0, |t| t.process)
             ),
             Rel::RW => match &w.element {
                 None => format!(
@@ -546,7 +580,7 @@ impl fmt::Display for ElleReport {
             Validity::Valid => write!(
                 f,
                 "valid (serializable as far as list-append can tell): {} transactions, {} dependencies, no cycle",
-                self.txns.len(),
+                self.checked,
                 self.edges
             )?,
             Validity::Unknown(why) => write!(f, "unknown: {why}")?,
@@ -956,16 +990,16 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
 /// Elle's `-process` / `-realtime` names.
 pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleReport {
     let start = Instant::now();
-    // An ok read of nil read the empty list (Elle's reading).
-    let mut owned = txns.to_vec();
-    for t in owned.iter_mut().filter(|t| t.outcome == OpKind::Ok) {
-        for m in &mut t.mops {
-            if let Mop::Read { list: l @ None, .. } = m {
-                *l = Some(Vec::new());
-            }
-        }
-    }
-    let txns = &owned[..];
+    let deadline = budget.max_time.map(|d| start + d);
+    // Whether the time budget has run out, read every 1024 transactions.
+    let late = |i: usize| i.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() >= d);
+    let late_why = |phase: &str, i: usize| {
+        format!(
+            "the time budget of {:?} ran out {phase} (after {i} of {} transactions)",
+            budget.max_time.unwrap_or_default(),
+            txns.len()
+        )
+    };
     let mut kept = Kept {
         anomalies: Vec::new(),
         counts: BTreeMap::new(),
@@ -973,9 +1007,10 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
     let possible = |t: &Txn| t.outcome != OpKind::Fail;
     let unknown = |why: String, kept: Kept, edges: usize| ElleReport {
         validity: Validity::Unknown(why),
+        txns: referenced(txns, &kept.anomalies),
+        checked: txns.len(),
         anomalies: kept.anomalies,
         counts: kept.counts,
-        txns: txns.to_vec(),
         edges,
         components: 0,
         steps: 0,
@@ -990,6 +1025,9 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
     let mut intermediate: HashMap<(&Value, &Value), usize> = HashMap::new();
     let mut appends_per_key: HashMap<&Value, Vec<&Value>> = HashMap::new();
     for (i, t) in txns.iter().enumerate() {
+        if late(i) {
+            return unknown(late_why("indexing appends", i), kept, 0);
+        }
         let mut last: HashMap<&Value, &Value> = HashMap::new();
         for m in &t.mops {
             if let Mop::Append { key, element } = m {
@@ -1008,6 +1046,9 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
 
     // Internal consistency and duplicates, per ok transaction.
     for (i, t) in txns.iter().enumerate() {
+        if late(i) {
+            return unknown(late_why("checking single transactions", i), kept, 0);
+        }
         if t.outcome == OpKind::Ok {
             if let Some((mop, expected)) = internal_case(t) {
                 kept.push(Anomaly::Internal {
@@ -1036,6 +1077,9 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
 
     // G1a and G1b: what ok transactions read.
     for (i, t) in txns.iter().enumerate() {
+        if late(i) {
+            return unknown(late_why("looking for G1a and G1b", i), kept, 0);
+        }
         if t.outcome != OpKind::Ok {
             continue;
         }
@@ -1073,6 +1117,9 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
     let mut longest: HashMap<&Value, (usize, &Vec<Value>)> = HashMap::new();
     let mut reads: Vec<(usize, &Value, &Vec<Value>)> = Vec::new();
     for (i, t) in txns.iter().enumerate().filter(|(_, t)| possible(t)) {
+        if late(i) {
+            return unknown(late_why("ordering appends", i), kept, 0);
+        }
         for m in &t.mops {
             if let Mop::Read { key, list: Some(l) } = m {
                 if l.is_empty() {
@@ -1119,9 +1166,18 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
     // Readers by (key, last element read); an empty read is `None`.
     let mut readers: HashMap<(&Value, Option<&Value>), Vec<usize>> = HashMap::new();
     for (i, t) in txns.iter().enumerate().filter(|(_, t)| possible(t)) {
+        if late(i) {
+            return unknown(late_why("indexing reads", i), kept, 0);
+        }
         for m in &t.mops {
-            if let Mop::Read { key, list: Some(l) } = m {
-                let r = readers.entry((key, l.last())).or_default();
+            // An ok read of nil read the empty list (Elle's reading).
+            let last = match m {
+                Mop::Read { key, list: Some(l) } => Some((key, l.last())),
+                Mop::Read { key, list: None } if t.outcome == OpKind::Ok => Some((key, None)),
+                _ => None,
+            };
+            if let Some(at) = last {
+                let r = readers.entry(at).or_default();
                 if r.last() != Some(&i) {
                     r.push(i);
                 }
@@ -1138,7 +1194,6 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
         whys: HashMap::new(),
         edges: 0,
     };
-    let deadline = budget.max_time.map(|d| start + d);
     for (i, t) in txns.iter().enumerate().filter(|(_, t)| possible(t)) {
         if g.edges > max_edges {
             let why = format!(
@@ -1149,13 +1204,8 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
             );
             return unknown(why, kept, g.edges);
         }
-        if i % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
-            let why = format!(
-                "the time budget of {:?} ran out building the dependency graph (after {i} of {} transactions)",
-                budget.max_time.unwrap_or_default(),
-                txns.len()
-            );
-            return unknown(why, kept, g.edges);
+        if late(i) {
+            return unknown(late_why("building the dependency graph", i), kept, g.edges);
         }
         for m in &t.mops {
             match m {
@@ -1257,15 +1307,42 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
         } else {
             Validity::Invalid
         },
+        txns: referenced(txns, &kept.anomalies),
+        checked: txns.len(),
         anomalies: kept.anomalies,
         counts: kept.counts,
-        txns: owned,
         edges,
         components: sccs.len(),
         steps: search.steps,
         elapsed: start.elapsed(),
         incomplete: search.out,
     }
+}
+
+/// The transactions the anomalies name, by index.
+fn referenced(txns: &[Txn], anomalies: &[Anomaly]) -> BTreeMap<usize, Txn> {
+    let mut out = BTreeMap::new();
+    let mut add = |i: usize| {
+        out.entry(i).or_insert_with(|| txns[i].clone());
+    };
+    for a in anomalies {
+        match a {
+            Anomaly::Cycle(c) => c.steps.iter().for_each(|s| {
+                add(s.from);
+                add(s.to)
+            }),
+            Anomaly::G1a { reader, writer, .. } | Anomaly::G1b { reader, writer, .. } => {
+                add(*reader);
+                add(*writer);
+            }
+            Anomaly::Internal { txn, .. } | Anomaly::DuplicateElements { txn, .. } => add(*txn),
+            Anomaly::IncompatibleOrder { a, b, .. } => {
+                add(a.0);
+                add(b.0);
+            }
+        }
+    }
+    out
 }
 
 fn no_why() -> Why {
@@ -1926,7 +2003,7 @@ mod tests {
 
     fn kinds(r: &ElleReport) -> Vec<&'static str> {
         for c in r.cycles() {
-            c.verify(&r.txns).unwrap_or_else(|e| panic!("{e}: {r}"));
+            c.verify_in(&r.txns).unwrap_or_else(|e| panic!("{e}: {r}"));
         }
         r.anomaly_names()
     }

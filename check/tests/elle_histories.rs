@@ -70,7 +70,7 @@ fn serial_executions_pass_and_stale_reads_do_not() {
         assert!(r.cycles().count() > 0, "seed {seed}: {r}");
         assert!(r.cycles().all(|c| c.minimal), "seed {seed}: {r}");
         for c in r.cycles() {
-            c.verify(&r.txns)
+            c.verify(&bad)
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         }
     }
@@ -86,5 +86,5 @@ fn elles_unfindable_g_single_is_found() {
         .find(|c| c.kind == CycleKind::GSingle)
         .unwrap_or_else(|| panic!("no G-single: {r}"));
     assert!(g.minimal, "{r}");
-    g.verify(&r.txns).unwrap();
+    g.verify(&txns).unwrap();
 }
