@@ -721,6 +721,16 @@ fn mops_of_value(v: &Value) -> Result<Vec<Mop>, String> {
 pub fn txns_from_history(history: &History) -> Result<Vec<Txn>, ElleError> {
     let calls = history.calls()?;
     let ops = history.ops();
+    // The next op of the same process after each op: its completion, if
+    // that is not another invocation.
+    let mut next_of = vec![usize::MAX; ops.len()];
+    let mut last_seen: HashMap<u64, usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate().rev() {
+        if let Some(&n) = last_seen.get(&op.process) {
+            next_of[i] = n;
+        }
+        last_seen.insert(op.process, i);
+    }
     let mut txns = Vec::with_capacity(calls.len());
     for call in calls {
         let bad = |reason: String| {
@@ -744,11 +754,10 @@ pub fn txns_from_history(history: &History) -> Result<Vec<Txn>, ElleError> {
         } else {
             invoked
         };
-        let end = ops[call.index + 1..]
-            .iter()
-            .position(|o| o.process == call.process)
-            .map(|p| format!("..#{}", call.index + 1 + p))
-            .unwrap_or_default();
+        let end = match next_of[call.index] {
+            n if n < ops.len() && ops[n].kind != OpKind::Invoke => format!("..#{n}"),
+            _ => String::new(),
+        };
         txns.push(Txn {
             process: call.process,
             outcome: call.outcome,
@@ -1257,7 +1266,7 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
     let order = match isolation {
         Isolation::Serializable => None,
         Isolation::StrictSerializable => {
-            realtime_edges(txns, &mut g);
+            realtime_edges(txns, &mut g, max_edges);
             Some(Order::Realtime)
         }
         Isolation::StrongSessionSerializable => {
@@ -1282,6 +1291,7 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
     let mut search = Search {
         steps: 0,
         max_steps: budget.max_steps,
+        max_memory: budget.max_memory,
         deadline,
         out: None,
     };
@@ -1356,7 +1366,7 @@ fn no_why() -> Why {
 /// Real-time edges, transitively reduced as Elle does: a transaction gets
 /// an edge from each one that completed before its invocation and is not
 /// already followed by another such one.
-fn realtime_edges(txns: &[Txn], g: &mut Graph) {
+fn realtime_edges(txns: &[Txn], g: &mut Graph, max_edges: usize) {
     // (time, 0 = invocation, 1 = completion, txn): at equal times the
     // invocation first, so equal times count as concurrent.
     let mut events: Vec<(Duration, u8, usize)> = Vec::new();
@@ -1378,6 +1388,10 @@ fn realtime_edges(txns: &[Txn], g: &mut Graph) {
         if kind == 0 {
             for &f in &frontier {
                 g.add(f, t, Rel::Realtime, no_why);
+            }
+            if g.edges > max_edges {
+                // The caller reports the memory bound.
+                return;
             }
             if txns[t].outcome == OpKind::Ok {
                 before.insert(t, frontier.iter().copied().collect());
@@ -1509,6 +1523,8 @@ fn tarjan(adj: &[Vec<(u32, u8)>]) -> Vec<Vec<usize>> {
 struct Search {
     steps: u64,
     max_steps: Option<u64>,
+    /// Bytes a search's own tables may take (the memory budget).
+    max_memory: Option<usize>,
     deadline: Option<Instant>,
     /// Why the search stopped early, once it has.
     out: Option<String>,
@@ -1848,6 +1864,16 @@ fn shortest_constrained(
     let full = masks - 1;
     let id = |v: usize, m: usize, c: usize| (v * masks + m) * 3 + c;
     let states = n * masks * 3;
+    // seen_in, parent and depth: about 40 bytes a state.
+    if search
+        .max_memory
+        .is_some_and(|m| states.saturating_mul(40) > m)
+    {
+        search.out = Some(format!(
+            "the memory budget would not hold the search table of a component of {n} transactions ({states} states)"
+        ));
+        return None;
+    }
     // Per state: the BFS that reached it, its parent state and the edge's bit.
     let mut seen_in = vec![usize::MAX; states];
     let mut parent = vec![(0usize, 0u8); states];
@@ -1931,6 +1957,7 @@ fn any_cycle(l: &Local<'_>) -> Option<Vec<Step>> {
     let mut unbounded = Search {
         steps: 0,
         max_steps: None,
+        max_memory: None,
         deadline: None,
         out: None,
     };
