@@ -930,7 +930,7 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
 // ---------------------------------------------------------------- checking
 
 /// What the previous element of a key was: none (the empty list) or one.
-type Prev = Option<Value>;
+type Prev<'t> = Option<&'t Value>;
 
 struct Graph<'t> {
     /// The transactions (for real-time shortcuts).
@@ -940,20 +940,49 @@ struct Graph<'t> {
     /// (from, to) -> position in adj[from].
     index: HashMap<(u32, u32), u32>,
     /// (from, to, rel) -> why (the first reason found).
-    whys: HashMap<(u32, u32, Rel), Why>,
+    whys: HashMap<(u32, u32, Rel), WhyRef<'t>>,
     edges: usize,
 }
 
 /// Bytes an edge costs, roughly: its adjacency entry, its index entry and
-/// one reason (hash maps at about twice their payload).
-const EDGE_BYTES: usize = 8 + 2 * 16 + 2 * 96;
+/// one reason, borrowed from the transactions (hash maps at about twice
+/// their payload).
+const EDGE_BYTES: usize = 8 + 2 * 16 + 2 * 40;
 
 fn txns_of<'t>(g: &Graph<'t>) -> &'t [Txn] {
     g.txns
 }
 
-impl Graph<'_> {
-    fn add(&mut self, from: usize, to: usize, rel: Rel, why: impl FnOnce() -> Why) {
+/// A [`Why`] borrowing from the transactions (nothing to free per edge).
+#[derive(Clone, Copy)]
+struct WhyRef<'t> {
+    key: &'t Value,
+    element: Option<&'t Value>,
+    next: Option<&'t Value>,
+}
+
+impl WhyRef<'_> {
+    fn owned(&self) -> Why {
+        Why {
+            key: self.key.clone(),
+            element: self.element.cloned(),
+            next: self.next.cloned(),
+        }
+    }
+}
+
+static NIL: Value = Value::Nil;
+
+fn no_why_ref<'t>() -> WhyRef<'t> {
+    WhyRef {
+        key: &NIL,
+        element: None,
+        next: None,
+    }
+}
+
+impl<'t> Graph<'t> {
+    fn add(&mut self, from: usize, to: usize, rel: Rel, why: impl FnOnce() -> WhyRef<'t>) {
         if from == to {
             return;
         }
@@ -1000,8 +1029,8 @@ pub fn check(txns: &[Txn], budget: &Budget) -> ElleReport {
 pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleReport {
     let start = Instant::now();
     let deadline = budget.max_time.map(|d| start + d);
-    // Whether the time budget has run out, read every 1024 transactions.
-    let late = |i: usize| i.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() >= d);
+    // Whether the time budget has run out, read every 256 transactions.
+    let late = |i: usize| i.is_multiple_of(256) && deadline.is_some_and(|d| Instant::now() >= d);
     let late_why = |phase: &str, i: usize| {
         format!(
             "the time budget of {:?} ran out {phase} (after {i} of {} transactions)",
@@ -1223,36 +1252,33 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
                         None => None,
                         Some((pos, vs)) => match pos.get(element) {
                             Some(&0) => None,
-                            Some(&p) => Some(vs[p - 1].clone()),
+                            Some(&p) => Some(vs[p - 1]),
                             // Never read: after everything read.
-                            None => vs.last().map(|v| (*v).clone()),
+                            None => vs.last().copied(),
                         },
                     };
-                    if let Some(p) = &prev {
+                    let why = || WhyRef {
+                        key,
+                        element: prev,
+                        next: Some(element),
+                    };
+                    if let Some(p) = prev {
                         if let Some(&w) = writer.get(&(key, p)) {
-                            g.add(w, i, Rel::WW, || Why {
-                                key: key.clone(),
-                                element: prev.clone(),
-                                next: Some(element.clone()),
-                            });
+                            g.add(w, i, Rel::WW, why);
                         }
                     }
-                    if let Some(rs) = readers.get(&(key, prev.as_ref())) {
+                    if let Some(rs) = readers.get(&(key, prev)) {
                         for &r in rs {
-                            g.add(r, i, Rel::RW, || Why {
-                                key: key.clone(),
-                                element: prev.clone(),
-                                next: Some(element.clone()),
-                            });
+                            g.add(r, i, Rel::RW, why);
                         }
                     }
                 }
                 Mop::Read { key, list: Some(l) } => {
                     if let Some(e) = l.last() {
                         if let Some(&w) = writer.get(&(key, e)) {
-                            g.add(w, i, Rel::WR, || Why {
-                                key: key.clone(),
-                                element: Some(e.clone()),
+                            g.add(w, i, Rel::WR, || WhyRef {
+                                key,
+                                element: Some(e),
                                 next: None,
                             });
                         }
@@ -1387,7 +1413,7 @@ fn realtime_edges(txns: &[Txn], g: &mut Graph, max_edges: usize) {
     for (_, kind, t) in events {
         if kind == 0 {
             for &f in &frontier {
-                g.add(f, t, Rel::Realtime, no_why);
+                g.add(f, t, Rel::Realtime, no_why_ref);
             }
             if g.edges > max_edges {
                 // The caller reports the memory bound.
@@ -1415,7 +1441,7 @@ fn process_edges(txns: &[Txn], g: &mut Graph) {
         }
         if let Some(&p) = last.get(&t.process) {
             if txns[p].outcome == OpKind::Ok {
-                g.add(p, i, Rel::Process, no_why);
+                g.add(p, i, Rel::Process, no_why_ref);
             }
         }
         last.insert(t.process, i);
@@ -1603,7 +1629,7 @@ impl Local<'_> {
     /// The step a -> b as `rel`.
     fn step_of(&self, a: usize, b: usize, rel: Rel) -> Step {
         let (from, to) = (self.nodes[a], self.nodes[b]);
-        let why = self.g.whys[&(from as u32, to as u32, rel)].clone();
+        let why = self.g.whys[&(from as u32, to as u32, rel)].owned();
         Step { from, to, rel, why }
     }
 
