@@ -2163,6 +2163,27 @@ mod tests {
     }
 
     #[test]
+    fn elle_g_nonadjacent_is_reported_as_g2_item() {
+        // Elle's G-nonadjacent-test: rw wr rw wr, Elle's G-nonadjacent-item;
+        // this checker does not tell non-adjacent rw edges apart: G2-item,
+        // the same four transactions.
+        let r = check(&oks(&["ax1", "rx1ry", "ay1", "ry1rx"]), &Budget::default());
+        assert_eq!(kinds(&r), ["G2-item"], "{r}");
+        assert_eq!(
+            cycle_path(&r, CycleKind::G2),
+            [(0, Rel::WR), (1, Rel::RW), (2, Rel::WR), (3, Rel::RW)]
+        );
+        // Elle's second history there (rw rw wr rw wr, it says) has no
+        // cycle at all: valid for Elle, and here.
+        let r = check(
+            &oks(&["rx5ay1", "ryaz2", "rzat3", "rt3au4", "ruax5"]),
+            &Budget::default(),
+        );
+        assert!(r.is_valid(), "{r}");
+        assert_eq!(r.edges, 5, "{r}");
+    }
+
+    #[test]
     fn elle_contradictory_read_orders() {
         let r = check(
             &oks(&["ax1ry1", "ax2", "ax3ay1", "rx13", "rx123"]),
