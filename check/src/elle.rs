@@ -48,6 +48,10 @@
 //! `dirty-update`, `lost-update`, `future-read`, predicate anomalies, and
 //! other datatypes than lists (registers, sets, counters).
 //!
+//! Elle's precondition: each element is appended at most once per key
+//! (the order of appends is read off the elements). A history that breaks
+//! it gets `Unknown`, naming the element, the key and both transactions.
+//!
 //! Bounds: [`Budget::max_memory`] bounds the graph (an estimate of its
 //! bytes; past it the verdict is `Unknown`, naming the bound), and
 //! [`Budget::max_steps`] / [`Budget::max_time`] the search for shortest
@@ -178,8 +182,6 @@ impl fmt::Display for Txn {
 pub enum ElleError {
     #[error(transparent)]
     History(#[from] HistoryError),
-    #[error("{source_name}: {reason}")]
-    Invalid { source_name: String, reason: String },
 }
 
 /// A dependency between two transactions.
@@ -1072,11 +1074,25 @@ pub fn check_with(txns: &[Txn], budget: &Budget, isolation: Isolation) -> ElleRe
                 if let Some(prev) = last.insert(key, element) {
                     intermediate.insert((key, prev), i);
                 }
-                if possible(t) {
-                    writer.insert((key, element), i);
+                let earlier = if possible(t) {
                     appends_per_key.entry(key).or_default().push(element);
+                    writer.insert((key, element), i)
                 } else {
-                    failed_writer.insert((key, element), i);
+                    failed_writer.insert((key, element), i)
+                }
+                .or_else(|| {
+                    let other = if possible(t) { &failed_writer } else { &writer };
+                    other.get(&(key, element)).copied()
+                });
+                if let Some(j) = earlier {
+                    // Elle's precondition: the version order is read off
+                    // the elements, so each may be appended once per key.
+                    let why = format!(
+                        "element {element} was appended to key {} twice (T{} and T{i}): list-append needs each element appended at most once per key",
+                        Key(key),
+                        j
+                    );
+                    return unknown(why, kept, 0);
                 }
             }
         }
@@ -2376,6 +2392,24 @@ mod tests {
             txn(OpKind::Ok, "rx2ry2"),
         ];
         assert!(check(&h, &Budget::default()).is_valid());
+    }
+
+    #[test]
+    fn an_element_appended_twice_is_unknown_naming_it() {
+        for h in [
+            oks(&["ax1", "ax1", "rx1"]),
+            vec![txn(OpKind::Fail, "ax1"), txn(OpKind::Ok, "ax1")],
+            oks(&["ax1ax1"]),
+        ] {
+            let r = check(&h, &Budget::default());
+            match &r.validity {
+                Validity::Unknown(why) => assert!(
+                    why.starts_with("element 1 was appended to key x twice (T0 and T"),
+                    "{why}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
