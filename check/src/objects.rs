@@ -75,7 +75,11 @@ pub fn check_calls_sequential<M: EdnModel>(
     name: &str,
     calls: &[EdnCall],
     budget: &Budget,
-) -> Result<SeqVerdict<EdnCall>, HistoryError> {
+) -> Result<SeqVerdict<EdnCall>, HistoryError>
+where
+    M::Input: Clone,
+    M::Output: Clone,
+{
     let mut kept = Vec::new();
     let mut ops = Vec::new();
     for call in calls {

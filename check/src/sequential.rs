@@ -11,8 +11,11 @@
 //! client could not know when, or whether, they took effect). Failed ones
 //! and unknown reads are left out, as for linearizability.
 //!
-//! The search is a depth-first walk over (how far each process has got,
-//! which unknown operations took effect, model state), with a memo of every
+//! A history the linearizability checker finds linearizable (given half the
+//! budget) is sequentially consistent, its linearization the witness. Else
+//! the search is a depth-first walk over (how far each process has got,
+//! which unknown operations took effect, model state), earliest invoked
+//! first and a read the state accepts taken at once, with a memo of every
 //! configuration reached, bounded by a [`Budget`] (steps, time, and the
 //! accounted memory of the memo and the stack; past any bound the verdict is
 //! `Unknown`, naming it). Sequential consistency is not compositional: a map
@@ -41,9 +44,10 @@
 //! assert!(v.is_consistent());
 //! ```
 
+use crate::history::Value;
 use crate::history::{Call, History, HistoryError, OpKind, F};
-use crate::linearizability::{Budget, Model, Operation};
-use crate::models::{RegisterModel, RegisterOutput};
+use crate::linearizability::{check_with, Budget, Model, Operation, Options};
+use crate::models::{RegisterModel, RegisterOp, RegisterOutput};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -126,11 +130,29 @@ pub fn check_sequential<M: Model>(
     model: &M,
     ops: &[ProcessOp<M::Input, M::Output>],
     budget: &Budget,
-) -> SeqVerdict<usize> {
+) -> SeqVerdict<usize>
+where
+    M::Input: Clone,
+    M::Output: Clone,
+{
     let start = Instant::now();
     let all: Vec<usize> = (0..ops.len()).collect();
     let deadline = budget.max_time.map(|d| start + d);
-    let mut steps = 0u64;
+    // A linearizable history is sequentially consistent, and its
+    // linearization is a witness: the linearizability checker, with its
+    // pruning, decides correct histories fast. Half the budget for it.
+    let plain: Vec<Operation<M::Input, M::Output>> = ops.iter().map(|o| o.op.clone()).collect();
+    let first = Budget {
+        max_steps: budget.max_steps.map(|s| s / 2),
+        max_time: budget.max_time.map(|t| t / 2),
+        max_memory: budget.max_memory,
+        minimize_time: std::time::Duration::ZERO,
+    };
+    let lin = check_with(model, &plain, &first, &Options { witness: true });
+    if let (true, Some(order)) = (lin.verdict.is_linearizable(), lin.witness) {
+        return SeqVerdict::Consistent(order);
+    }
+    let mut steps = lin.stats.steps;
     match search(model, ops, &all, budget, deadline, &mut steps) {
         Outcome::Found(order) => SeqVerdict::Consistent(order),
         Outcome::Stopped(why) => SeqVerdict::Unknown(why),
@@ -220,30 +242,64 @@ fn search<M: Model>(
     let mut cursor = vec![0usize; lanes.len()];
     let mut applied = vec![false; open.len()];
     let mut memo: HashSet<u128> = HashSet::new();
-    // Frames: (state, next candidate, the move that led here).
-    let mut stack: Vec<(M::State, usize, Option<usize>)> = vec![(model.init(), 0, None)];
-    let n_moves = lanes.len() + open.len();
+    let n_lanes = lanes.len();
+    // The operation a move (a lane, or an open operation) would take now.
+    let op_of = |m: usize, cursor: &[usize], applied: &[bool]| -> Option<usize> {
+        if m < n_lanes {
+            lanes[m].get(cursor[m]).copied()
+        } else {
+            let (i, lane, pos) = open[m - n_lanes];
+            (!applied[m - n_lanes] && cursor[lane] >= pos).then_some(i)
+        }
+    };
+    // The moves to try from a state: a read the state accepts alone
+    // (taking it now loses nothing: it changes nothing, and its process
+    // only gets on sooner); else every move, earliest invoked first (a
+    // correct history's real-time order is then found without backtracking).
+    let moves = |state: &M::State, cursor: &[usize], applied: &[bool]| -> Vec<usize> {
+        let mut ms: Vec<(std::time::Duration, usize, usize)> = Vec::new();
+        for m in 0..n_lanes + open.len() {
+            let Some(i) = op_of(m, cursor, applied) else {
+                continue;
+            };
+            let op = &ops[i].op;
+            if m < n_lanes
+                && model.read_only(&op.input, &op.output)
+                && model.step(state, &op.input, &op.output).is_some()
+            {
+                return vec![m];
+            }
+            ms.push((op.call, i, m));
+        }
+        ms.sort_unstable();
+        ms.into_iter().map(|(_, _, m)| m).collect()
+    };
     let goal = |cursor: &[usize]| cursor.iter().zip(&lanes).all(|(c, l)| *c == l.len());
     if goal(&cursor) {
         return Outcome::Found(Vec::new());
     }
-    let state_bytes = std::mem::size_of::<M::State>() + 32;
+    let init = model.init();
+    let first = moves(&init, &cursor, &applied);
+    // Frames: (state, moves to try, the next of them, the move that led here).
+    let mut stack: Vec<(M::State, Vec<usize>, usize, Option<usize>)> = vec![(init, first, 0, None)];
+    let state_bytes = std::mem::size_of::<M::State>() + 64;
     loop {
         let Some(top) = stack.last_mut() else {
             return Outcome::None;
         };
-        if top.1 >= n_moves {
+        if top.2 >= top.1.len() {
             // Every move tried: backtrack.
-            let (_, _, via) = stack.pop().unwrap_or((model.init(), 0, None));
-            match via {
-                Some(m) if m < lanes.len() => cursor[m] -= 1,
-                Some(m) => applied[m - lanes.len()] = false,
-                None => {}
+            if let Some((_, _, _, Some(m))) = stack.pop() {
+                if m < n_lanes {
+                    cursor[m] -= 1;
+                } else {
+                    applied[m - n_lanes] = false;
+                }
             }
             continue;
         }
-        let m = top.1;
-        top.1 += 1;
+        let m = top.1[top.2];
+        top.2 += 1;
         *steps += 1;
         if budget.max_steps.is_some_and(|b| *steps > b) {
             return Outcome::Stopped(format!(
@@ -258,37 +314,29 @@ fn search<M: Model>(
                 memo.len()
             ));
         }
-        let i = if m < lanes.len() {
-            match lanes[m].get(cursor[m]) {
-                Some(&i) => i,
-                None => continue,
-            }
-        } else {
-            let (i, lane, pos) = open[m - lanes.len()];
-            if applied[m - lanes.len()] || cursor[lane] < pos {
-                continue;
-            }
-            i
+        let Some(i) = op_of(m, &cursor, &applied) else {
+            continue;
         };
         let Some(next) = model.step(&top.0, &ops[i].op.input, &ops[i].op.output) else {
             continue;
         };
-        if m < lanes.len() {
+        if m < n_lanes {
             cursor[m] += 1;
         } else {
-            applied[m - lanes.len()] = true;
+            applied[m - n_lanes] = true;
         }
         let key = fingerprint(&cursor, &applied, &next);
         if !memo.insert(key) {
-            if m < lanes.len() {
+            if m < n_lanes {
                 cursor[m] -= 1;
             } else {
-                applied[m - lanes.len()] = false;
+                applied[m - n_lanes] = false;
             }
             continue;
         }
         let bytes = memo.len() * MEMO_ENTRY_BYTES
-            + stack.len() * (state_bytes + model.state_heap_bytes(&next));
+            + stack.len()
+                * (state_bytes + 8 * (n_lanes + open.len()) + model.state_heap_bytes(&next));
         if budget.max_memory.is_some_and(|b| bytes > b) {
             return Outcome::Stopped(format!(
                 "the memory budget ({} bytes, Budget::max_memory) ran out at {} configurations memoized, {} steps",
@@ -297,22 +345,24 @@ fn search<M: Model>(
                 *steps
             ));
         }
-        stack.push((next, 0, Some(m)));
         if goal(&cursor) {
+            stack.push((next, Vec::new(), 0, Some(m)));
             let order = stack
                 .iter()
-                .filter_map(|f| f.2)
-                .scan(vec![0usize; lanes.len()], |seen, m| {
-                    Some(if m < lanes.len() {
+                .filter_map(|f| f.3)
+                .scan(vec![0usize; n_lanes], |seen, m| {
+                    Some(if m < n_lanes {
                         seen[m] += 1;
                         lanes[m][seen[m] - 1]
                     } else {
-                        open[m - lanes.len()].0
+                        open[m - n_lanes].0
                     })
                 })
                 .collect();
             return Outcome::Found(order);
         }
+        let next_moves = moves(&next, &cursor, &applied);
+        stack.push((next, next_moves, 0, Some(m)));
     }
 }
 
@@ -371,6 +421,27 @@ pub fn check_register_sequential_with(
             },
         });
         calls.push(call);
+    }
+    // A read of a value nothing writes (nor the initial value) has no
+    // order at all: it alone is the counterexample, found at once.
+    let mut written: HashSet<&Value> = HashSet::from([&model.initial]);
+    for o in &ops {
+        match &o.op.input {
+            RegisterOp::Write(v) | RegisterOp::Cas(_, v) => {
+                written.insert(v);
+            }
+            RegisterOp::Read => {}
+        }
+    }
+    for (k, o) in ops.iter().enumerate() {
+        if let (RegisterOp::Read, Some(v)) = (&o.op.input, &o.op.output) {
+            if !written.contains(v) {
+                return Ok(SeqVerdict::Inconsistent {
+                    ops: vec![calls[k].clone()],
+                    minimal: true,
+                });
+            }
+        }
     }
     Ok(check_sequential(model, &ops, budget).map(|i| calls[i].clone()))
 }
@@ -544,6 +615,29 @@ mod tests {
     }
 
     #[test]
+    fn a_read_of_a_value_never_written_is_refuted_alone() {
+        let mut h = History::new();
+        for p in 0..8u64 {
+            for k in 0..20u64 {
+                let t = ms(100 * k + p);
+                h.invoke(p, F::Write, None, (p * 100 + k) as i64, t)
+                    .unwrap();
+                h.ok(p, (p * 100 + k) as i64, t + ms(1)).unwrap();
+            }
+        }
+        h.invoke(9, F::Read, None, Value::Nil, ms(5000)).unwrap();
+        h.ok(9, 999, ms(5001)).unwrap();
+        match check_register_sequential(&h, &Budget::steps(10)).unwrap() {
+            SeqVerdict::Inconsistent { ops, minimal } => {
+                assert_eq!(ops.len(), 1);
+                assert_eq!(ops[0].result, Value::Int(999));
+                assert!(minimal);
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
     fn bounds_give_unknown() {
         let mut h = History::new();
         for p in 0..6u64 {
@@ -552,8 +646,13 @@ mod tests {
         for p in 0..6u64 {
             h.ok(p, p as i64, ms(1)).unwrap();
         }
-        h.invoke(9, F::Read, None, Value::Nil, ms(2)).unwrap();
-        h.ok(9, 7, ms(3)).unwrap();
+        // p9 reads 1, 0, 1: each value is written once, so no order has
+        // 1 back after 0 (only a search over the writers' orders shows it).
+        for (k, v) in [1, 0, 1].into_iter().enumerate() {
+            let t = ms(2 + 2 * k as u64);
+            h.invoke(9, F::Read, None, Value::Nil, t).unwrap();
+            h.ok(9, v, t + ms(1)).unwrap();
+        }
         let v = check_register_sequential(&h, &Budget::steps(10)).unwrap();
         assert!(
             matches!(&v, SeqVerdict::Unknown(w) if w.contains("steps")),
