@@ -199,6 +199,10 @@ fn shrink<M: Model>(
     (kept, true)
 }
 
+/// A search frame: (state, moves to try, the next of them, the move that
+/// led here).
+type Frame<S> = (S, Vec<usize>, usize, Option<usize>);
+
 enum Outcome {
     Found(Vec<usize>),
     None,
@@ -280,8 +284,7 @@ fn search<M: Model>(
     }
     let init = model.init();
     let first = moves(&init, &cursor, &applied);
-    // Frames: (state, moves to try, the next of them, the move that led here).
-    let mut stack: Vec<(M::State, Vec<usize>, usize, Option<usize>)> = vec![(init, first, 0, None)];
+    let mut stack: Vec<Frame<M::State>> = vec![(init, first, 0, None)];
     let state_bytes = std::mem::size_of::<M::State>() + 64;
     loop {
         let Some(top) = stack.last_mut() else {
