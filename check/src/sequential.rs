@@ -111,8 +111,12 @@ impl<T: fmt::Display> fmt::Display for SeqVerdict<T> {
             SeqVerdict::Inconsistent { ops, minimal } => {
                 write!(
                     f,
-                    "not sequentially consistent: these {} operations have no order that keeps each process's order{}:",
-                    ops.len(),
+                    "not sequentially consistent: {} have no order that keeps each process's order{}:",
+                    if ops.len() == 1 {
+                        "this operation alone".to_string()
+                    } else {
+                        format!("these {} operations", ops.len())
+                    },
                     if *minimal { " (minimal)" } else { " (not minimized)" }
                 )?;
                 for o in ops {
