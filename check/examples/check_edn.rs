@@ -7,7 +7,9 @@
 //! `--initial N` (initial value of the register, or of every key),
 //! `--time SECS`, `--memory MIB`, `--witness` (print a linearization),
 //! `--model NAME` for the models of `distzero_check::objects` (counter,
-//! set, queue, mutex, append).
+//! set, queue, mutex, append); `--sequential` checks sequential
+//! consistency instead (a register, or `--model` counter, set, queue,
+//! mutex; see `distzero_check::sequential`).
 
 use distzero_check::edn::{read_history_file, EdnOptions};
 use distzero_check::history::Value;
@@ -21,6 +23,7 @@ fn main() {
     let mut initial = Value::Nil;
     let mut model: Option<String> = None;
     let mut file = None;
+    let mut sequential = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || {
@@ -48,12 +51,29 @@ fn main() {
                 budget.max_memory = Some(m << 20);
             }
             "--model" => model = Some(value()),
+            "--sequential" => sequential = true,
             f if !f.starts_with("--") && file.is_none() => file = Some(f.to_string()),
             other => usage(&format!("unknown argument {other}")),
         }
     }
     let Some(file) = file else { usage("no file") };
     let start = Instant::now();
+    if sequential {
+        let verdict = if let Some(name) = &model {
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| fail(&e.to_string()));
+            distzero_check::objects::check_edn_sequential(name, &file, &text, &budget)
+                .unwrap_or_else(|e| fail(&e.to_string()))
+                .to_string()
+        } else {
+            let h = read_history_file(file.as_ref(), &edn).unwrap_or_else(|e| fail(&e.to_string()));
+            let m = RegisterModel { initial };
+            distzero_check::sequential::check_register_sequential_with(&h.history, &m, &budget)
+                .unwrap_or_else(|e| fail(&e.to_string()))
+                .to_string()
+        };
+        println!("{verdict}\n{:.3} s", start.elapsed().as_secs_f64());
+        return;
+    }
     let report = if let Some(name) = model {
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| fail(&e.to_string()));
         distzero_check::objects::check_edn(&name, &file, &text, &budget, &options)
@@ -90,7 +110,7 @@ fn main() {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("{why}\nusage: check_edn [--tuple-keys] [--nil-reads-unknown] [--initial N] [--time SECS] [--memory MIB] [--witness] [--model counter|set|queue|mutex|append] FILE.edn");
+    eprintln!("{why}\nusage: check_edn [--tuple-keys] [--nil-reads-unknown] [--initial N] [--time SECS] [--memory MIB] [--witness] [--sequential] [--model counter|set|queue|mutex|append] FILE.edn");
     std::process::exit(2)
 }
 

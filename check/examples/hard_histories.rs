@@ -4,6 +4,9 @@
 //! (Linux's VmHWM).
 //!
 //!     cargo run --release -p distzero-check --example hard_histories [width] [secs]
+//!
+//! `WHAT=bounds` runs only the sequential-consistency and list-append
+//! checkers under time and memory budgets.
 
 use distzero_check::generate::{concurrent_writes_then_bad_read, hard_and_plain};
 use distzero_check::{check_kv_with, check_register_with, Budget, KvModel, Options, RegisterModel};
@@ -51,6 +54,55 @@ fn main() {
             &r.verdict.to_string(),
             &r.stats,
         );
+    }
+    if what == "all" || what == "bounds" {
+        // The other checkers under a time budget and a memory budget. For
+        // sequential consistency: 22 concurrent one-shot writers, and a
+        // reader that sees 1, 0, 1 (no order has it: only a search over the
+        // writers' orders shows it).
+        let mut h = distzero_check::history::History::new();
+        let ms = Duration::from_millis;
+        for p in 0..22u64 {
+            let _ = h.invoke(p, distzero_check::history::F::Write, None, p as i64, ms(0));
+        }
+        for p in 0..22u64 {
+            let _ = h.ok(p, p as i64, ms(1));
+        }
+        for (k, v) in [1, 0, 1].into_iter().enumerate() {
+            let t = ms(2 + 2 * k as u64);
+            let read = distzero_check::history::F::Read;
+            let _ = h.invoke(99, read, None, distzero_check::history::Value::Nil, t);
+            let _ = h.ok(99, v, t + ms(1));
+        }
+        for (name, budget) in [
+            ("1 s", Budget::time(Duration::from_secs(1))),
+            ("4 MiB", Budget::unlimited().with_memory(4 << 20)),
+        ] {
+            let start = Instant::now();
+            let v = distzero_check::sequential::check_register_sequential(&h, &budget).unwrap();
+            println!(
+                "sequential, 22 writers and reads 1 0 1, {name}: {:.3} s, process peak {} — {}",
+                start.elapsed().as_secs_f64(),
+                vm_hwm(),
+                v.to_string().lines().next().unwrap_or("")
+            );
+        }
+        let txns = distzero_check::generate::unfindable_g_single(3000, 60);
+        for (name, budget) in [
+            ("0.2 s", Budget::time(Duration::from_millis(200))),
+            ("4 MiB", Budget::unlimited().with_memory(4 << 20)),
+        ] {
+            let start = Instant::now();
+            let r = distzero_check::elle::check(&txns, &budget);
+            println!(
+                "elle, unfindable_g_single(3000, 60) ({} txns), {name}: {:.3} s, process peak {} — {}{}",
+                txns.len(),
+                start.elapsed().as_secs_f64(),
+                vm_hwm(),
+                r.to_string().lines().next().unwrap_or(""),
+                r.incomplete.map(|w| format!(" (search incomplete: {w})")).unwrap_or_default()
+            );
+        }
     }
 }
 

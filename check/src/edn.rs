@@ -158,6 +158,7 @@ impl fmt::Display for Edn {
 pub fn parse(name: &str, text: &str) -> Result<Vec<(usize, Edn)>, HistoryError> {
     let mut p = Parser {
         name,
+        depth: 0,
         chars: text.chars().collect(),
         pos: 0,
         line: 1,
@@ -208,8 +209,12 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<(usize, Edn)>, HistoryError> 
     Ok(forms)
 }
 
+/// How deep forms may nest (a history needs a handful of levels).
+pub const MAX_DEPTH: usize = 128;
+
 struct Parser<'a> {
     name: &'a str,
+    depth: usize,
     chars: Vec<char>,
     pos: usize,
     line: usize,
@@ -260,7 +265,19 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// One form, nested at most [`MAX_DEPTH`] deep (deeper input is an
+    /// error, not a stack overflow).
     fn form(&mut self) -> Result<Edn, HistoryError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(format!("forms nested more than {MAX_DEPTH} deep")));
+        }
+        self.depth += 1;
+        let form = self.form_inner();
+        self.depth -= 1;
+        form
+    }
+
+    fn form_inner(&mut self) -> Result<Edn, HistoryError> {
         self.skip_space()?;
         let line = self.line;
         let Some(c) = self.bump() else {
@@ -698,6 +715,47 @@ pub fn read_history(
     Ok(out)
 }
 
+/// Read a Jepsen log of register operations, as Knossos's and Porcupine's
+/// etcd test data hold them: lines `INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2]`
+/// (process, type, f, value); every other line is ignored. A read that
+/// failed with `:timed-out` is taken as unknown (`:info`), as Porcupine
+/// does; an invocation never completed is unknown too. Then as
+/// [`read_history`] (errors name the log's line).
+pub fn read_jepsen_log(name: &str, text: &str) -> Result<EdnHistory, HistoryError> {
+    let mut edn = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        // One EDN line per log line, so errors name the log's lines.
+        if let Some((_, rest)) = line.split_once("jepsen.util - ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(process), Some(kind), Some(f)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(HistoryError::BadLine {
+                    file: name.to_string(),
+                    line: i + 1,
+                    reason: "a jepsen.util line without process, type and f".into(),
+                });
+            };
+            let value = parts.collect::<Vec<_>>().join(" ");
+            let value = if value.is_empty() {
+                "nil".into()
+            } else {
+                value
+            };
+            if f == ":read" && kind == ":fail" && value == ":timed-out" {
+                edn.push_str(&format!(
+                    "{{:process {process}, :type :info, :f :read, :value nil}}"
+                ));
+            } else {
+                edn.push_str(&format!(
+                    "{{:process {process}, :type {kind}, :f {f}, :value {value}}}"
+                ));
+            }
+        }
+        edn.push('\n');
+    }
+    read_history(name, &edn, &EdnOptions::default())
+}
+
 /// A record as a register op: (f, key, value), or why not.
 fn register_op(r: &Record, options: &EdnOptions) -> Result<(F, Option<String>, Value), String> {
     let mut key = r.key.as_ref().map(Edn::key_text);
@@ -777,6 +835,26 @@ mod tests {
  {:type :ok, :f :read, :value 4, :process 3}
 )
 "#;
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!(
+            "{{:process 0, :type :ok, :f :read, :value {}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse("deep.edn", &deep).unwrap_err().to_string();
+        assert!(
+            e.starts_with("deep.edn:1: forms nested more than 128 deep"),
+            "{e}"
+        );
+        let e = parse("deep.edn", &"#_".repeat(100_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested more than"), "{e}");
+        let ok = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(parse("ok.edn", &ok).is_ok());
+    }
 
     #[test]
     fn register_histories_of_every_op_kind_are_read() {

@@ -3,11 +3,12 @@
 //! simulated network, each op taking effect at a random instant between its
 //! invocation and its completion. Seeded, so one seed gives one history.
 
+use crate::elle::{Mop, Txn};
 use crate::history::{History, OpKind, Value, F};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// What to generate.
@@ -142,7 +143,8 @@ pub fn generate(w: &Workload) -> History {
                         *current = pair[1].clone();
                         (OpKind::Ok, op.value.clone())
                     }
-                    (F::Cas, _) => (OpKind::Fail, Value::Nil),
+                    // This generator makes no transactions.
+                    _ => (OpKind::Fail, Value::Nil),
                 };
                 op.outcome = Some(outcome);
                 if !op.crashed {
@@ -264,4 +266,166 @@ pub fn hard_and_plain(width: u64, violations: usize, traffic: usize) -> History 
     // Stable: ties keep the order of the parts.
     ops.sort_by_key(|(t, i, _)| (*t, *i));
     History::from_ops(ops.into_iter().map(|(_, _, op)| op).collect())
+}
+
+/// A tiny deterministic generator (xorshift).
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A list-append history (see [`crate::elle`]): `n` transactions of 1 to
+/// 4 micro-ops on `keys` keys at a time, executed one after another on a
+/// correct store; a key that has had 32 appends is replaced by a fresh one
+/// (Jepsen's `max-writes-per-key`), so lists stay short. With `stale =
+/// Some((every, lag))`, every `every`-th transaction reads the store as it
+/// was `lag` transactions earlier (what a lagging replica would answer),
+/// plus its own appends.
+pub fn list_append(seed: u64, n: usize, keys: u64, stale: Option<(usize, usize)>) -> Vec<Txn> {
+    const MAX_WRITES_PER_KEY: usize = 32;
+    let keys = keys.max(1);
+    let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let lag = stale.map_or(0, |s| s.1);
+    // The last lag + 1 states: key -> list.
+    let mut states: VecDeque<BTreeMap<u64, Vec<i64>>> = VecDeque::from([BTreeMap::new()]);
+    let mut slots: Vec<u64> = (0..keys).collect();
+    let mut next_key = keys;
+    let mut txns = Vec::with_capacity(n);
+    let empty = Vec::new();
+    for i in 0..n {
+        let before = states.back().cloned().unwrap_or_default();
+        let mut now = before.clone();
+        let view = match stale {
+            Some((every, _)) if every > 0 && i % every == every - 1 => states[0].clone(),
+            _ => before.clone(),
+        };
+        let mut mops = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let slot = rng.below(keys) as usize;
+            let k = slots[slot];
+            let key = Value::Str(format!("k{k}"));
+            if rng.below(2) == 0 {
+                let list = now.entry(k).or_default();
+                let element = list.len() as i64 + 1;
+                list.push(element);
+                mops.push(Mop::Append {
+                    key,
+                    element: Value::Int(element),
+                });
+                if list.len() >= MAX_WRITES_PER_KEY {
+                    slots[slot] = next_key;
+                    next_key += 1;
+                }
+            } else {
+                let had = before.get(&k).map_or(0, Vec::len);
+                let own = now.get(&k).map_or(&empty, |l| l)[had..].iter();
+                let seen = view.get(&k).map_or(&empty, |l| l).iter();
+                let list = seen.chain(own).map(|&e| Value::Int(e)).collect();
+                mops.push(Mop::Read {
+                    key,
+                    list: Some(list),
+                });
+            }
+        }
+        // Keys no slot names any more are read no more: drop them.
+        now.retain(|k, _| slots.contains(k));
+        states.push_back(now);
+        if states.len() > lag + 1 {
+            states.pop_front();
+        }
+        txns.push(Txn {
+            process: (i % 8) as u64,
+            outcome: OpKind::Ok,
+            mops,
+            source: format!("generated #{i}"),
+            // One after another.
+            invoked: Some(Duration::from_micros(2 * i as u64)),
+            completed: Some(Duration::from_micros(2 * i as u64 + 1)),
+        });
+    }
+    txns
+}
+
+/// Elle's `unfindable-g-single` construction (list_append_test.clj): one
+/// G-single ring of `n` transactions awash in G2-item noise.
+pub fn unfindable_g_single(n: i64, noise: i64) -> Vec<Txn> {
+    let k = |s: &str| Value::Str(s.into());
+    let ok = |mops: Vec<Mop>| Txn {
+        process: 0,
+        outcome: OpKind::Ok,
+        mops,
+        source: String::new(),
+        invoked: None,
+        completed: None,
+    };
+    let mut txns = Vec::new();
+    for i in 0..n {
+        let second = if i == 0 {
+            Mop::Append {
+                key: k("anti"),
+                element: k("first"),
+            }
+        } else if i == n - 1 {
+            Mop::Read {
+                key: k("anti"),
+                list: None,
+            }
+        } else {
+            Mop::Append {
+                key: Value::Int(i),
+                element: Value::Int(0),
+            }
+        };
+        txns.push(ok(vec![
+            Mop::Append {
+                key: k("ring"),
+                element: Value::Int(i),
+            },
+            second,
+        ]));
+    }
+    txns.push(ok(vec![Mop::Read {
+        key: k("ring"),
+        list: Some((0..n).map(Value::Int).collect()),
+    }]));
+    for i in 1..n - 1 {
+        for j in 1..noise {
+            let anti = Value::List(vec![k("anti"), Value::Int(i)]);
+            txns.push(ok(if j == noise - 2 {
+                vec![
+                    Mop::Read {
+                        key: Value::Int(i),
+                        list: Some((0..noise - 2).map(Value::Int).collect()),
+                    },
+                    Mop::Read {
+                        key: anti,
+                        list: None,
+                    },
+                ]
+            } else if j == noise - 1 {
+                vec![
+                    Mop::Append {
+                        key: anti,
+                        element: Value::Int(0),
+                    },
+                    Mop::Read {
+                        key: k("ring"),
+                        list: None,
+                    },
+                ]
+            } else {
+                vec![Mop::Append {
+                    key: Value::Int(i),
+                    element: Value::Int(j),
+                }]
+            }));
+        }
+    }
+    txns
 }

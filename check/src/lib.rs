@@ -49,11 +49,13 @@
 //! search goes, what bounds it and what it reports: [`linearizability`].
 
 pub mod edn;
+pub mod elle;
 pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod models;
 pub mod objects;
+pub mod sequential;
 
 pub use linearizability::{
     check, check_with, Budget, Failure, Model, Operation, Options, Partition, Report, Stats,
@@ -80,6 +82,24 @@ pub fn register_op(call: &Call) -> Result<RegisterOp, HistoryError> {
                 })
             }
         },
+        F::Txn => {
+            return Err(HistoryError::BadValue {
+                index: call.index,
+                op: call.to_string(),
+                reason: "a transaction is no register op (check it with distzero_check::elle)"
+                    .into(),
+            })
+        }
+        F::Append | F::Add | F::Enqueue | F::Dequeue | F::Acquire | F::Release => {
+            return Err(HistoryError::BadValue {
+                index: call.index,
+                op: call.to_string(),
+                reason: format!(
+                    "{} is no register op (check it with distzero_check::objects::check_history)",
+                    call.f
+                ),
+            })
+        }
     })
 }
 

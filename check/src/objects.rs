@@ -16,11 +16,12 @@
 //! | `mutex` | `:acquire`, `:release` | free | no owners: Knossos's mutex |
 //! | `append` | `:get` (`:read`) → s, `:put` (`:write`) s, `:append` s, each with a `:key` | strings, `""` | Porcupine's key-value model, one part per key |
 
-use crate::edn::{read_calls, EdnCall};
-use crate::history::{HistoryError, OpKind, Value};
+use crate::edn::{read_calls, Edn, EdnCall};
+use crate::history::{Call, History, HistoryError, OpKind, Value};
 use crate::linearizability::{check_with, Budget, Model, Operation, Options, Partition, Report};
 use crate::models::{removable_by_values, value_heap_bytes, Role};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use crate::sequential::{check_sequential, ProcessOp, SeqVerdict};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// An operation's input and output under model `M`.
 pub type InputOutput<M> = (<M as Model>::Input, <M as Model>::Output);
@@ -66,6 +67,79 @@ pub fn check_calls<M: EdnModel>(
     Ok(check_with(model, &ops, budget, options).map(|i| kept[i].clone()))
 }
 
+/// [`check_calls`] for sequential consistency instead of linearizability
+/// (see [`crate::sequential`]): one order of all calls that keeps each
+/// process's order, real time aside.
+pub fn check_calls_sequential<M: EdnModel>(
+    model: &M,
+    name: &str,
+    calls: &[EdnCall],
+    budget: &Budget,
+) -> Result<SeqVerdict<EdnCall>, HistoryError>
+where
+    M::Input: Clone,
+    M::Output: Clone,
+{
+    let mut kept = Vec::new();
+    let mut ops = Vec::new();
+    for call in calls {
+        let io = model
+            .input_output(call)
+            .map_err(|reason| HistoryError::BadLine {
+                file: name.to_string(),
+                line: call.invoke_line,
+                reason: format!("{reason} (model {})", M::NAME),
+            })?;
+        let Some((input, output)) = io else { continue };
+        ops.push(ProcessOp {
+            process: call.process,
+            op: Operation {
+                input,
+                output,
+                call: call.invoked,
+                ret: call.completed,
+            },
+        });
+        kept.push(call);
+    }
+    Ok(check_sequential(model, &ops, budget).map(|i| kept[i].clone()))
+}
+
+/// [`check_edn`] for sequential consistency: models `counter`, `set`,
+/// `queue` and `mutex` (not `append`: a map is not checked key by key for
+/// sequential consistency, which is not compositional).
+pub fn check_edn_sequential(
+    model: &str,
+    name: &str,
+    text: &str,
+    budget: &Budget,
+) -> Result<SeqVerdict<EdnCall>, HistoryError> {
+    let calls = read_calls(name, text)?;
+    check_named_sequential(model, name, &calls, budget)
+}
+
+fn check_named_sequential(
+    model: &str,
+    name: &str,
+    calls: &[EdnCall],
+    budget: &Budget,
+) -> Result<SeqVerdict<EdnCall>, HistoryError> {
+    match model {
+        CounterModel::NAME => check_calls_sequential(&CounterModel::default(), name, calls, budget),
+        SetModel::NAME => check_calls_sequential(&SetModel, name, calls, budget),
+        QueueModel::NAME => check_calls_sequential(&QueueModel, name, calls, budget),
+        MutexModel::NAME => check_calls_sequential(&MutexModel, name, calls, budget),
+        other => Err(HistoryError::BadLine {
+            file: name.to_string(),
+            line: 0,
+            reason: format!(
+                "no model called {other:?} for sequential consistency (counter, set, queue, mutex; \
+                 a register: sequential::check_register_sequential)"
+            ),
+        }),
+    }
+}
+
 /// Read an EDN history (`name` names it in errors) and check it against
 /// the model called `model`: `counter`, `set`, `queue`, `mutex` or
 /// `append` (see the module docs).
@@ -77,12 +151,23 @@ pub fn check_edn(
     options: &Options,
 ) -> Result<Report<EdnCall>, HistoryError> {
     let calls = read_calls(name, text)?;
+    check_named(model, name, &calls, budget, options)
+}
+
+/// [`check_calls`] with the model called `model`.
+fn check_named(
+    model: &str,
+    name: &str,
+    calls: &[EdnCall],
+    budget: &Budget,
+    options: &Options,
+) -> Result<Report<EdnCall>, HistoryError> {
     match model {
-        CounterModel::NAME => check_calls(&CounterModel::default(), name, &calls, budget, options),
-        SetModel::NAME => check_calls(&SetModel, name, &calls, budget, options),
-        QueueModel::NAME => check_calls(&QueueModel, name, &calls, budget, options),
-        MutexModel::NAME => check_calls(&MutexModel, name, &calls, budget, options),
-        AppendModel::NAME => check_calls(&AppendModel, name, &calls, budget, options),
+        CounterModel::NAME => check_calls(&CounterModel::default(), name, calls, budget, options),
+        SetModel::NAME => check_calls(&SetModel, name, calls, budget, options),
+        QueueModel::NAME => check_calls(&QueueModel, name, calls, budget, options),
+        MutexModel::NAME => check_calls(&MutexModel, name, calls, budget, options),
+        AppendModel::NAME => check_calls(&AppendModel, name, calls, budget, options),
         other => Err(HistoryError::BadLine {
             file: name.to_string(),
             line: 0,
@@ -92,6 +177,93 @@ pub fn check_edn(
             ),
         }),
     }
+}
+
+/// A history value as EDN (a list as a vector).
+fn edn_of(v: &Value) -> Edn {
+    match v {
+        Value::Nil => Edn::Nil,
+        Value::Int(i) => Edn::Int(*i),
+        Value::Str(s) => Edn::Str(s.clone()),
+        Value::List(l) => Edn::Vector(l.iter().map(edn_of).collect()),
+    }
+}
+
+/// A history's calls, and each as the EDN call the models read (its
+/// `invoke_line` is the call's op index).
+fn history_calls(history: &History) -> Result<(Vec<Call>, Vec<EdnCall>), HistoryError> {
+    let calls = history.calls()?;
+    let edn = calls
+        .iter()
+        .map(|c| EdnCall {
+            process: c.process,
+            f: c.f.to_string(),
+            key: c.key.clone().map(Edn::Str),
+            value: edn_of(&c.value),
+            outcome: c.outcome,
+            result: edn_of(&c.result),
+            invoke_line: c.index,
+            complete_line: None,
+            invoked: c.invoked,
+            completed: c.completed,
+        })
+        .collect();
+    Ok((calls, edn))
+}
+
+/// An error about op `index` of a history, for an error the models report
+/// on EDN (naming a "line": here the op index).
+fn history_error(calls: &[Call], e: HistoryError) -> HistoryError {
+    match e {
+        HistoryError::BadLine { line, reason, .. } => {
+            match calls.iter().find(|c| c.index == line) {
+                Some(c) => HistoryError::BadValue {
+                    index: c.index,
+                    op: c.to_string(),
+                    reason,
+                },
+                None => HistoryError::BadValue {
+                    index: line,
+                    op: String::new(),
+                    reason,
+                },
+            }
+        }
+        other => other,
+    }
+}
+
+/// Check a [`History`] (ops recorded with `ctx.record`, or read from a
+/// run's logs) against the model called `model`: `counter` (`F::Add`,
+/// `F::Read`), `set` (`F::Add`, `F::Read` → a list), `queue`
+/// (`F::Enqueue`, `F::Dequeue`), `mutex` (`F::Acquire`, `F::Release`) or
+/// `append` (`F::Read`, `F::Write`, `F::Append` on keys), as for EDN (see
+/// the module docs). Failures and witnesses name the history's calls.
+pub fn check_history(
+    model: &str,
+    history: &History,
+    budget: &Budget,
+    options: &Options,
+) -> Result<Report<Call>, HistoryError> {
+    let (calls, edn) = history_calls(history)?;
+    let report = check_named(model, "history", &edn, budget, options)
+        .map_err(|e| history_error(&calls, e))?;
+    let by_index: HashMap<usize, &Call> = calls.iter().map(|c| (c.index, c)).collect();
+    Ok(report.map(|e| by_index[&e.invoke_line].clone()))
+}
+
+/// [`check_history`] for sequential consistency (models `counter`, `set`,
+/// `queue`, `mutex`; see [`crate::sequential`]).
+pub fn check_history_sequential(
+    model: &str,
+    history: &History,
+    budget: &Budget,
+) -> Result<SeqVerdict<Call>, HistoryError> {
+    let (calls, edn) = history_calls(history)?;
+    let verdict = check_named_sequential(model, "history", &edn, budget)
+        .map_err(|e| history_error(&calls, e))?;
+    let by_index: HashMap<usize, &Call> = calls.iter().map(|c| (c.index, c)).collect();
+    Ok(verdict.map(|e| by_index[&e.invoke_line].clone()))
 }
 
 /// The output of a call whose result matters: `Some(result)` if ok,

@@ -109,6 +109,26 @@ pub enum F {
     /// Compare-and-set; value `[expected, new]`. `Ok` means it matched and
     /// wrote; a mismatch is recorded as `Fail`.
     Cas,
+    /// A transaction of micro-ops on lists (Elle's list-append), with no
+    /// key of its own; value: a list of micro-ops, each `["append", k, v]`
+    /// or `["r", k, list]` ([`Value::append`], [`Value::read_list`]). The
+    /// invocation's reads are `["r", k, null]`; the `ok` completion carries
+    /// the same micro-ops with each read's list filled in (`[]` for an
+    /// empty one). Checked by `distzero_check::elle`.
+    Txn,
+    /// Append the value to the key's string (Porcupine's key-value model).
+    Append,
+    /// Add the value: to a counter (a number) or a set (an element).
+    Add,
+    /// Put the value at the back of a FIFO queue.
+    Enqueue,
+    /// Take the front of a FIFO queue; ok value: what was taken (`Nil`: the
+    /// queue was empty).
+    Dequeue,
+    /// Acquire a mutex.
+    Acquire,
+    /// Release a mutex.
+    Release,
 }
 
 impl fmt::Display for F {
@@ -117,6 +137,13 @@ impl fmt::Display for F {
             F::Read => "read",
             F::Write => "write",
             F::Cas => "cas",
+            F::Txn => "txn",
+            F::Append => "append",
+            F::Add => "add",
+            F::Enqueue => "enqueue",
+            F::Dequeue => "dequeue",
+            F::Acquire => "acquire",
+            F::Release => "release",
         })
     }
 }
@@ -138,6 +165,29 @@ impl Value {
     /// A cas value `[expected, new]`.
     pub fn cas(expected: impl Into<Value>, new: impl Into<Value>) -> Value {
         Value::List(vec![expected.into(), new.into()])
+    }
+}
+
+/// The micro-ops of a transaction ([`F::Txn`]).
+impl Value {
+    /// The micro-op "append `v` to the list at key `k`": `["append", k, v]`.
+    pub fn append(key: &str, v: impl Into<Value>) -> Value {
+        Value::List(vec!["append".into(), key.into(), v.into()])
+    }
+
+    /// The micro-op "read the list at key `k`": `["r", k, list]`, with
+    /// `None` (`null`) in an invocation and the list read in a completion.
+    pub fn read_list(key: &str, list: Option<Vec<Value>>) -> Value {
+        Value::List(vec![
+            "r".into(),
+            key.into(),
+            list.map_or(Value::Nil, Value::List),
+        ])
+    }
+
+    /// A transaction's value: its micro-ops in order.
+    pub fn txn(micro_ops: impl IntoIterator<Item = Value>) -> Value {
+        Value::List(micro_ops.into_iter().collect())
     }
 }
 
@@ -377,7 +427,7 @@ impl fmt::Display for Call {
         }
         write!(f, " {}", self.value)?;
         match (self.outcome, self.f) {
-            (OpKind::Ok, F::Read) => write!(f, " -> ok {}", self.result)?,
+            (OpKind::Ok, F::Read | F::Txn | F::Dequeue) => write!(f, " -> ok {}", self.result)?,
             (outcome, _) => write!(f, " -> {outcome}")?,
         }
         match self.completed {
@@ -825,6 +875,60 @@ mod tests {
         assert!(text.contains(r#""time_ns":3000000"#), "{text}");
         let back = History::from_jsonl("mem", &text).unwrap();
         assert_eq!(back.ops(), &ops[..]);
+    }
+
+    #[test]
+    fn transactions_round_trip_through_json_and_logs() {
+        let invoke = Op::invoke(
+            7,
+            F::Txn,
+            None,
+            Value::txn([Value::append("x", 1), Value::read_list("y", None)]),
+            ms(1),
+        );
+        let ok = invoke.completion(
+            OpKind::Ok,
+            Value::txn([
+                Value::append("x", 1),
+                Value::read_list("y", Some(vec![2.into(), 3.into()])),
+            ]),
+            ms(2),
+        );
+        assert_eq!(
+            ok.to_json(),
+            r#"{"process":7,"kind":"ok","f":"txn","key":null,"value":[["append","x",1],["r","y",[2,3]]],"time_ns":2000000}"#
+        );
+        let mut log = String::new();
+        for op in [&invoke, &ok] {
+            let line = serde_json::json!({"message": LOG_MESSAGE, "op": op.to_json()});
+            log.push_str(&line.to_string());
+            log.push('\n');
+        }
+        let back = History::from_jsonl("log", &log).unwrap();
+        assert_eq!(back.ops(), &[invoke, ok.clone()][..]);
+        let calls = back.calls().unwrap();
+        assert_eq!(calls[0].f, F::Txn);
+        assert_eq!(calls[0].result, ok.value);
+        let shown = calls[0].to_string();
+        assert!(shown.contains("txn"), "{shown}");
+        assert!(
+            shown.contains("-> ok [[\"append\", \"x\", 1], [\"r\", \"y\", [2, 3]]]"),
+            "{shown}"
+        );
+        // The other objects' functions, in the log format.
+        for f in [
+            F::Append,
+            F::Add,
+            F::Enqueue,
+            F::Dequeue,
+            F::Acquire,
+            F::Release,
+        ] {
+            let op = Op::invoke(1, f, Some("k"), 3, ms(1));
+            let json = op.to_json();
+            assert!(json.contains(&format!("\"f\":\"{f}\"")), "{json}");
+            assert_eq!(Op::from_json(&json).unwrap(), op);
+        }
     }
 
     #[test]
