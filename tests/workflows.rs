@@ -849,6 +849,19 @@ fn raft_linearizable_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
     distzero_examples::scenarios::raft(c)
 }
 
+/// The same under storage faults (power losses that keep a prefix of the
+/// unsynced writes or tear the last one, I/O errors, a full disk, slow
+/// syncs) beside partitions and crashes: one declaration, every mode.
+fn raft_linearizable_under_storage_faults(c: &mut dyn Cluster) -> Result<()> {
+    distzero_examples::scenarios::raft_disk(c)
+}
+
+/// The same with leader leases (reads answered without the log) under
+/// clock steps and drift beside partitions and pauses.
+fn raft_leases_hold_under_clock_faults(c: &mut dyn Cluster) -> Result<()> {
+    distzero_examples::scenarios::raft_lease(c)
+}
+
 // Each body runs as simulated::*, loopback_mode::* (agents in this process
 // over 127.0.0.1: real time and the real wire, without Docker; in CI),
 // virtual_mode::* and cloud_mode::*.
@@ -870,6 +883,8 @@ distzero::workflow_tests! {
     kv_exact_under_message_loss,
     kv_linearizable_under_faults,
     kv_history_survives_client_crash,
+    raft_linearizable_under_storage_faults,
+    raft_leases_hold_under_clock_faults,
     wordcount_exact_under_loss,
     wordcount_exact_across_crash_and_partition,
     kv_linearizable_under_nemesis,
