@@ -573,11 +573,7 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        let env: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::from_sources(&env, &BTreeMap::new(), None).unwrap()
+        Settings::from_pairs(pairs).unwrap()
     }
 
     #[test]

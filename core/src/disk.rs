@@ -145,6 +145,14 @@ pub struct DiskModel {
     rng: ChaCha8Rng,
 }
 
+/// The keys of `map` that start with `prefix`, sorted.
+fn with_prefix<V>(map: &BTreeMap<String, V>, prefix: &str) -> Vec<String> {
+    map.range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Errors say what failed; the caller names the operation.
 fn io_error() -> IoError {
     IoError::other("I/O error (an injected disk fault)")
@@ -252,11 +260,7 @@ impl DiskModel {
 
     /// Keys of values that start with `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        self.values
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
-            .collect()
+        with_prefix(&self.values, prefix)
     }
 
     /// Append a record to `log` (created if missing); its index.
@@ -309,11 +313,7 @@ impl DiskModel {
 
     /// Names of the logs that start with `prefix`, sorted.
     pub fn logs(&self, prefix: &str) -> Vec<String> {
-        self.logs
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
-            .collect()
+        with_prefix(&self.logs, prefix)
     }
 
     /// What changed since the last sync (for a file-backed disk).

@@ -161,6 +161,16 @@ impl Settings {
         Self::from_sources(&vars, &BTreeMap::new(), None)
     }
 
+    /// These variables alone, as if they were the whole environment (no
+    /// `.env`, no process state read): what tests build settings from.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Settings> {
+        let env: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::from_sources(&env, &BTreeMap::new(), None)
+    }
+
     /// Build from explicit sources (tests use this; no process state read).
     pub fn from_sources(
         env: &BTreeMap<String, String>,

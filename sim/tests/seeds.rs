@@ -109,11 +109,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
-    let env: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Settings::from_sources(&env, &BTreeMap::new(), None).unwrap()
+    Settings::from_pairs(pairs).unwrap()
 }
 
 /// The environment of a printed replay command (`VAR=value … cargo test …`)

@@ -10,7 +10,6 @@ use distzero_sim::sweep::{
 use distzero_sim::{BudgetSpent, SimSettings};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -529,11 +528,7 @@ fn coins() -> Workflow {
 }
 
 fn settings_with(pairs: &[(&str, &str)]) -> Settings {
-    let env: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Settings::from_sources(&env, &BTreeMap::new(), None).unwrap()
+    Settings::from_pairs(pairs).unwrap()
 }
 
 #[test]
