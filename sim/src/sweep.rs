@@ -305,7 +305,7 @@ impl Drop for Watchdog {
 }
 
 /// Default of [`SweepOptions::candidates`].
-pub const CANDIDATES: usize = 3;
+pub const CANDIDATES: usize = 6;
 
 /// How to sweep.
 #[derive(Clone, Debug)]
@@ -664,7 +664,17 @@ pub fn sweep(
     let mut failures = Vec::new();
     for (i, (seed, first)) in failing.into_iter().enumerate() {
         let shrink = i == 0 || opts.stop_at_first;
-        failures.push(examine(w, seed, first, shrink, opts, replay, &watchdog));
+        let f = examine(w, seed, first, shrink, opts, replay, &watchdog);
+        // A candidate shrunk to one fault or none cannot be beaten: the
+        // others stay unexamined (listed as also failing).
+        let done = opts.stop_at_first
+            && f.shrunk
+                .as_ref()
+                .is_some_and(|(s, _)| s.iter().map(Schedule::faults).sum::<usize>() <= 1);
+        failures.push(f);
+        if done {
+            break;
+        }
     }
     let shrinking = if failures.iter().any(|f| f.shrunk.is_some()) {
         began.elapsed()
