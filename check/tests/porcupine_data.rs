@@ -31,24 +31,9 @@ fn porcupine_kv_histories() {
             false,
         ),
         (
-            "c10-ok",
-            include_str!("../data/porcupine/kv/c10-ok.txt"),
-            true,
-        ),
-        (
-            "c10-bad",
-            include_str!("../data/porcupine/kv/c10-bad.txt"),
-            false,
-        ),
-        (
             "c50-bad",
             include_str!("../data/porcupine/kv/c50-bad.txt"),
             false,
-        ),
-        (
-            "c50-ok",
-            include_str!("../data/porcupine/kv/c50-ok.txt"),
-            true,
         ),
     ] {
         let v = kv(name, text);
