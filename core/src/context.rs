@@ -112,6 +112,9 @@ impl<'a, M: Message> Context<'a, M> {
     /// Send a message of any type, for nodes that talk to other kinds.
     pub fn send_any<T: Serialize>(&mut self, to: NodeId, msg: &T) {
         let (env, me) = (&mut *self.env, self.me);
+        if crate::msglog::enabled() {
+            crate::msglog::set_label(crate::msglog::label_of(msg));
+        }
         if let Err(e) = encode_with(msg, |bytes| env.send_slice(me, to, bytes)) {
             tracing::error!(%to, error = %e, "message does not encode; not sent");
         }
