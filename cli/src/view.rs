@@ -208,6 +208,11 @@ pub fn model(run: &Run, title: &str) -> Value {
         m: &str,
         t: f64,
     ) {
+        // Cuts of one partition come at one instant: one span, relabelled.
+        let key = (m.to_string(), "cut".to_string());
+        if faults.open.get(&key).is_some_and(|(t0, _, _)| *t0 == t) {
+            faults.open.remove(&key);
+        }
         faults.end(m, "cut", t);
         if let Some(peers) = cut.get(m).filter(|p| !p.is_empty()) {
             let list: Vec<&str> = peers.iter().map(String::as_str).collect();

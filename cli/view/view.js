@@ -502,6 +502,14 @@
     // Zoomed far in, culling draws fewer arrows than the whole run has.
     fit(); draw();
     out.fitStats = Object.assign({}, stats);
+    // The arrows' own pixels: the canvas with every message type shown,
+    // less the canvas with none.
+    const withArrows = canvasInk();
+    typeOn.fill(false); draw();
+    const without = canvasInk();
+    typeOn.fill(true); draw();
+    out.arrowInk = withArrows.ink - without.ink;
+    out.droppedInk = withArrows.red - without.red;
     view.a = tmax * 0.5; view.b = tmax * 0.5 + tmax * 0.001; draw();
     out.zoomedArrows = stats.arrows;
     fit(); draw();

@@ -13,13 +13,20 @@
 
 use crate::ids::NodeId;
 use serde::ser::{self, Serialize};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 
 thread_local! {
     static ON: Cell<bool> = const { Cell::new(false) };
-    static LABEL: Cell<&'static str> = const { Cell::new("") };
+    /// Names of messages sent and not yet logged, in send order (an agent
+    /// routes its sends after the callback that made them).
+    static LABELS: RefCell<VecDeque<&'static str>> = const { RefCell::new(VecDeque::new()) };
 }
+
+/// Most names waiting for their send to be logged (a runtime that turned
+/// events on and never logs a send cannot grow it past this).
+const MAX_LABELS: usize = 1 << 16;
 
 /// Turn message events on or off for this thread; returns the previous state.
 pub fn set_enabled(on: bool) -> bool {
@@ -32,14 +39,21 @@ pub fn enabled() -> bool {
     ON.with(|c| c.get())
 }
 
-/// Name the next message this thread sends (what [`sent`] writes as `msg_type`).
+/// Name the next message this thread sends (what [`sent`] writes as
+/// `msg_type`): names queue up in send order.
 pub fn set_label(label: &'static str) {
-    LABEL.with(|c| c.set(label))
+    LABELS.with(|q| {
+        let mut q = q.borrow_mut();
+        if q.len() >= MAX_LABELS {
+            q.pop_front();
+        }
+        q.push_back(label);
+    })
 }
 
-/// The name given by [`set_label`], cleared.
+/// The oldest name given by [`set_label`] and not yet taken ("" if none).
 pub fn take_label() -> &'static str {
-    LABEL.with(|c| c.replace(""))
+    LABELS.with(|q| q.borrow_mut().pop_front().unwrap_or(""))
 }
 
 /// Why a message was dropped.
@@ -58,6 +72,8 @@ pub enum Reason {
     Stale,
     /// No such node on the receiving machine.
     NoNode,
+    /// The receiving machine's address is unknown (real modes).
+    NoAddress,
     /// The reply to a client found no one waiting (its call timed out, or
     /// no controller is connected).
     ClientGone,
@@ -72,6 +88,7 @@ impl Reason {
             Reason::Full => "queue-full",
             Reason::Stale => "cut-or-crash-in-flight",
             Reason::NoNode => "no-node",
+            Reason::NoAddress => "no-address",
             Reason::ClientGone => "client-gone",
         }
     }
@@ -267,9 +284,11 @@ mod tests {
     }
 
     #[test]
-    fn the_label_is_taken_once() {
+    fn labels_are_taken_once_in_send_order() {
         set_label("Ping");
+        set_label("Pong");
         assert_eq!(take_label(), "Ping");
+        assert_eq!(take_label(), "Pong");
         assert_eq!(take_label(), "");
     }
 }
