@@ -539,15 +539,30 @@ fn pending_to_ops(pending: &mut BTreeMap<u64, (f64, String, Value, u64)>, tmax: 
         .collect()
 }
 
-/// The page: the model inlined as JSON (with `</` escaped so no string
-/// ends the script), the script and the style inlined.
+/// The page: the model inlined as JSON (every `<` written `\u003c`, so no
+/// string in it can end the script), the script and the style inlined.
+/// The template is cut at its placeholders once, so nothing a log line
+/// holds can land in the wrong place.
 pub fn html(model: &Value) -> String {
-    let data = model.to_string().replace("</", "<\\/");
+    let data = model.to_string().replace('<', "\\u003c");
     let title = model["meta"]["title"].as_str().unwrap_or("distzero run");
-    PAGE.replacen("/*STYLE*/", STYLE, 1)
-        .replacen("TITLE", &escape_html(title), 1)
-        .replacen("/*DATA*/", &data, 1)
-        .replacen("/*SCRIPT*/", SCRIPT, 1)
+    let mut out = String::with_capacity(data.len() + PAGE.len() + SCRIPT.len() + STYLE.len());
+    let mut rest = PAGE;
+    for (mark, with) in [
+        ("TITLE", escape_html(title).as_str()),
+        ("/*STYLE*/", STYLE),
+        ("/*DATA*/", data.as_str()),
+        ("/*SCRIPT*/", SCRIPT),
+    ] {
+        let (before, after) = rest
+            .split_once(mark)
+            .expect("the page template has its placeholders in order");
+        out.push_str(before);
+        out.push_str(with);
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn escape_html(s: &str) -> String {
@@ -565,5 +580,20 @@ mod tests {
         let e = "history of 240 ops is not linearizable: not linearizable on key \"k1\": these 2 of its 59 operations cannot be ordered (minimal):\n  p1   write \"k1\" 1000003 -> ok  [0.062415s .. 0.064424s]\n  p2   read  \"k1\" nil -> ok nil  [2.653000s .. 2.655648s]";
         assert_eq!(counterexample(e), vec![(1, 0.062415), (2, 2.653)]);
         assert!(counterexample("no ops here\npx [1s .. 2s]").is_empty());
+    }
+
+    #[test]
+    fn nothing_in_the_logs_can_end_the_script_or_move_a_placeholder() {
+        let model = json!({"meta": {"title": "a <b> /*DATA*/"}, "x": "</script><!-- /*SCRIPT*/"});
+        let page = html(&model);
+        assert!(!page.contains("</script><!--"), "{page}");
+        assert_eq!(
+            page.matches("</script>").count(),
+            2,
+            "the data's script and the code's"
+        );
+        assert!(page.contains("\\u003c/script>"));
+        assert!(page.contains("<title>a &lt;b&gt; /*DATA*/"));
+        assert!(page.contains("(function () {"), "the script is in");
     }
 }

@@ -460,7 +460,7 @@
   function canvasInk() {
     // Pixels of the diagram area that are not background: proof of drawing.
     const dpr = window.devicePixelRatio || 1;
-    const img = ctx.getImageData(Math.round(GUTTER * dpr) + 1, Math.round(TOP * dpr), Math.round((W - GUTTER - RIGHT) * dpr) - 2, Math.round(L * laneH * dpr));
+    const img = ctx.getImageData(Math.round(GUTTER * dpr) + 1, Math.round(TOP * dpr), Math.round((W - GUTTER - RIGHT) * dpr) - 2, Math.max(1, Math.round(L * laneH * dpr)));
     let ink = 0, red = 0;
     for (let p = 0; p < img.data.length; p += 4) {
       const r = img.data[p], g = img.data[p + 1], b = img.data[p + 2];
