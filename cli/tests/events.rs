@@ -119,3 +119,80 @@ fn message_events_are_deterministic_and_complete() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Two machines pinging each other, cut apart for a while.
+fn ping_across_a_cut(c: &mut dyn distzero::Cluster) -> distzero::Result<()> {
+    use distzero_examples::pingpong::{PingConfig, KIND};
+    let [a, b] = c.add_machines()?;
+    let (na, nb) = (c.next_node_id(a)?, c.next_node_id(b)?);
+    let cfg = |peer| PingConfig {
+        peers: vec![peer],
+        every_ms: 5,
+        rounds: 0,
+    };
+    c.spawn_node(a, KIND, cfg(nb))?;
+    c.spawn_node(b, KIND, cfg(na))?;
+    c.run_for(distzero::millis(150))?;
+    c.cut(a, b)?;
+    c.run_for(distzero::millis(100))?;
+    c.heal_all()?;
+    c.run_for(distzero::millis(150))
+}
+
+#[test]
+fn agents_log_the_same_message_ids_at_both_ends() {
+    let name = "agents_log_the_same_message_ids_at_both_ends";
+    let root = PathBuf::from(".tmp").join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    distzero::modes::loopback(name, distzero_examples::registry(), ping_across_a_cut);
+    let dir = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("loopback-")
+        })
+        .expect("the run's log folder");
+    let run = read_run(&dir, MAX_LINES).unwrap();
+    assert!(
+        !run.exact,
+        "each agent counts its own lines: merged by time"
+    );
+    let ids = |what: &str, machine: &str| -> std::collections::BTreeSet<u64> {
+        run.lines
+            .iter()
+            .filter(|l| l.message == what && l.machine == machine)
+            .filter_map(|l| l.u64_field("msg"))
+            .collect()
+    };
+    let sent_by_m0 = ids("send", "m0");
+    let delivered_at_m1 = ids("deliver", "m1");
+    assert!(sent_by_m0.len() > 10, "{sent_by_m0:?}");
+    let both: Vec<_> = sent_by_m0.intersection(&delivered_at_m1).collect();
+    assert!(
+        both.len() > 10,
+        "ids the sender assigned, logged by the receiver: {both:?}"
+    );
+    assert!(
+        delivered_at_m1.is_subset(&ids("send", "m0")),
+        "every delivery at m1 is of a message m0 sent"
+    );
+    let cut_drops = run
+        .lines
+        .iter()
+        .filter(|l| l.message == "drop" && l.str_field("reason") == Some("cut"))
+        .count();
+    assert!(
+        cut_drops > 0,
+        "messages sent across the cut are dropped as such"
+    );
+    let model = distzero_cli::view::model(&run, name);
+    assert!(model["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "cut"));
+    let _ = std::fs::remove_dir_all(&root);
+}
