@@ -497,6 +497,7 @@ fn spoofed(to: NodeId) -> Vec<u8> {
         from: NodeId::new(MachineId(7), 0),
         to,
         stamp: distzero::net::Stamp(0),
+        id: 0,
         bytes: vec![],
     };
     wire::encode_frame(&f, &mut out).unwrap();
@@ -526,6 +527,7 @@ fn lone_agent(
         log_dir: dir.clone(),
         data_dir: dir.join("data"),
         log_level: Some(tracing::Level::INFO),
+        log_messages: true,
         handle_signals: false,
     };
     let t = std::thread::spawn(move || run_agent(cfg, registry(), StopHandle::new()));

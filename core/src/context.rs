@@ -142,7 +142,14 @@ impl<'a, M: Message> Context<'a, M> {
     /// Send a message of any type, for nodes that talk to other kinds.
     pub fn send_any<T: Serialize>(&mut self, to: NodeId, msg: &T) {
         let (env, me) = (&mut *self.env, self.me);
-        if let Err(e) = encode_with(msg, |bytes| env.send_slice(me, to, bytes)) {
+        // Message events name the message (only while they are on).
+        let label = crate::msglog::enabled().then(|| crate::msglog::label_of(msg));
+        if let Err(e) = encode_with(msg, |bytes| {
+            if let Some(l) = label {
+                crate::msglog::set_label(l);
+            }
+            env.send_slice(me, to, bytes)
+        }) {
             tracing::error!(%to, error = %e, "message does not encode; not sent");
         }
     }

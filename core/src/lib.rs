@@ -17,6 +17,7 @@ pub mod ids;
 pub mod link;
 pub mod log;
 pub mod message;
+pub mod msglog;
 pub mod nemesis;
 pub mod net;
 pub mod node;

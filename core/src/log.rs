@@ -62,6 +62,16 @@ struct Files {
     human: Box<dyn Write + Send>,
 }
 
+/// The open files of a log and the sequence number of its next line.
+#[derive(Default)]
+struct LogFiles {
+    by_name: BTreeMap<String, Files>,
+    /// One counter over every file of this log: in simulation one log
+    /// serves the whole run, so `seq` orders the merged files exactly; an
+    /// agent's log counts its own lines (merge those by time, machine, seq).
+    next_seq: u64,
+}
+
 /// A tracing layer writing one JSON-lines file and one human twin per
 /// machine (`m0.jsonl`, `m0.log`) and for the controller (`controller.*`).
 #[derive(Clone)]
@@ -69,7 +79,7 @@ pub struct RunLog {
     dir: PathBuf,
     clock: Clock,
     max_level: Option<Level>,
-    files: Arc<Mutex<BTreeMap<String, Files>>>,
+    files: Arc<Mutex<LogFiles>>,
     /// When set, every event goes to this one file name (an agent's own machine).
     fixed_name: Option<String>,
 }
@@ -82,7 +92,7 @@ impl RunLog {
             dir: dir.to_path_buf(),
             clock,
             max_level,
-            files: Arc::new(Mutex::new(BTreeMap::new())),
+            files: Arc::new(Mutex::new(LogFiles::default())),
             fixed_name: None,
         })
     }
@@ -100,7 +110,7 @@ impl RunLog {
     /// Flush every file.
     pub fn flush(&self) {
         if let Ok(mut files) = self.files.lock() {
-            for f in files.values_mut() {
+            for f in files.by_name.values_mut() {
                 let _ = f.json.flush();
                 let _ = f.human.flush();
             }
@@ -134,9 +144,18 @@ impl RunLog {
         let node = scope.node.map(|n| n.to_string());
         let secs = time.as_secs_f64();
 
+        // Lines are numbered under the lock, so the order of `seq` is the
+        // order lines were written, whatever thread wrote them.
+        let Ok(mut files) = self.files.lock() else {
+            return;
+        };
+        let seq = files.next_seq;
+        files.next_seq += 1;
+
         let mut json = String::with_capacity(128);
         json.push_str("{\"time\":");
         let _ = write!(json, "{}.{:09}", time.as_secs(), time.subsec_nanos());
+        let _ = write!(json, ",\"seq\":{seq}");
         json.push_str(",\"level\":\"");
         json.push_str(level.as_str());
         json.push_str("\",\"machine\":");
@@ -175,13 +194,10 @@ impl RunLog {
         }
         human.push('\n');
 
-        let Ok(mut files) = self.files.lock() else {
-            return;
-        };
-        if !files.contains_key(&name) {
+        if !files.by_name.contains_key(&name) {
             match open_pair(&self.dir, &name) {
                 Ok(f) => {
-                    files.insert(name.clone(), f);
+                    files.by_name.insert(name.clone(), f);
                 }
                 Err(e) => {
                     eprintln!(
@@ -192,7 +208,7 @@ impl RunLog {
                 }
             }
         }
-        let f = files.get_mut(&name).expect("just inserted");
+        let f = files.by_name.get_mut(&name).expect("just inserted");
         let _ = f.json.write_all(json.as_bytes());
         let _ = f.human.write_all(human.as_bytes());
     }
@@ -208,7 +224,7 @@ impl Drop for RunLog {
 
 /// Fields every line has; an event field of the same name is written as
 /// `event_<name>` so no JSON object has a key twice.
-const BASE_FIELDS: &[&str] = &["time", "level", "machine", "node", "message"];
+const BASE_FIELDS: &[&str] = &["time", "seq", "level", "machine", "node", "message"];
 
 thread_local! {
     static SINK: std::cell::RefCell<Option<RunLog>> = const { std::cell::RefCell::new(None) };
@@ -401,6 +417,7 @@ mod tests {
         let m1 = std::fs::read_to_string(dir.join("m1.jsonl")).unwrap();
         let v: serde_json::Value = serde_json::from_str(m1.trim()).unwrap();
         assert_eq!(v["time"], 1.5);
+        assert_eq!(v["seq"], 0);
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["machine"], "m1");
         assert_eq!(v["node"], "m1.n0");
@@ -410,6 +427,9 @@ mod tests {
         assert_eq!(m1.lines().count(), 1);
         let c = std::fs::read_to_string(dir.join("controller.jsonl")).unwrap();
         assert!(c.contains("from the test"));
+        // One counter over the log's files: the controller's line is the second.
+        let c: serde_json::Value = serde_json::from_str(c.trim()).unwrap();
+        assert_eq!(c["seq"], 1);
         assert!(std::fs::read_to_string(dir.join("m1.log"))
             .unwrap()
             .contains("m1.n0"));

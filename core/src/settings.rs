@@ -31,6 +31,7 @@ pub const VARS: &[Var] = &[
     Var { name: "DISTZERO_CHECK_DETERMINISM", default: "0", help: "1 = run each seed of a simulated test or sweep twice with full logs and compare them byte for byte; 0 = once" },
     Var { name: "DISTZERO_LOG_DIR", default: ".tmp", help: "folder that receives the logs of every run" },
     Var { name: "DISTZERO_LOG_LEVEL", default: "info", help: "least level written to the logs: off, error, warn, info, debug or trace" },
+    Var { name: "DISTZERO_LOG_MESSAGES", default: "failing", help: "message events (send, deliver, drop) in the logs: failing = in the logs of a failing seed (a sweep's or test's run again of it, a replay), on = in every run that writes logs, off = never" },
     Var { name: "DISTZERO_COOKIE", default: "", help: "cluster cookie that members prove: at least 32 random characters (openssl rand -hex 16); unset = a fresh random one (128 bits) per run" },
     Var { name: "DISTZERO_BUGGIFY", default: "0.05", help: "probability that ctx.buggify() is true in simulation, 0.0..=1.0 (simulation-only: real modes refuse another value)" },
     Var { name: "DISTZERO_REORDER", default: "0", help: "1 = simulation reorders messages per pair of machines, beyond the delivery contract; 0 = in order (simulation-only)" },
@@ -96,6 +97,17 @@ pub const SIMULATION_ONLY: &[&str] = &[
     "DISTZERO_LATENCY",
     "DISTZERO_LOSS",
 ];
+
+/// When a run writes message events ([`crate::msglog`]) into its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogMessages {
+    Off,
+    /// Only in the logs of a failing seed: a sweep's run again of it with
+    /// logs, a replay, a single-seed test run again once it failed.
+    Failing,
+    /// In every run that writes logs.
+    On,
+}
 
 /// Loaded settings: raw values from the environment over `.env`, validated.
 #[derive(Clone, Debug)]
@@ -237,6 +249,7 @@ impl Settings {
     fn validate(&self) -> Result<()> {
         self.seed()?;
         self.log_level()?;
+        self.log_messages()?;
         self.seeds()?;
         self.check_determinism()?;
         self.buggify()?;
@@ -322,6 +335,20 @@ impl Settings {
                 v,
                 "off, error, warn, info, debug or trace",
             )),
+        }
+    }
+
+    /// When runs log message events (`DISTZERO_LOG_MESSAGES`).
+    pub fn log_messages(&self) -> Result<LogMessages> {
+        match self
+            .raw("DISTZERO_LOG_MESSAGES")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "off" | "0" => Ok(LogMessages::Off),
+            "failing" => Ok(LogMessages::Failing),
+            "on" | "1" => Ok(LogMessages::On),
+            v => Err(bad("DISTZERO_LOG_MESSAGES", v, "off, failing or on")),
         }
     }
 

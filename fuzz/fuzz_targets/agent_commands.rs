@@ -34,6 +34,7 @@ fn agent() -> SocketAddr {
             log_dir: dir.clone(),
             data_dir: dir.join("data"),
             log_level: None,
+            log_messages: false,
             handle_signals: false,
         };
         std::thread::spawn(move || {

@@ -38,6 +38,7 @@ pub struct LoopbackProvider {
     registry: Registry,
     dir: PathBuf,
     log_level: Option<tracing::Level>,
+    log_messages: bool,
     agents: BTreeMap<MachineId, LoopAgent>,
 }
 
@@ -62,6 +63,7 @@ impl LoopbackProvider {
             registry,
             dir: run_dir.to_path_buf(),
             log_level: settings.log_level()?,
+            log_messages: settings.log_messages()? != distzero_core::settings::LogMessages::Off,
             agents: BTreeMap::new(),
         })
     }
@@ -100,6 +102,7 @@ impl LoopbackProvider {
             log_dir: self.dir.clone(),
             data_dir: self.dir.join("data").join(m.to_string()),
             log_level: self.log_level,
+            log_messages: self.log_messages,
             handle_signals: false,
         };
         let stop = StopHandle::new();

@@ -189,6 +189,9 @@ pub enum PeerFrame {
         /// Taken by the sender's network model; the receiver drops the
         /// message unless its own model gives the same stamp.
         stamp: Stamp,
+        /// The message's id in message events, assigned by the sender (0
+        /// when it logs none).
+        id: u64,
         bytes: Vec<u8>,
     },
 }
@@ -684,6 +687,7 @@ mod tests {
             from: NodeId::client(0),
             to: NodeId::client(0),
             stamp: Stamp(0),
+            id: 0,
             bytes: vec![0; MAX_FRAME + 1],
         };
         assert!(matches!(

@@ -1,5 +1,6 @@
 //! The simulated cluster: a deterministic event loop on virtual time.
 
+use crate::msgtrace;
 use crate::payload::Payload;
 use crate::queue::Queue;
 use distzero_core::clock::{ClockFault, MachineClock, SIM_EPOCH};
@@ -7,6 +8,7 @@ use distzero_core::context::{DiskStore, Env};
 use distzero_core::disk::{DiskFault, DiskModel};
 use distzero_core::history::{self, History, Op, RunHistory};
 use distzero_core::log::{self, Clock, RunLog, Scope};
+use distzero_core::msglog::{self, Reason};
 use distzero_core::nemesis::{self, NemesisDriver, Schedule};
 use distzero_core::net::{self, FxBuild, Net, NetOp, Verdict};
 use distzero_core::{
@@ -28,6 +30,9 @@ pub struct SimConfig {
     /// Folder of this run's logs; None = no log files.
     pub log_dir: Option<PathBuf>,
     pub log_level: Option<tracing::Level>,
+    /// Log every send, delivery and drop of a message (when the run writes
+    /// logs; `DISTZERO_LOG_MESSAGES`).
+    pub log_messages: bool,
     /// Probability that `ctx.buggify()` is true.
     pub buggify: f64,
     /// Link of every pair unless set otherwise.
@@ -75,6 +80,7 @@ impl SimConfig {
             registry,
             log_dir: None,
             log_level: Some(tracing::Level::INFO),
+            log_messages: false,
             buggify: 0.05,
             default_link: Link::default(),
             reorder: false,
@@ -116,6 +122,8 @@ enum Event {
         to: NodeId,
         /// Taken at send: the message arrives only if it still holds.
         stamp: net::Stamp,
+        /// The message's id in the run's message events.
+        id: u32,
         bytes: Payload,
     },
     Timer {
@@ -219,8 +227,12 @@ struct World {
     /// (virtual time, sequence number).
     queue: Queue<Event>,
     rng: ChaCha8Rng,
-    /// The network model; a held link queues (from, to, bytes).
-    net: Net<(NodeId, NodeId, Payload)>,
+    /// The network model; a held link queues (from, to, message id, bytes).
+    net: Net<(NodeId, NodeId, u32, Payload)>,
+    /// Id of the next message sent (counts every send; wraps at 2^32).
+    next_msg: u32,
+    /// Whether the run logs message events ([`SimConfig::log_messages`]).
+    msg_log: bool,
     /// Opt-in hostility: probability of delivering a second copy.
     duplicate: f64,
     /// Each machine's disk (`distzero_core::disk`), made on first use (an
@@ -262,6 +274,17 @@ impl World {
     /// once between nodes of one machine (no link between them).
     #[inline]
     fn route(&mut self, from: NodeId, to: NodeId, bytes: Payload) {
+        let id = self.next_msg;
+        self.next_msg = id.wrapping_add(1);
+        if self.msg_log {
+            msgtrace::sent(
+                self.now + self.io_delay,
+                id,
+                from,
+                to,
+                bytes.as_slice().len(),
+            );
+        }
         if from.machine == to.machine {
             let stamp = self.net.stamp(from.machine, to.machine);
             self.push(
@@ -270,6 +293,7 @@ impl World {
                     from,
                     to,
                     stamp,
+                    id,
                     bytes,
                 },
             );
@@ -288,16 +312,17 @@ impl World {
                     from,
                     to,
                     stamp,
+                    id,
                     bytes,
                 },
             ),
-            _ => self.route_rare(verdict, from, to, bytes),
+            _ => self.route_rare(verdict, from, to, id, bytes),
         }
     }
 
     /// Duplicates, losses and holds: off the hot path.
     #[inline(never)]
-    fn route_rare(&mut self, verdict: Verdict, from: NodeId, to: NodeId, bytes: Payload) {
+    fn route_rare(&mut self, verdict: Verdict, from: NodeId, to: NodeId, id: u32, bytes: Payload) {
         match verdict {
             Verdict::At(at, stamp) => {
                 if self.duplicate > 0.0 && self.rng.gen_bool(self.duplicate) {
@@ -308,6 +333,7 @@ impl World {
                             from,
                             to,
                             stamp,
+                            id,
                             bytes: bytes.clone(),
                         },
                     );
@@ -318,20 +344,29 @@ impl World {
                         from,
                         to,
                         stamp,
+                        id,
                         bytes,
                     },
                 );
             }
             Verdict::Lost(why) => {
                 self.stats.lost += 1;
+                if self.msg_log {
+                    let n = bytes.as_slice().len();
+                    msgtrace::dropped(self.now, from, id, from, to, n, Reason::of(why));
+                }
                 tracing::debug!(%from, %to, ?why, "message lost");
             }
             Verdict::Held(stamp) => {
+                let n = bytes.as_slice().len();
                 if !self
                     .net
-                    .park(from.machine, to.machine, (from, to, bytes), stamp)
+                    .park(from.machine, to.machine, (from, to, id, bytes), stamp)
                 {
                     self.stats.lost += 1;
+                    if self.msg_log {
+                        msgtrace::dropped(self.now, from, id, from, to, n, Reason::Full);
+                    }
                     tracing::debug!(%from, %to, "message lost: the hold's queue is full");
                 }
             }
@@ -564,6 +599,8 @@ impl SimCluster {
                 buggify: config.buggify,
                 stats: SimStats::default(),
                 history: RunHistory::with_limit(config.max_history_ops),
+                next_msg: 0,
+                msg_log: config.log_messages && scoped,
             },
             machines: Vec::new(),
             next_client: 0,
@@ -588,6 +625,8 @@ impl SimCluster {
             nemesis: NemesisDriver::new(config.seed, config.default_link, config.schedules)
                 .with_swarm(config.swarm),
         };
+        // Context names the messages it encodes only while this is on.
+        msglog::set_enabled(cluster.world.msg_log);
         tracing::info!(seed = config.seed, "simulated cluster started");
         Ok(cluster)
     }
@@ -636,7 +675,7 @@ impl SimCluster {
             }
         }
         let now = self.world.now;
-        for ((f, t, bytes), stamp) in self.world.net.apply(&op, now) {
+        for ((f, t, id, bytes), stamp) in self.world.net.apply(&op, now) {
             match self
                 .world
                 .net
@@ -648,10 +687,21 @@ impl SimCluster {
                         from: f,
                         to: t,
                         stamp,
+                        id,
                         bytes,
                     },
                 ),
-                _ => self.world.stats.lost += 1,
+                verdict => {
+                    self.world.stats.lost += 1;
+                    if self.world.msg_log {
+                        let why = match verdict {
+                            Verdict::Lost(why) => Reason::of(why),
+                            _ => Reason::Full,
+                        };
+                        let n = bytes.as_slice().len();
+                        msgtrace::dropped(now, f, id, f, t, n, why);
+                    }
+                }
             }
         }
         Ok(())
@@ -855,8 +905,23 @@ impl SimCluster {
         self.world.stats.events += 1;
         let target = entry.event.target();
         if target.is_controller() {
-            if let Event::Deliver { to, bytes, .. } = entry.event {
-                if self.world.waiting.remove(&to.local) {
+            if let Event::Deliver {
+                from,
+                to,
+                id,
+                bytes,
+                ..
+            } = entry.event
+            {
+                let waited = self.world.waiting.remove(&to.local);
+                if self.world.msg_log {
+                    let (now, n) = (self.world.now, bytes.as_slice().len());
+                    match waited {
+                        true => msgtrace::delivered(now, id, from, to, n),
+                        false => msgtrace::dropped(now, to, id, from, to, n, Reason::ClientGone),
+                    }
+                }
+                if waited {
                     self.world.inbox.insert(to.local, bytes.into_vec());
                 }
             }
@@ -867,8 +932,19 @@ impl SimCluster {
         };
         match machine.state {
             State::Down => {
-                if let Event::Deliver { .. } = entry.event {
+                if let Event::Deliver {
+                    from,
+                    to,
+                    id,
+                    bytes,
+                    ..
+                } = &entry.event
+                {
                     self.world.stats.lost += 1;
+                    if self.world.msg_log {
+                        let n = bytes.as_slice().len();
+                        msgtrace::dropped(self.world.now, *to, *id, *from, *to, n, Reason::Crash);
+                    }
                 }
                 return;
             }
@@ -904,11 +980,16 @@ impl SimCluster {
                 from,
                 to,
                 stamp,
+                id,
                 bytes,
             } => {
                 if !self.world.net.accept(from.machine, to.machine, stamp) {
                     // An end crashed or the link was cut since it was sent.
                     self.world.stats.lost += 1;
+                    if self.world.msg_log {
+                        let (now, n) = (self.world.now, bytes.as_slice().len());
+                        msgtrace::dropped(now, to, id, from, to, n, Reason::Stale);
+                    }
                     return;
                 }
                 let Some(n) = machine
@@ -918,10 +999,17 @@ impl SimCluster {
                     .and_then(|s| s.node.as_mut())
                 else {
                     self.world.stats.lost += 1;
+                    if self.world.msg_log {
+                        let (now, n) = (self.world.now, bytes.as_slice().len());
+                        msgtrace::dropped(now, to, id, from, to, n, Reason::NoNode);
+                    }
                     return;
                 };
                 self.world.stats.delivered += 1;
                 enter(self.scoped, target, to, self.world.now);
+                if self.world.msg_log {
+                    msgtrace::delivered(self.world.now, id, from, to, bytes.as_slice().len());
+                }
                 n.message(&mut self.world, to, from, bytes.as_slice());
             }
             Event::Timer {
@@ -1024,6 +1112,9 @@ fn disk_seed(seed: u64, machine: MachineId) -> u64 {
 
 impl Drop for SimCluster {
     fn drop(&mut self) {
+        if self.world.msg_log {
+            msglog::set_enabled(false);
+        }
         self.flush_logs();
     }
 }
@@ -1170,18 +1261,34 @@ impl Cluster for SimCluster {
             return Ok(());
         }
         m.state = State::Down;
-        m.parked.clear();
+        let parked = std::mem::take(&mut m.parked);
         m.stalled = false;
         for slot in m.slots.as_mut_slice() {
             slot.node = None;
         }
         self.world.net.crash(machine);
-        self.world.stalls.remove(&machine);
+        let stalled = self.world.stalls.remove(&machine).unwrap_or_default();
         let kept = self.world.disks[machine.0 as usize]
             .as_mut()
             .map_or(0, |d| d.crash());
         self.controller_log();
         tracing::info!(%machine, unsynced_kept = kept, "crash");
+        if self.world.msg_log {
+            // What waited at the paused or stalled machine dies with it.
+            for e in parked.into_iter().chain(stalled) {
+                if let Event::Deliver {
+                    from,
+                    to,
+                    id,
+                    bytes,
+                    ..
+                } = e.event
+                {
+                    let n = bytes.as_slice().len();
+                    msgtrace::dropped(self.world.now, to, id, from, to, n, Reason::Crash);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 
 mod cluster;
 
+mod msgtrace;
 mod payload;
 mod queue;
 mod runner;
@@ -20,7 +21,7 @@ pub mod workload;
 pub use cluster::{SimCluster, SimConfig, SimStats, Spent};
 pub use runner::{
     check_workflow, log_dir_for, replay_command, replay_env, replay_env_with, run_workflow,
-    seed_for, shell_word, try_workflow, BudgetSpent, Failure, SimSettings, WorkflowFailure,
-    RUN_SETTINGS, SCHEDULE_SUFFIX,
+    seed_for, shell_word, try_workflow, view_command, BudgetSpent, Failure, SimSettings,
+    WorkflowFailure, RUN_SETTINGS, SCHEDULE_SUFFIX,
 };
 pub use sweep::{sweep, SweepOptions, SweepReport, Workflow};

@@ -4,7 +4,7 @@ use crate::cluster::Spent;
 use crate::sweep::{self, Workflow};
 use crate::{SimCluster, SimConfig, SweepOptions, SweepReport};
 use distzero_core::nemesis::{schedules_to_json, Profile, Schedule};
-use distzero_core::settings::{SeedChoice, Settings};
+use distzero_core::settings::{LogMessages, SeedChoice, Settings};
 use distzero_core::{Cluster, Error, Link, Registry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ pub struct SimSettings {
     pub default_link: Link,
     /// Least level written when a run writes logs (`DISTZERO_LOG_LEVEL`).
     pub log_level: Option<tracing::Level>,
+    /// When a run that writes logs logs message events (`DISTZERO_LOG_MESSAGES`).
+    pub log_messages: LogMessages,
     /// Most events of one run, one seed (`DISTZERO_MAX_EVENTS`).
     pub max_events: u64,
     /// Most events at one virtual instant (the simulator's default).
@@ -52,12 +54,24 @@ impl SimSettings {
             duplicate: settings.duplicate()?,
             default_link: settings.default_link()?,
             log_level: settings.log_level()?,
+            log_messages: settings.log_messages()?,
             max_events: settings.max_events()?,
             max_events_per_instant: crate::cluster::MAX_EVENTS_PER_INSTANT,
             seed_timeout: settings.sweep_seed_timeout()?,
             schedules: settings.schedules()?,
             swarm: settings.swarm()?,
         })
+    }
+
+    /// These settings for the run again of a failing seed: message events
+    /// on unless they are off (`DISTZERO_LOG_MESSAGES=failing` turns them
+    /// on here).
+    pub fn for_failure(&self) -> SimSettings {
+        let mut s = self.clone();
+        if s.log_messages == LogMessages::Failing {
+            s.log_messages = LogMessages::On;
+        }
+        s
     }
 
     /// The config of one run: logs in `log_dir` (None = no logs at all).
@@ -69,6 +83,7 @@ impl SimSettings {
         } else {
             None
         };
+        config.log_messages = log_dir.is_some() && self.log_messages == LogMessages::On;
         config.buggify = self.buggify;
         config.reorder = self.reorder;
         config.duplicate = self.duplicate;
@@ -91,6 +106,7 @@ pub const RUN_SETTINGS: &[&str] = &[
     "DISTZERO_LATENCY",
     "DISTZERO_LOSS",
     "DISTZERO_LOG_LEVEL",
+    "DISTZERO_LOG_MESSAGES",
     "DISTZERO_LOG_DIR",
     "DISTZERO_MAX_EVENTS",
     "DISTZERO_SWEEP_SEED_TIMEOUT",
@@ -210,14 +226,24 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "simulated test `{}` failed with seed {}\n  error:  {}\n  logs:   {}\n  replay: {}",
+            "simulated test `{}` failed with seed {}\n  error:  {}\n  logs:   {}\n  view:   {}\n  replay: {}",
             self.test,
             self.seed,
             self.message,
             self.log_dir.display(),
+            view_command(&self.log_dir),
             self.replay_command()
         )
     }
+}
+
+/// `distzero view <dir>`: the command that draws a run's logs as a
+/// space-time diagram (the `distzero` command line, `cargo install --path cli`).
+pub fn view_command(log_dir: &Path) -> String {
+    format!(
+        "distzero view {}",
+        shell_word(&log_dir.display().to_string())
+    )
 }
 
 /// FNV-1a: a stable hash of the test name, the default seed.
@@ -281,11 +307,25 @@ pub fn try_workflow(
         env: replay_env(settings),
     };
     let sim = SimSettings::from_settings(settings).map_err(|e| failure(e.to_string()))?;
-    let config = sim.config(seed, registry, log_dir);
+    let config = sim.config(seed, registry.clone(), log_dir);
     let watchdog = sweep::Watchdog::start();
-    run_watched(config, &sim, false, "workflow", &watchdog, &mut |c| body(c))
-        .result
-        .map_err(|f| failure(f.message))
+    let first = run_watched(config, &sim, false, "workflow", &watchdog, &mut |c| body(c)).result;
+    match first {
+        Err(f)
+            if log_dir.is_some()
+                && sim.log_messages == LogMessages::Failing
+                && !matches!(f.budget, Some(BudgetSpent::WallTime(_))) =>
+        {
+            // The seed failed: run it again (the same run, deterministic)
+            // with its message events in the logs, as a sweep's run again
+            // of a failing seed writes them.
+            let sim = sim.for_failure();
+            let config = sim.config(seed, registry, log_dir);
+            let again = run_watched(config, &sim, false, "workflow", &watchdog, &mut |c| body(c));
+            Err(failure(again.result.err().map_or(f.message, |g| g.message)))
+        }
+        r => r.map_err(|f| failure(f.message)),
+    }
 }
 
 /// One simulated run: how it ended and the schedule each of its nemesis

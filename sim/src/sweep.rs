@@ -50,6 +50,9 @@ pub fn run_once(
     sim: &SimSettings,
 ) -> std::result::Result<(), String> {
     let watchdog = Watchdog::start();
+    // A replay writes the logs the sweep wrote for the failing seed,
+    // message events included.
+    let sim = &sim.for_failure();
     run_seed(w, seed, schedules, log_dir, sim, &watchdog)
         .result
         .map_err(|f| f.message)
@@ -492,6 +495,7 @@ impl std::fmt::Display for SweepReport {
                 None => writeln!(f, "  violated: {}", fl.message)?,
             }
             writeln!(f, "  logs:     {}", fl.log_dir.display())?;
+            writeln!(f, "  view:     {}", crate::view_command(&fl.log_dir))?;
             for (i, p) in fl.profiles.iter().enumerate() {
                 if let Some(p) = p {
                     let which = if fl.profiles.len() > 1 {
@@ -519,6 +523,7 @@ impl std::fmt::Display for SweepReport {
                 writeln!(f, "  which still fails: {m}")?;
                 if let Some(d) = &fl.shrunk_log_dir {
                     writeln!(f, "  its logs: {}", d.display())?;
+                    writeln!(f, "  view it:  {}", crate::view_command(d))?;
                 }
                 for (i, one) in s.iter().enumerate() {
                     let which = if s.len() > 1 {
@@ -728,8 +733,10 @@ fn examine(
     replay: &dyn Fn(u64, Option<&[Schedule]>) -> String,
     watchdog: &Watchdog,
 ) -> SweepFailure {
+    // Runs again with logs: message events in them (DISTZERO_LOG_MESSAGES).
+    let sim = opts.sim.for_failure();
     let run = |schedules: Option<&[Schedule]>, log_dir: Option<&Path>| {
-        run_seed(w, seed, schedules, log_dir, &opts.sim, watchdog)
+        run_seed(w, seed, schedules, log_dir, &sim, watchdog)
     };
     let log_dir = opts
         .log_root

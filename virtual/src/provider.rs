@@ -106,6 +106,8 @@ pub struct DockerProvider {
     expected_run: Option<String>,
     /// `DISTZERO_LOG_LEVEL`, passed on to the agents.
     log_level: String,
+    /// `DISTZERO_LOG_MESSAGES`, passed on to the agents.
+    log_messages: String,
 }
 
 impl std::fmt::Debug for DockerProvider {
@@ -154,6 +156,7 @@ impl DockerProvider {
             ready_timeout: READY_TIMEOUT,
             expected_run: None,
             log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
+            log_messages: settings.raw("DISTZERO_LOG_MESSAGES").to_string(),
         })
     }
 
@@ -365,6 +368,7 @@ impl DockerProvider {
         // (`docker inspect`); the agent reads it on stdin at each start.
         let mut env = vec![
             format!("DISTZERO_LOG_LEVEL={}", self.log_level),
+            format!("DISTZERO_LOG_MESSAGES={}", self.log_messages),
             "RUST_BACKTRACE=1".into(),
         ];
         env.extend(start.env.iter().map(|(k, v)| format!("{k}={v}")));

@@ -183,6 +183,7 @@ fn main() -> ExitCode {
         }
         let result = run_once(&workflow, seed, schedules.as_deref(), Some(&dir), &opts.sim);
         println!("logs: {}", dir.display());
+        println!("view: {}", distzero::sim::view_command(&dir));
         return match result {
             Ok(()) => {
                 println!("PASSED");

@@ -36,6 +36,7 @@ pub(crate) enum Event {
         from: NodeId,
         to: NodeId,
         stamp: distzero_core::net::Stamp,
+        id: u64,
         bytes: Vec<u8>,
     },
 }
@@ -160,6 +161,7 @@ async fn serve(
                         from,
                         to,
                         stamp,
+                        id,
                         bytes,
                     })) => {
                         if from.machine != peer || to.machine != ident.machine {
@@ -172,6 +174,7 @@ async fn serve(
                                 from,
                                 to,
                                 stamp,
+                                id,
                                 bytes,
                             })
                             .is_err()

@@ -4,6 +4,7 @@
 
 use super::conn::{self, Event, Ident};
 use super::disk::FileDisk;
+use super::msgtrace::{self, frame_dropped};
 use super::{AgentClock, AgentConfig, Exit, StopHandle};
 use crate::wire::{Command, FromAgent, PeerFrame, ToAgent};
 use distzero_core::clock::MachineClock;
@@ -13,6 +14,7 @@ use distzero_core::history::{self, Op};
 use distzero_core::ids::{MachineId, NodeId, TimerId};
 use distzero_core::link::Link;
 use distzero_core::log::{self, RunLog, Scope};
+use distzero_core::msglog::Reason;
 use distzero_core::net::{Loss, Net, NetOp, Verdict, MAX_QUEUED_PER_PAIR};
 use distzero_core::node::AnyNode;
 use distzero_core::registry::{NodeSpec, Registry};
@@ -154,7 +156,7 @@ struct Host {
     out: BTreeMap<MachineId, tokio::sync::mpsc::Sender<PeerFrame>>,
     /// The newest inbound link of each peer (connection ids grow).
     peer_in: BTreeMap<MachineId, u64>,
-    local: VecDeque<(NodeId, NodeId, Vec<u8>)>,
+    local: VecDeque<(NodeId, NodeId, u64, Vec<u8>)>,
     controller: Option<(u64, UnboundedSender<FromAgent>, tokio::task::JoinHandle<()>)>,
     /// Records waiting for a controller (at most [`MAX_UNSENT_RECORDS`]),
     /// and how many did not fit.
@@ -204,6 +206,7 @@ pub(super) async fn run(
         ^ boot.wrapping_mul(0xD1B5_4A32_D192_ED03);
     let disk = FileDisk::open(&disk_dir, cfg.seed ^ mix ^ 0xD15C)
         .map_err(|e| Error::io(format!("opening the disk {}", disk_dir.display()), e))?;
+    msgtrace::start(boot);
     let ident = Arc::new(Ident {
         machine: me,
         run_id: cfg.run_id.clone(),
@@ -457,17 +460,21 @@ impl Host {
     }
 
     fn route(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        let (me, size) = (self.me(), bytes.len());
+        let id = msgtrace::sent(me, from, to, size);
         if to.is_client() {
             match &self.controller {
                 Some((_, tx, _)) => {
+                    msgtrace::delivered(me, id, from, to, size);
                     let _ = tx.send(FromAgent::ToClient { from, to, bytes });
                 }
                 None => {
+                    msgtrace::dropped(me, id, from, to, size, Reason::ClientGone);
                     tracing::debug!(%from, %to, "no controller connected; a reply to a client is lost")
                 }
             }
         } else if to.machine == self.me() {
-            self.local.push_back((from, to, bytes));
+            self.local.push_back((from, to, id, bytes));
         } else {
             let dest = to.machine;
             let (now, me) = (self.model_now(), self.me());
@@ -477,6 +484,7 @@ impl Host {
                         from,
                         to,
                         stamp,
+                        id,
                         bytes,
                     };
                     self.enqueue(dest, due, frame);
@@ -486,13 +494,18 @@ impl Host {
                         from,
                         to,
                         stamp,
+                        id,
                         bytes,
                     };
                     if !self.net.park(self.me(), dest, frame, stamp) {
+                        msgtrace::dropped(me, id, from, to, size, Reason::Full);
                         tracing::debug!(%from, %to, "lost: the hold's queue is full");
                     }
                 }
-                Verdict::Lost(why) => tracing::trace!(%from, %to, ?why, "lost on the link"),
+                Verdict::Lost(why) => {
+                    msgtrace::dropped(me, id, from, to, size, Reason::of(why));
+                    tracing::trace!(%from, %to, ?why, "lost on the link")
+                }
             }
         }
     }
@@ -512,6 +525,7 @@ impl Host {
             self.send_out(dest, frame);
         } else if q.len() >= MAX_QUEUED_PER_PAIR {
             self.net.stats.count(Loss::Full);
+            frame_dropped(self.me(), &frame, Reason::Full);
             tracing::debug!(to = %dest, "lost: the link's queue is full");
         } else {
             debug_assert!(q.back().is_none_or(|d| d.due <= due), "FIFO per pair");
@@ -525,6 +539,7 @@ impl Host {
         let PeerFrame::Msg { stamp, .. } = &frame;
         if !self.net.accept(self.me(), dest, *stamp) {
             self.net.stats.count(Loss::Stale);
+            frame_dropped(self.me(), &frame, Reason::Stale);
             tracing::trace!(to = %dest, "lost: cut or crashed while in flight");
             return;
         }
@@ -536,10 +551,11 @@ impl Host {
         if let Some(tx) = self.out.get(&dest) {
             match tx.try_send(frame) {
                 Ok(()) => return,
-                Err(TrySendError::Full(_)) => {
+                Err(TrySendError::Full(frame)) => {
                     // The peer does not keep up (or its link stalls under a
                     // real cut): a legal loss, counted.
                     self.net.stats.count(Loss::Full);
+                    frame_dropped(self.me(), &frame, Reason::Full);
                     tracing::debug!(to = %dest, "lost: the peer link's queue is full");
                     return;
                 }
@@ -547,6 +563,7 @@ impl Host {
             }
         }
         let Some(addr) = self.peers.get(&dest).copied() else {
+            frame_dropped(self.me(), &frame, Reason::NoAddress);
             tracing::warn!(to = %dest, "no address for this machine (SetPeers has not named it); message dropped");
             return;
         };
@@ -575,16 +592,21 @@ impl Host {
 
     fn run_local(&mut self) {
         for _ in 0..EVENT_BATCH {
-            let Some((from, to, bytes)) = self.local.pop_front() else {
+            let Some((from, to, id, bytes)) = self.local.pop_front() else {
                 return;
             };
-            self.deliver(from, to, bytes);
+            self.deliver(from, to, id, bytes);
         }
     }
 
-    fn deliver(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+    fn deliver(&mut self, from: NodeId, to: NodeId, id: u64, bytes: Vec<u8>) {
+        let (me, size) = (self.me(), bytes.len());
+        if self.nodes.contains_key(&to.local) {
+            msgtrace::delivered(me, id, from, to, size);
+        }
         let delivered = self.with_node(to.local, |n, env, me| n.message(env, me, from, &bytes));
         if !delivered {
+            msgtrace::dropped(me, id, from, to, size, Reason::NoNode);
             tracing::debug!(%from, %to, "no such node here; message dropped");
         }
     }
@@ -656,7 +678,8 @@ impl Host {
                         if to.machine != self.me() {
                             tracing::warn!(%to, "the controller sent a message for another machine; dropped");
                         } else {
-                            self.deliver(from, to, bytes);
+                            let id = msgtrace::from_client(self.me());
+                            self.deliver(from, to, id, bytes);
                         }
                     }
                     ToAgent::Cmd { seq, cmd } => {
@@ -678,15 +701,18 @@ impl Host {
                 from,
                 to,
                 stamp,
+                id,
                 bytes,
             } => {
                 let latest = self.peer_in.entry(from.machine).or_insert(conn);
                 if !self.net.accept(from.machine, to.machine, stamp) {
+                    msgtrace::dropped(self.me(), id, from, to, bytes.len(), Reason::Stale);
                     tracing::debug!(%from, %to, "dropped: cut or crashed while in flight");
                 } else if conn >= *latest {
                     *latest = conn;
-                    self.deliver(from, to, bytes);
+                    self.deliver(from, to, id, bytes);
                 } else {
+                    msgtrace::dropped(self.me(), id, from, to, bytes.len(), Reason::Stale);
                     tracing::debug!(%from, %to, "dropped: arrived on a replaced link");
                 }
             }
@@ -748,7 +774,10 @@ impl Host {
                     let me = self.me();
                     match self.net.reroute(&mut self.net_rng, now, me, dest, stamp) {
                         Verdict::At(due, _) => self.enqueue(dest, due, frame),
-                        _ => tracing::trace!(to = %dest, "a held message is stale on release"),
+                        _ => {
+                            frame_dropped(me, &frame, Reason::Stale);
+                            tracing::trace!(to = %dest, "a held message is stale on release")
+                        }
                     }
                 }
             }

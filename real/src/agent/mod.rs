@@ -18,6 +18,7 @@
 //! inside a thread (the loopback provider).
 
 pub(crate) mod conn;
+mod msgtrace;
 pub use conn::MAX_UNAUTHENTICATED;
 pub mod disk;
 mod host;
@@ -54,6 +55,10 @@ pub struct AgentConfig {
     pub log_dir: PathBuf,
     pub data_dir: PathBuf,
     pub log_level: Option<tracing::Level>,
+    /// Log message events (send, deliver, drop) with the logs at INFO or
+    /// more (`DISTZERO_LOG_MESSAGES` not `off`: a real run cannot be run
+    /// again for them, so `failing` logs them too).
+    pub log_messages: bool,
     /// Exit cleanly on SIGTERM / SIGINT (the binary; not an agent in a thread).
     pub handle_signals: bool,
 }
@@ -136,6 +141,7 @@ impl AgentConfig {
             log_dir: PathBuf::from(get("--log-dir")?),
             data_dir: PathBuf::from(get("--data-dir")?),
             log_level,
+            log_messages: true,
             handle_signals: true,
         })
     }
@@ -284,6 +290,9 @@ pub fn run_agent(cfg: AgentConfig, registry: Registry, stop: StopHandle) -> Resu
     .map_err(|e| Error::io(format!("opening logs in {}", cfg.log_dir.display()), e))?
     .with_fixed_name(&cfg.machine.to_string());
     let _guard = log.install();
+    // The host loop runs on this thread (a current-thread runtime).
+    let messages = cfg.log_messages && cfg.log_level >= Some(tracing::Level::INFO);
+    let _was = distzero_core::msglog::set_enabled(messages);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -327,7 +336,8 @@ fn main_inner(registry: Registry, args: Vec<String>) -> Result<Exit> {
         Some(c) => c.to_string(),
         None => cookie_from_stdin()?,
     };
-    let cfg = AgentConfig::from_args(&args, &cookie, settings.log_level()?)?;
+    let mut cfg = AgentConfig::from_args(&args, &cookie, settings.log_level()?)?;
+    cfg.log_messages = settings.log_messages()? != distzero_core::settings::LogMessages::Off;
     eprintln!(
         "distzero-agent {} of run {} listening on {}",
         cfg.machine, cfg.run_id, cfg.listen
