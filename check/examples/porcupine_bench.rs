@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 const HISTORIES: &[(&str, &str, bool)] = &[
     ("kv/c01-ok.txt", "append", true),
     ("kv/c01-bad.txt", "append", false),
-    ("kv/c50-bad.txt", "append", false),
     ("jepsen/etcd_000.log", "register", false),
     ("jepsen/etcd_001.log", "register", false),
     ("jepsen/etcd_003.log", "register", false),

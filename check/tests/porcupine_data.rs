@@ -30,11 +30,6 @@ fn porcupine_kv_histories() {
             include_str!("../data/porcupine/kv/c01-bad.txt"),
             false,
         ),
-        (
-            "c50-bad",
-            include_str!("../data/porcupine/kv/c50-bad.txt"),
-            false,
-        ),
     ] {
         let v = kv(name, text);
         if linearizable {
