@@ -12,7 +12,10 @@
 //! unsynced changes as [`CrashLoss`] says: all lost (the default, a power
 //! cut with nothing flushed), a random prefix kept (the page cache flushed
 //! part of them, in order), or a prefix kept with its last change torn (a
-//! value or record cut short). The model keeps the current state plus an
+//! log record cut short). A value is replaced whole (as a file written
+//! beside and renamed over the old one, which is what the agent does): a
+//! crash leaves the old or the new value, never a torn one; log records
+//! are appended in place, and can tear. The model keeps the current state plus an
 //! undo entry per unsynced change, so a crash rolls back without a second
 //! copy of the disk.
 //!
@@ -52,7 +55,8 @@ pub enum CrashLoss {
     LoseUnsynced,
     /// A random prefix of them survives (possibly none, possibly all).
     KeepPrefix,
-    /// A random non-empty prefix survives, its last change torn: a value or
+    /// A random non-empty prefix survives, its last change torn if it was
+    /// a log append (values are replaced whole, never torn): a
     /// an appended record cut short at a random length.
     TearLast,
 }
@@ -408,30 +412,19 @@ impl DiskModel {
         }
     }
 
-    /// Cut the last kept change short (a torn write), if it wrote bytes.
+    /// Cut the last kept change short (a torn write), if it appended a
+    /// non-empty record. A value is replaced whole: never torn.
     fn tear_last(&mut self) {
-        let (cut, len) = match self.undo.last() {
-            Some(Undo::Value { key, .. }) => match self.values.get(key) {
-                Some(v) if !v.is_empty() => (Some((key.clone(), None)), v.len()),
-                _ => (None, 0),
-            },
-            Some(Undo::Append { log, .. }) => {
-                let records = &self.logs[log];
-                let last = records.len() - 1;
-                match records[last].len() {
-                    0 => (None, 0),
-                    n => (Some((log.clone(), Some(last))), n),
-                }
-            }
-            _ => (None, 0),
+        let Some(Undo::Append { log, index, .. }) = self.undo.last() else {
+            return;
         };
-        let Some((name, record)) = cut else { return };
+        let record = &mut self.logs.get_mut(log).expect("an appended log exists")[*index];
+        if record.is_empty() {
+            return;
+        }
+        let len = record.len();
         let keep = self.rng.gen_range(0..len);
-        let bytes = match record {
-            None => self.values.get_mut(&name).expect("torn value exists"),
-            Some(i) => &mut self.logs.get_mut(&name).expect("torn log exists")[i],
-        };
-        bytes.truncate(keep);
+        record.truncate(keep);
         self.bytes -= (len - keep) as u64;
     }
 
@@ -579,6 +572,20 @@ mod tests {
             }
         }
         assert_eq!(torn, 50);
+    }
+
+    #[test]
+    fn a_value_is_never_torn() {
+        for seed in 0..50 {
+            let mut d = DiskModel::new(seed);
+            d.write("k", b"old").unwrap();
+            d.sync().unwrap();
+            d.fault(&DiskFault::OnCrash(CrashLoss::TearLast));
+            d.write("k", b"newer value").unwrap();
+            d.crash();
+            let v = d.read("k").unwrap();
+            assert!(v == b"old" || v == b"newer value", "{v:?}");
+        }
     }
 
     #[test]

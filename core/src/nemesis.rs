@@ -305,7 +305,8 @@ pub enum FaultKind {
     /// One direction of one link loses 20 to 80 % of its messages for a while.
     LossBurst,
     /// A machine loses power: of its unsynced disk changes a random prefix
-    /// survives, the last one possibly torn; it restarts after a while.
+    /// survives, the last one (a log append) possibly torn; it restarts
+    /// after a while.
     PowerLoss,
     /// A machine's disk fails 10 to 100 % of its writes and syncs for a while.
     DiskErrors,

@@ -55,11 +55,9 @@
 //! `log`, entry `i` as record `i - 1`) are on the machine's disk
 //! (`ctx.disk()`), written and *synced* before the replica answers anything
 //! that depends on them (a vote, an append's ack) or counts its own copy
-//! (a crash loses what was not synced: `distzero::disk`). Term and vote go
-//! to two slots in turn (`hard0`, `hard1`, with a sequence number), so a
-//! write torn by a power cut leaves the previous state readable; a torn
-//! last log record (never synced, so never acknowledged) ends the log on
-//! recovery. On start, and so after every restart, a replica reads them
+//! (a crash loses what was not synced: `distzero::disk`). Term and vote
+//! are one value (`hard`), replaced whole by the disk; a torn last log
+//! record (never synced, so never acknowledged) ends the log on recovery. On start, and so after every restart, a replica reads them
 //! back and starts as a follower; the commit index and the state machine are
 //! volatile and rebuilt from the log as the leader's commit index comes in.
 //!
@@ -467,8 +465,6 @@ pub struct Raft {
     broken: Option<String>,
     // persistent (mirrored on disk)
     hard: HardState,
-    /// Sequence number of the last persisted `hard` (its slot: `seq % 2`).
-    hard_seq: u64,
     /// My log is durable up to this index (a failed sync leaves it behind).
     synced: u64,
     /// Entries 1..=len.
@@ -516,7 +512,6 @@ impl Raft {
             bug,
             broken,
             hard: HardState::default(),
-            hard_seq: 0,
             synced: 0,
             log: Vec::new(),
             role: Role::Follower,
@@ -624,19 +619,11 @@ impl Raft {
 
     // ------------------------------------------------------------ disk
 
-    /// Term and vote, durably: written to the older of two slots with a
-    /// sequence number and synced, so a write torn by a power cut leaves
-    /// the other slot (the previous state) readable.
-    fn persist_hard(&mut self, ctx: &mut Context<'_, RaftMsg>, hard: HardState) -> bool {
-        let seq = self.hard_seq + 1;
-        match ctx
-            .disk()
-            .put_synced(&format!("hard{}", seq % 2), &(seq, hard))
-        {
-            Ok(()) => {
-                self.hard_seq = seq;
-                true
-            }
+    /// Term and vote, durably (a value is replaced whole: a crash leaves
+    /// the old or the new one).
+    fn persist_hard(&self, ctx: &mut Context<'_, RaftMsg>, hard: HardState) -> bool {
+        match ctx.disk().put_synced("hard", &hard) {
+            Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "could not persist term and vote");
                 false
@@ -709,16 +696,13 @@ impl Raft {
     /// Read term, vote and log back from disk.
     fn recover(&mut self, ctx: &mut Context<'_, RaftMsg>) {
         let mut disk = ctx.disk();
-        let mut best: Option<(u64, HardState)> = None;
-        for slot in ["hard0", "hard1"] {
-            match disk.get::<(u64, HardState)>(slot) {
-                Ok(Some((seq, h))) if best.is_none_or(|(b, _)| seq > b) => best = Some((seq, h)),
-                Ok(_) => {}
-                // A write torn by a power cut: the other slot holds the state before it.
-                Err(e) => tracing::warn!(slot, error = %e, "unreadable term and vote slot"),
+        self.hard = match disk.get::<HardState>("hard") {
+            Ok(h) => h.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable term and vote; starting from term 0");
+                HardState::default()
             }
-        }
-        (self.hard_seq, self.hard) = best.unwrap_or_default();
+        };
         let mut log = disk.log("log");
         for i in 0..self.cfg.max_log {
             match log.get::<Entry>(i) {

@@ -134,10 +134,10 @@ fn raft_vote_not_persisted_is_not_found_without_crashes() {
     survives("raft-vote-not-persisted-no-crash");
 }
 
-#[test]
-fn raft_sweep_is_deterministic() {
-    let s = by_name("raft").unwrap();
-    let mut o = opts("raft-determinism");
+/// Four seeds of `name`, each run twice: same results, same log bytes.
+fn deterministic(name: &str) {
+    let s = by_name(name).unwrap();
+    let mut o = opts(&format!("{name}-determinism"));
     o.seeds = 0..4;
     o.check_determinism = true;
     let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
@@ -146,14 +146,13 @@ fn raft_sweep_is_deterministic() {
 }
 
 #[test]
+fn raft_sweep_is_deterministic() {
+    deterministic("raft");
+}
+
+#[test]
 fn kv_sweep_is_deterministic() {
-    let s = by_name("kv").unwrap();
-    let mut o = opts("kv-determinism");
-    o.seeds = 0..4;
-    o.check_determinism = true;
-    let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
-    assert!(report.passed(), "{report}");
-    let _ = std::fs::remove_dir_all(o.log_root);
+    deterministic("kv");
 }
 
 #[test]
@@ -201,13 +200,6 @@ fn correct_raft_leases_survive_clock_faults() {
 /// Disk and clock faults keep a run deterministic: same seed, same bytes.
 #[test]
 fn storage_and_clock_sweeps_are_deterministic() {
-    for name in ["raft-disk", "raft-lease"] {
-        let s = by_name(name).unwrap();
-        let mut o = opts(&format!("{name}-determinism"));
-        o.seeds = 0..4;
-        o.check_determinism = true;
-        let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
-        assert!(report.passed(), "{report}");
-        let _ = std::fs::remove_dir_all(o.log_root);
-    }
+    deterministic("raft-disk");
+    deterministic("raft-lease");
 }

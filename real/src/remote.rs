@@ -637,6 +637,11 @@ impl RemoteCluster {
         Ok(())
     }
 
+    /// Real time since the cluster started, in ns (the clock model's `t`).
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// After a (re)start: its part of the network model, then the nodes
     /// from their specs.
     fn replay_machine(&mut self, id: MachineId) -> Result<()> {
@@ -925,9 +930,7 @@ impl Cluster for RemoteCluster {
                     peer: placeholder,
                 },
                 conn: None,
-                clock: MachineClock::new(
-                    u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                ),
+                clock: MachineClock::new(self.now_ns()),
                 disk_faults: Vec::new(),
                 specs: Vec::new(),
                 state: State::Down,
@@ -1133,6 +1136,9 @@ impl Cluster for RemoteCluster {
         tracing::info!(%machine, ?fault, "disk fault");
         let m = self.machine_mut(machine)?;
         match fault {
+            // No fault in force (`Corrupt` acted once): nothing to reset,
+            // no command (every nemesis window ends with a reset).
+            DiskFault::Reset if m.disk_faults.is_empty() => return Ok(()),
             DiskFault::Reset => m.disk_faults.clear(),
             DiskFault::Corrupt => {}
             ref f => m.disk_faults.push(f.clone()),
@@ -1144,8 +1150,11 @@ impl Cluster for RemoteCluster {
         let _g = self.log.install();
         fault.validate().map_err(Error::Unsupported)?;
         tracing::info!(%machine, ?fault, "clock fault");
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.now_ns();
         let m = self.machine_mut(machine)?;
+        if fault == ClockFault::Reset && m.clock.is_exact() {
+            return Ok(()); // it reads real time already
+        }
         m.clock.fault(now, &fault);
         let clock = m.clock;
         self.command(machine, Command::Clock { clock })

@@ -244,7 +244,7 @@ struct World {
     clocks: Vec<MachineClock>,
     clocks_exact: bool,
     /// The run's seed: each disk's faults draw from it and the machine.
-    disk_seed: u64,
+    seed: u64,
     /// Events waiting at stalled machines, in order.
     stalls: BTreeMap<MachineId, Vec<Entry>>,
     /// Time a slow sync took in the current callback: the callback goes on
@@ -377,7 +377,7 @@ impl World {
 impl World {
     /// The machine's disk, made on first use.
     fn disk_of(&mut self, machine: MachineId) -> &mut DiskModel {
-        let seed = disk_seed(self.disk_seed, machine);
+        let seed = disk_seed(self.seed, machine);
         self.disks[machine.0 as usize].get_or_insert_with(|| Box::new(DiskModel::new(seed)))
     }
 }
@@ -589,7 +589,7 @@ impl SimCluster {
                 disks: Vec::new(),
                 clocks: Vec::new(),
                 clocks_exact: true,
-                disk_seed: config.seed,
+                seed: config.seed,
                 stalls: BTreeMap::new(),
                 io_delay: 0,
                 next_timer: 0,
