@@ -651,7 +651,10 @@ impl RemoteCluster {
             let m = self.machine(id)?;
             (m.clock, m.disk_faults.clone())
         };
-        self.command(id, Command::Clock { clock })?;
+        if !clock.is_exact() {
+            // An agent starts on real time: only a changed clock is sent.
+            self.command(id, Command::Clock { clock })?;
+        }
         for fault in faults {
             self.command(id, Command::Disk { fault })?;
         }
