@@ -31,8 +31,12 @@ pub trait Env {
     /// Fire a timer after `after` on the node's machine's monotonic clock.
     fn set_timer(&mut self, node: NodeId, after: Duration, tag: u64) -> TimerId;
     fn cancel_timer(&mut self, node: NodeId, timer: TimerId);
-    /// Seeded randomness. In simulation, the cluster's one rng.
-    fn rng(&mut self) -> &mut ChaCha8Rng;
+    /// Seeded randomness for `node`. In simulation, one stream per
+    /// machine, seeded from the run's seed and the machine: what one
+    /// machine draws never moves another's draws (nor do the network's or
+    /// the nemesis's), so a fault removed while shrinking changes only what
+    /// it touched.
+    fn rng(&mut self, node: NodeId) -> &mut ChaCha8Rng;
     /// The disk of a machine ([`crate::disk`]): what was synced is kept
     /// across crashes and restarts.
     fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore;
@@ -172,7 +176,7 @@ impl<'a, M: Message> Context<'a, M> {
 
     /// Seeded randomness: use it with `rand::Rng`.
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
-        self.env.rng()
+        self.env.rng(self.me)
     }
 
     /// A fault point: sometimes true in simulation (seeded), never elsewhere.

@@ -40,11 +40,18 @@
 //! controller sends every change to the agents at both ends of a pair
 //! ([`NetOp`]), acknowledged before the fault call returns, so sender and
 //! receiver agree on the stamp of every pair between two fault calls.
+//!
+//! A message's random fate (loss, latency) is drawn from [`Draws`] keyed by
+//! the model's seed, its ordered pair and its number on that pair, cut or
+//! held messages counted too: not from one stream that every message of
+//! the run shares. So a fault on one pair, or its absence, changes no
+//! other pair's draws, and a shrunk schedule replays the rest of the run
+//! as it was (see `distzero_sim::sweep::shrink`).
 
 use crate::error::{Error, Result};
 use crate::ids::MachineId;
 use crate::link::{Latency, Link};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -200,8 +207,14 @@ pub struct Net<M> {
     epochs: HashMap<u64, u32, FxBuild>,
     /// Held pairs and what each queued, in send order, with their stamps.
     held: BTreeMap<u64, VecDeque<(M, Stamp)>>,
-    /// Last delivery time per pair (FIFO).
-    last: HashMap<u64, u64, FxBuild>,
+    /// Per pair that sent on the detailed path: its last delivery time
+    /// (FIFO) and how many messages it sent (the key of their draws).
+    pairs: HashMap<u64, PairState, FxBuild>,
+    /// The seed of every pair's draws ([`Net::seeded`]).
+    seed: u64,
+    /// The draws of the message routed last, to go on with
+    /// ([`Net::draws`]).
+    draws: Draws,
     /// Life counter per machine (odd: down). Absent: 0.
     lives: Vec<u32>,
     /// The fast path: every pair uses the fixed, lossless default link.
@@ -224,7 +237,9 @@ impl<M> Net<M> {
             cuts: HashSet::default(),
             epochs: HashMap::default(),
             held: BTreeMap::new(),
-            last: HashMap::default(),
+            pairs: HashMap::default(),
+            seed: 0,
+            draws: Draws(0),
             lives: Vec::new(),
             plain: default.loss == 0.0 && matches!(default.latency, Latency::Fixed(_)),
             horizon: 0,
@@ -232,6 +247,20 @@ impl<M> Net<M> {
             reorder: false,
             stats: NetStats::default(),
         }
+    }
+
+    /// The model with its draws keyed by `seed` (the run's seed in
+    /// simulation; an agent's own otherwise).
+    pub fn seeded(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The draws of the message routed last, going on after what its
+    /// fate took (a runtime's own choices about that message: a
+    /// duplicate in simulation).
+    pub fn draws(&mut self) -> &mut Draws {
+        &mut self.draws
     }
 
     /// Leave the fast path for good, at time `now`: later messages of any
@@ -381,13 +410,7 @@ impl<M> Net<M> {
 
     /// Decide the fate of a message sent at `now` (ns).
     #[inline]
-    pub fn route(
-        &mut self,
-        rng: &mut impl Rng,
-        now: u64,
-        from: MachineId,
-        to: MachineId,
-    ) -> Verdict {
+    pub fn route(&mut self, now: u64, from: MachineId, to: MachineId) -> Verdict {
         if self.plain {
             // The common case: one fixed, lossless link for every pair;
             // FIFO holds by itself (same delay, time never goes back).
@@ -395,32 +418,34 @@ impl<M> Net<M> {
                 return Verdict::At(now + nanos(d), self.stamp(from, to));
             }
         }
-        self.route_link(rng, now, from, to, None)
+        self.route_link(now, from, to, None)
     }
 
     /// Send on a message released from a hold, with the stamp it got when
     /// it was sent.
-    pub fn reroute(
-        &mut self,
-        rng: &mut impl Rng,
-        now: u64,
-        from: MachineId,
-        to: MachineId,
-        stamp: Stamp,
-    ) -> Verdict {
-        self.route_link(rng, now, from, to, Some(stamp))
+    pub fn reroute(&mut self, now: u64, from: MachineId, to: MachineId, stamp: Stamp) -> Verdict {
+        self.route_link(now, from, to, Some(stamp))
     }
 
     #[inline(never)]
     fn route_link(
         &mut self,
-        rng: &mut impl Rng,
         now: u64,
         from: MachineId,
         to: MachineId,
         sent: Option<Stamp>,
     ) -> Verdict {
         let outside = from.is_controller() || to.is_controller();
+        // Every message counts on its pair, whatever its fate: a cut that
+        // drops some leaves the later ones' draws as they were.
+        let key = pair(from, to);
+        let horizon = self.horizon;
+        let state = self.pairs.entry(key).or_insert(PairState {
+            last: horizon,
+            sent: 0,
+        });
+        state.sent += 1;
+        self.draws = Draws::keyed(self.seed, key, state.sent);
         let stamp = match sent {
             Some(s) if !self.accept(from, to, s) => return self.lose(Loss::Stale),
             Some(s) => s,
@@ -435,15 +460,20 @@ impl<M> Net<M> {
             }
         }
         let link = *self.link(from, to);
-        if !outside && link.loss > 0.0 && rng.gen_bool(link.loss) {
+        // Both draws are made whatever the link is, so a changed loss or
+        // latency changes only this message's fate.
+        let lost = self.draws.gen_bool(link.loss.clamp(0.0, 1.0));
+        let delay = link.latency.sample(&mut self.draws);
+        if !outside && lost {
             return self.lose(Loss::Dropped);
         }
-        let mut at = now + nanos(link.latency.sample(rng));
+        let mut at = now + nanos(delay);
         if !self.reorder {
             // FIFO per pair, as TCP: never before an earlier message.
-            let last = self.last.entry(pair(from, to)).or_insert(self.horizon);
-            at = at.max(*last);
-            *last = at;
+            if let Some(state) = self.pairs.get_mut(&key) {
+                at = at.max(state.last);
+                state.last = at;
+            }
         }
         Verdict::At(at, stamp)
     }
@@ -529,6 +559,62 @@ impl<M> Net<M> {
     }
 }
 
+/// What the model keeps per ordered pair that sent on its detailed path.
+#[derive(Clone, Copy, Debug)]
+struct PairState {
+    /// Last delivery time scheduled (FIFO).
+    last: u64,
+    /// Messages sent so far, whatever became of them.
+    sent: u64,
+}
+
+/// Counter-based random draws (SplitMix64): a message's stream is a pure
+/// function of the seed, its pair and its number on the pair, so it needs
+/// no state beyond a counter per pair.
+#[derive(Clone, Copy, Debug)]
+pub struct Draws(u64);
+
+impl Draws {
+    /// The stream of message number `n` of pair `key` under `seed`.
+    pub fn keyed(seed: u64, key: u64, n: u64) -> Draws {
+        Draws(mix64(seed ^ mix64(key ^ mix64(n))))
+    }
+}
+
+/// SplitMix64's finaliser: a bijection that spreads every input bit.
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl RngCore for Draws {
+    #[inline]
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+
+    #[inline]
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> std::result::Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
 #[inline]
 fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -537,8 +623,6 @@ fn nanos(d: std::time::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
     use std::time::Duration;
 
     const A: MachineId = MachineId(0);
@@ -553,7 +637,6 @@ mod tests {
 
     #[test]
     fn fifo_per_pair_with_random_latency() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net: Net<()> = Net::new(Link {
             latency: Latency::Uniform {
                 min: Duration::from_micros(1),
@@ -563,7 +646,7 @@ mod tests {
         });
         let mut prev = 0;
         for i in 0..1000 {
-            let (t, _) = at(net.route(&mut rng, i * 10, A, B));
+            let (t, _) = at(net.route(i * 10, A, B));
             assert!(t >= prev, "message {i} overtook an earlier one");
             prev = t;
         }
@@ -571,9 +654,8 @@ mod tests {
 
     #[test]
     fn fifo_when_a_fixed_latency_is_lowered_in_flight() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net: Net<()> = Net::new(Link::fixed(Duration::from_millis(100)));
-        let (first, _) = at(net.route(&mut rng, 0, A, B));
+        let (first, _) = at(net.route(0, A, B));
         let link = Link::fixed(Duration::from_millis(1));
         net.apply(
             &NetOp::SetLink {
@@ -583,10 +665,10 @@ mod tests {
             },
             10,
         );
-        let (second, _) = at(net.route(&mut rng, 10, A, B));
+        let (second, _) = at(net.route(10, A, B));
         assert!(second >= first, "{second} overtook {first}");
         // And again on the detailed path.
-        let (third, _) = at(net.route(&mut rng, 20, A, B));
+        let (third, _) = at(net.route(20, A, B));
         net.apply(
             &NetOp::SetLink {
                 from: A,
@@ -595,50 +677,47 @@ mod tests {
             },
             20,
         );
-        let (fourth, _) = at(net.route(&mut rng, 21, A, B));
+        let (fourth, _) = at(net.route(21, A, B));
         assert!(fourth >= third);
     }
 
     #[test]
     fn a_cut_loses_what_is_in_flight_even_if_healed_before_arrival() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net: Net<()> = Net::new(Link::default());
-        let (_, s) = at(net.route(&mut rng, 0, A, B));
+        let (_, s) = at(net.route(0, A, B));
         assert!(net.accept(A, B, s));
         net.apply(&NetOp::Cut { from: A, to: B }, 1);
-        assert_eq!(net.route(&mut rng, 2, A, B), Verdict::Lost(Loss::Cut));
+        assert_eq!(net.route(2, A, B), Verdict::Lost(Loss::Cut));
         net.apply(&NetOp::Heal { from: A, to: B }, 3);
         assert!(!net.accept(A, B, s), "sent before the cut");
-        let (_, s2) = at(net.route(&mut rng, 4, A, B));
+        let (_, s2) = at(net.route(4, A, B));
         assert!(net.accept(A, B, s2));
         // The other direction was never cut.
-        let (_, back) = at(net.route(&mut rng, 0, B, A));
+        let (_, back) = at(net.route(0, B, A));
         assert!(net.accept(B, A, back));
     }
 
     #[test]
     fn a_crash_of_either_end_loses_what_is_in_flight() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net: Net<()> = Net::new(Link::default());
-        let (_, to_b) = at(net.route(&mut rng, 0, A, B));
-        let (_, from_b) = at(net.route(&mut rng, 0, B, A));
+        let (_, to_b) = at(net.route(0, A, B));
+        let (_, from_b) = at(net.route(0, B, A));
         net.crash(B);
-        let (_, while_down) = at(net.route(&mut rng, 1, A, B));
+        let (_, while_down) = at(net.route(1, A, B));
         net.restart(B);
         assert!(!net.accept(A, B, to_b));
         assert!(!net.accept(B, A, from_b));
         assert!(!net.accept(A, B, while_down), "sent while B was down");
-        let (_, fresh) = at(net.route(&mut rng, 2, A, B));
+        let (_, fresh) = at(net.route(2, A, B));
         assert!(net.accept(A, B, fresh));
     }
 
     #[test]
     fn holds_keep_stamps_and_are_bounded() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net: Net<u32> = Net::new(Link::default());
         net.apply(&NetOp::Hold { from: A, to: B }, 0);
         for i in 0..3 {
-            let Verdict::Held(s) = net.route(&mut rng, 0, A, B) else {
+            let Verdict::Held(s) = net.route(0, A, B) else {
                 panic!("not held")
             };
             assert!(net.park(A, B, i, s));
@@ -647,11 +726,11 @@ mod tests {
         let order: Vec<u32> = q.iter().map(|(m, _)| *m).collect();
         assert_eq!(order, vec![0, 1, 2]);
         for (_, s) in q {
-            at(net.reroute(&mut rng, 5, A, B, s));
+            at(net.reroute(5, A, B, s));
         }
         // Held across a crash of the receiver: stale on release.
         net.apply(&NetOp::Hold { from: A, to: B }, 6);
-        let Verdict::Held(s) = net.route(&mut rng, 6, A, B) else {
+        let Verdict::Held(s) = net.route(6, A, B) else {
             panic!("not held")
         };
         assert!(net.park(A, B, 9, s));
@@ -659,10 +738,7 @@ mod tests {
         net.restart(B);
         let q = net.apply(&NetOp::Release { from: A, to: B }, 7);
         let (_, s) = q[0];
-        assert_eq!(
-            net.reroute(&mut rng, 7, A, B, s),
-            Verdict::Lost(Loss::Stale)
-        );
+        assert_eq!(net.reroute(7, A, B, s), Verdict::Lost(Loss::Stale));
         // Full.
         net.apply(&NetOp::Hold { from: A, to: B }, 8);
         for i in 0..MAX_QUEUED_PER_PAIR as u32 {
@@ -674,7 +750,6 @@ mod tests {
 
     #[test]
     fn state_for_lets_an_agent_agree_on_stamps() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut ctl: Net<()> = Net::new(Link::default());
         ctl.apply(&NetOp::Cut { from: A, to: B }, 0);
         ctl.apply(&NetOp::Heal { from: A, to: B }, 0);
@@ -683,7 +758,7 @@ mod tests {
         let mut agent: Net<()> = Net::new(Link::default());
         agent.load(&ctl.state_for(B), 0);
         assert_eq!(agent.stamp(A, B), ctl.stamp(A, B));
-        let (_, s) = at(ctl.route(&mut rng, 0, A, B));
+        let (_, s) = at(ctl.route(0, A, B));
         assert!(agent.accept(A, B, s));
     }
 

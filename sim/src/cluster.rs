@@ -226,7 +226,11 @@ struct World {
     /// Events in (time, insertion) order: the order of a heap keyed by
     /// (virtual time, sequence number).
     queue: Queue<Event>,
-    rng: ChaCha8Rng,
+    /// Each machine's stream of draws (`ctx.rng()`, buggify), made on
+    /// first use from the seed and the machine: one machine's draws never
+    /// move another's. The controller's nodes draw from `controller_rng`.
+    rngs: Vec<Option<Box<ChaCha8Rng>>>,
+    controller_rng: ChaCha8Rng,
     /// The network model; a held link queues (from, to, message id, bytes).
     net: Net<(NodeId, NodeId, u32, Payload)>,
     /// Id of the next message sent (counts every send; wraps at 2^32).
@@ -299,12 +303,9 @@ impl World {
             );
             return;
         }
-        let verdict = self.net.route(
-            &mut self.rng,
-            self.now + self.io_delay,
-            from.machine,
-            to.machine,
-        );
+        let verdict = self
+            .net
+            .route(self.now + self.io_delay, from.machine, to.machine);
         match verdict {
             Verdict::At(at, stamp) if self.duplicate <= 0.0 => self.push(
                 at,
@@ -325,8 +326,10 @@ impl World {
     fn route_rare(&mut self, verdict: Verdict, from: NodeId, to: NodeId, id: u32, bytes: Payload) {
         match verdict {
             Verdict::At(at, stamp) => {
-                if self.duplicate > 0.0 && self.rng.gen_bool(self.duplicate) {
-                    let extra = self.rng.gen_range(0..=2_000_000u64);
+                // Drawn after the message's fate, from its own keyed draws.
+                let draws = self.net.draws();
+                if self.duplicate > 0.0 && draws.gen_bool(self.duplicate) {
+                    let extra = draws.gen_range(0..=2_000_000u64);
                     self.push(
                         at + extra,
                         Event::Deliver {
@@ -375,6 +378,19 @@ impl World {
 }
 
 impl World {
+    /// The machine's stream of draws, made on first use.
+    fn rng_of(&mut self, machine: MachineId) -> &mut ChaCha8Rng {
+        if machine.is_controller() {
+            return &mut self.controller_rng;
+        }
+        let i = machine.0 as usize;
+        if self.rngs.len() <= i {
+            self.rngs.resize_with(i + 1, || None);
+        }
+        let seed = rng_seed(self.seed, machine);
+        self.rngs[i].get_or_insert_with(|| Box::new(ChaCha8Rng::seed_from_u64(seed)))
+    }
+
     /// The machine's disk, made on first use.
     fn disk_of(&mut self, machine: MachineId) -> &mut DiskModel {
         let seed = disk_seed(self.seed, machine);
@@ -439,8 +455,8 @@ impl Env for World {
         self.pending.remove(&timer.0);
     }
 
-    fn rng(&mut self) -> &mut ChaCha8Rng {
-        &mut self.rng
+    fn rng(&mut self, node: NodeId) -> &mut ChaCha8Rng {
+        self.rng_of(node.machine)
     }
 
     fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore {
@@ -453,8 +469,11 @@ impl Env for World {
         Ok(())
     }
 
-    fn buggify(&mut self, _node: NodeId) -> bool {
-        self.buggify > 0.0 && self.rng.gen_bool(self.buggify)
+    fn buggify(&mut self, node: NodeId) -> bool {
+        self.buggify > 0.0 && {
+            let p = self.buggify;
+            self.rng_of(node.machine).gen_bool(p)
+        }
     }
 
     fn record(&mut self, node: NodeId, mut op: Op) {
@@ -471,7 +490,10 @@ impl Env for World {
 }
 
 /// The simulated cluster. Single-threaded and deterministic: all state is
-/// here, all randomness comes from one ChaCha8 rng seeded with `seed`.
+/// here, and all randomness is seeded with `seed`, in separate streams: one
+/// per machine (its nodes' `ctx.rng()`), keyed draws per message
+/// ([`distzero_core::net::Draws`]), one per disk and one per nemesis
+/// declaration.
 pub struct SimCluster {
     seed: u64,
     run_id: String,
@@ -574,7 +596,7 @@ impl SimCluster {
         };
         log::set_scope(Scope::default());
         let scoped = log.is_some() && config.log_level.is_some();
-        let mut net = Net::new(config.default_link);
+        let mut net = Net::new(config.default_link).seeded(config.seed);
         net.reorder = config.reorder;
         let cluster = SimCluster {
             seed: config.seed,
@@ -583,7 +605,11 @@ impl SimCluster {
             world: World {
                 now: 0,
                 queue: Queue::default(),
-                rng: ChaCha8Rng::seed_from_u64(config.seed),
+                rngs: Vec::new(),
+                controller_rng: ChaCha8Rng::seed_from_u64(rng_seed(
+                    config.seed,
+                    MachineId::CONTROLLER,
+                )),
                 net,
                 duplicate: config.duplicate,
                 disks: Vec::new(),
@@ -676,11 +702,7 @@ impl SimCluster {
         }
         let now = self.world.now;
         for ((f, t, id, bytes), stamp) in self.world.net.apply(&op, now) {
-            match self
-                .world
-                .net
-                .reroute(&mut self.world.rng, now, f.machine, t.machine, stamp)
-            {
+            match self.world.net.reroute(now, f.machine, t.machine, stamp) {
                 Verdict::At(at, stamp) => self.world.push(
                     at,
                     Event::Deliver {
@@ -1102,6 +1124,11 @@ impl SimCluster {
             time: Duration::from_nanos(self.world.now),
         });
     }
+}
+
+/// The seed of a machine's stream of draws.
+fn rng_seed(seed: u64, machine: MachineId) -> u64 {
+    distzero_core::net::mix64(seed ^ u64::from(machine.0).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// The seed of a machine's disk faults: apart from the cluster's rng, so

@@ -1,8 +1,11 @@
 //! distzero-sim: the simulated mode.
 //!
 //! One thread, one event queue ordered by (virtual time, sequence), every
-//! choice drawn from one ChaCha rng seeded from the cluster seed. Same seed,
-//! same code: the same events in the same order and the same log bytes.
+//! choice drawn from streams seeded from the cluster seed (one per machine,
+//! one per message keyed by its pair and number, one per disk, one per
+//! nemesis declaration: a fault removed changes only what it touched).
+//! Same seed, same code: the same events in the same order and the same
+//! log bytes.
 //!
 //! - [`SimCluster`]: the [`distzero_core::Cluster`] on the deterministic event loop.
 //! - the network model is `distzero_core::net`, shared with the agent.

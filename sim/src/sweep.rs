@@ -310,6 +310,9 @@ impl Drop for Watchdog {
 /// Default of [`SweepOptions::candidates`].
 pub const CANDIDATES: usize = 6;
 
+/// Default of [`SweepOptions::shrink_goal`].
+pub const SHRINK_GOAL: usize = 3;
+
 /// How to sweep.
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
@@ -325,6 +328,11 @@ pub struct SweepOptions {
     /// shifts the timing of everything after it); another seed's may
     /// shrink to one fault. 1 = the first failure only.
     pub candidates: usize,
+    /// With `stop_at_first`: while the smallest shrunk schedule has more
+    /// faults than this, sweep on for as many candidates again (at most
+    /// as many seeds again as ran so far) and shrink them too, up to
+    /// [`MAX_CANDIDATES`] in all.
+    pub shrink_goal: usize,
     /// `(i, n)`: run only seeds with `seed % n == i`.
     pub shard: Option<(u64, u64)>,
     /// Run each seed twice with full logs and compare them byte for byte.
@@ -354,6 +362,7 @@ impl SweepOptions {
             jobs: settings.sweep_jobs()?,
             stop_at_first: !settings.keep_going()?,
             candidates: CANDIDATES,
+            shrink_goal: SHRINK_GOAL,
             shard: settings.shard()?,
             check_determinism: settings.check_determinism()?,
             progress: settings.progress()?,
@@ -371,6 +380,7 @@ impl Default for SweepOptions {
             jobs: 0,
             stop_at_first: true,
             candidates: CANDIDATES,
+            shrink_goal: SHRINK_GOAL,
             shard: None,
             check_determinism: false,
             progress: false,
@@ -593,120 +603,117 @@ pub fn sweep(
     };
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let failing = Mutex::new(Vec::<(u64, RunFailure)>::new());
+    // Failing seeds, their first failure and the schedules it ran.
+    let failing = Mutex::new(Vec::<(u64, RunFailure, Vec<Schedule>)>::new());
     let nondet = Mutex::new(Vec::<u64>::new());
     let ran = AtomicU64::new(0);
     let first_failure = OnceLock::<Duration>::new();
-    // Seeds run when the first failure came: the candidates' search runs
-    // at most as many again (at least 16).
-    let ran_at_first = OnceLock::<u64>::new();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let Some(&r0) = ran_at_first.get() {
-                    if ran.load(Ordering::Relaxed) >= r0 + r0.max(16) {
-                        stop.store(true, Ordering::Relaxed);
+    // At most as many seeds again as ran when a round's first failure
+    // came (at least 16 more).
+    let limit = |r: u64| r + r.max(16);
+    // Sweep on until `target` seeds failed (stopping at the first failure)
+    // or the round's limit of seeds ran; whether seeds are left.
+    let gather = |target: usize| -> bool {
+        stop.store(false, Ordering::Relaxed);
+        let failed_before = failing.lock().expect("poisoned").len();
+        let limit_at = OnceLock::<u64>::new();
+        if failed_before > 0 {
+            limit_at.get_or_init(|| limit(ran.load(Ordering::Relaxed)));
+        }
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(|| loop {
+                    if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(&seed) = seeds.get(i) else { return };
-                let result = if opts.check_determinism {
-                    let base = opts.log_root.join(&w.name).join("determinism");
-                    let (a, b) = (
-                        base.join(format!("{seed}-a")),
-                        base.join(format!("{seed}-b")),
-                    );
-                    let r1 = run(seed, None, Some(&a));
-                    let r2 = run(seed, None, Some(&b));
-                    // A run stopped by the wall clock stops anywhere: no
-                    // two such runs need agree.
-                    let timed_out = [&r1.result, &r2.result]
-                        .iter()
-                        .any(|r| r.is_err() && fails_exactly(r).is_none());
-                    if !timed_out
-                        && (r1.result != r2.result
-                            || r1.schedules != r2.schedules
-                            || !same_tree(&a, &b))
-                    {
-                        nondet.lock().expect("poisoned").push(seed);
+                    if let (true, Some(&l)) = (opts.stop_at_first, limit_at.get()) {
+                        if ran.load(Ordering::Relaxed) >= l {
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(i) else { return };
+                    let run = if opts.check_determinism {
+                        let base = opts.log_root.join(&w.name).join("determinism");
+                        let (a, b) = (
+                            base.join(format!("{seed}-a")),
+                            base.join(format!("{seed}-b")),
+                        );
+                        let r1 = run(seed, None, Some(&a));
+                        let r2 = run(seed, None, Some(&b));
+                        // A run stopped by the wall clock stops anywhere: no
+                        // two such runs need agree.
+                        let timed_out = [&r1.result, &r2.result]
+                            .iter()
+                            .any(|r| r.is_err() && fails_exactly(r).is_none());
+                        if !timed_out
+                            && (r1.result != r2.result
+                                || r1.schedules != r2.schedules
+                                || !same_tree(&a, &b))
+                        {
+                            nondet.lock().expect("poisoned").push(seed);
+                        } else {
+                            let _ = std::fs::remove_dir_all(&a);
+                            let _ = std::fs::remove_dir_all(&b);
+                        }
+                        r1
                     } else {
-                        let _ = std::fs::remove_dir_all(&a);
-                        let _ = std::fs::remove_dir_all(&b);
+                        run(seed, None, None)
+                    };
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    if let Err(m) = run.result {
+                        first_failure.get_or_init(|| start.elapsed());
+                        limit_at.get_or_init(|| limit(ran.load(Ordering::Relaxed)));
+                        let mut f = failing.lock().expect("poisoned");
+                        f.push((seed, m, run.schedules));
+                        bar.set_message(format!("{} failing", f.len()));
+                        if opts.stop_at_first && f.len() >= target {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
-                    r1.result
-                } else {
-                    run(seed, None, None).result
-                };
-                ran.fetch_add(1, Ordering::Relaxed);
-                if let Err(m) = result {
-                    first_failure.get_or_init(|| start.elapsed());
-                    ran_at_first.get_or_init(|| ran.load(Ordering::Relaxed));
-                    let mut f = failing.lock().expect("poisoned");
-                    f.push((seed, m));
-                    bar.set_message(format!("{} failing", f.len()));
-                    if opts.stop_at_first && f.len() >= opts.candidates.max(1) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                bar.inc(1);
-            });
-        }
-    });
-    bar.finish_and_clear();
-    let mut failing = failing.into_inner().expect("poisoned");
-    failing.sort_by_key(|(seed, _)| *seed);
-    let also_failing: Vec<u64> = failing.iter().map(|(s, _)| *s).collect();
-    if opts.stop_at_first {
-        failing.truncate(opts.candidates.max(1));
-    }
-    // Each failure with full logs; the first (or, stopping at the first,
-    // each candidate) shrunk.
-    let began = Instant::now();
+                    bar.inc(1);
+                });
+            }
+        });
+        (next.load(Ordering::Relaxed) as usize) < seeds.len()
+    };
+    gather(opts.candidates.max(1));
     let mut failures = Vec::new();
-    for (i, (seed, first)) in failing.into_iter().enumerate() {
-        let shrink = i == 0 || opts.stop_at_first;
-        let f = examine(w, seed, first, shrink, opts, replay, &watchdog);
-        // A candidate shrunk to one fault or none cannot be beaten: the
-        // others stay unexamined (listed as also failing).
-        let done = opts.stop_at_first
-            && f.shrunk
-                .as_ref()
-                .is_some_and(|(s, _)| s.iter().map(Schedule::faults).sum::<usize>() <= 1);
-        failures.push(f);
-        if done {
-            break;
+    let began = Instant::now();
+    let mut shrunk_any = false;
+    if !opts.stop_at_first {
+        // Every failure with full logs; the first one shrunk.
+        let mut failing = failing.lock().expect("poisoned");
+        failing.sort_by_key(|(seed, ..)| *seed);
+        for (i, (seed, first, _)) in failing.drain(..).enumerate() {
+            let f = examine(w, seed, first, i == 0, opts, replay, &watchdog);
+            shrunk_any |= f.shrunk.is_some();
+            failures.push(f);
         }
+    } else if let Some((seed, first, _, shrunk)) =
+        best_candidate(w, opts, &watchdog, &failing, &gather)
+    {
+        shrunk_any = shrunk.is_some();
+        failures.push(report_failure(
+            w, seed, first, shrunk, opts, replay, &watchdog,
+        ));
     }
-    let shrinking = if failures.iter().any(|f| f.shrunk.is_some()) {
+    let shrinking = if shrunk_any {
         began.elapsed()
     } else {
         Duration::ZERO
     };
-    if opts.stop_at_first && failures.len() > 1 {
-        // The candidate that shrank smallest (fewest faults, then steps,
-        // then the lowest seed); its logs are the ones kept.
-        let size = |f: &SweepFailure| match &f.shrunk {
-            Some((s, _)) => (
-                s.iter().map(Schedule::faults).sum::<usize>(),
-                s.iter().map(|s| s.steps.len()).sum::<usize>(),
-            ),
-            None => (
-                f.schedules.iter().map(Schedule::faults).sum::<usize>(),
-                f.schedules.iter().map(|s| s.steps.len()).sum::<usize>(),
-            ),
-        };
-        failures.sort_by_key(|f| (size(f), f.seed));
-        failures.truncate(1);
-    }
+    bar.finish_and_clear();
     let reported: Vec<u64> = failures.iter().map(|f| f.seed).collect();
-    let also_failing = also_failing
+    let mut also_failing: Vec<u64> = failing
+        .into_inner()
+        .expect("poisoned")
         .into_iter()
+        .map(|(s, ..)| s)
         .filter(|s| !reported.contains(s))
         .collect();
+    also_failing.sort_unstable();
     let mut nondeterministic = nondet.into_inner().expect("poisoned");
     nondeterministic.sort();
     SweepReport {
@@ -720,6 +727,133 @@ pub fn sweep(
         shrinking,
         also_failing,
     }
+}
+
+/// Most failing seeds one sweep shrinks in search of a small schedule
+/// ([`SweepOptions::shrink_goal`]).
+pub const MAX_CANDIDATES: usize = 24;
+
+/// Most rounds of sweeping on for candidates in one search: each at most
+/// doubles the seeds run.
+const MAX_ROUNDS: usize = 12;
+
+/// A failing seed as the seed loop found it, and its shrunk schedules.
+type Candidate = (
+    u64,
+    RunFailure,
+    Vec<Schedule>,
+    Option<(Vec<Schedule>, String)>,
+);
+
+/// Stopping at the first failure: shrink the gathered failing seeds (in
+/// seed order, without logs) and keep the one that shrinks smallest
+/// (fewest faults, then steps, then the lowest seed). A candidate shrunk
+/// to one fault or none cannot be beaten: the rest stay unshrunk. While
+/// the best has more faults than [`SweepOptions::shrink_goal`], `gather`
+/// sweeps on until as many candidates again failed (at most as many seeds
+/// again as ran so far), up to [`MAX_CANDIDATES`] shrunk in all.
+fn best_candidate(
+    w: &Workflow,
+    opts: &SweepOptions,
+    watchdog: &Watchdog,
+    failing: &Mutex<Vec<(u64, RunFailure, Vec<Schedule>)>>,
+    gather: &dyn Fn(usize) -> bool,
+) -> Option<Candidate> {
+    let size = |s: &[Schedule]| {
+        (
+            s.iter().map(Schedule::faults).sum::<usize>(),
+            s.iter().map(|s| s.steps.len()).sum::<usize>(),
+        )
+    };
+    let per_round = opts.candidates.max(1);
+    let mut examined: Vec<u64> = Vec::new();
+    let mut best: Option<((usize, usize), Candidate)> = None;
+    loop {
+        let mut round: Vec<(u64, RunFailure, Vec<Schedule>)> = failing
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter(|(s, ..)| !examined.contains(s))
+            .cloned()
+            .collect();
+        round.sort_by_key(|(s, ..)| *s);
+        round.truncate(per_round.min(MAX_CANDIDATES - examined.len()));
+        if round.is_empty() {
+            break;
+        }
+        for (seed, first, schedules) in round {
+            examined.push(seed);
+            let exact = !matches!(first.budget, Some(BudgetSpent::WallTime(_)));
+            let shrink = exact && opts.shrink_budget > 0 && schedules.iter().any(|s| !s.is_empty());
+            let shrunk = shrink.then(|| {
+                shrink_with(
+                    w,
+                    seed,
+                    schedules.clone(),
+                    first.message.clone(),
+                    &opts.sim,
+                    opts.shrink_budget,
+                    watchdog,
+                )
+            });
+            let key = (size(shrunk.as_ref().map_or(&schedules, |(s, _)| s)), seed);
+            if best
+                .as_ref()
+                .is_none_or(|(b, c)| (key.0, key.1) < (*b, c.0))
+            {
+                best = Some((key.0, (seed, first, schedules, shrunk)));
+            }
+            // Without shrinking (budget 0 or over wall time) the first is
+            // reported, as it is.
+            if !shrink || best.as_ref().is_some_and(|(b, _)| b.0 <= 1) {
+                return best.map(|(_, c)| c);
+            }
+        }
+        let small = best.as_ref().is_some_and(|(b, _)| b.0 <= opts.shrink_goal);
+        if small || examined.len() >= MAX_CANDIDATES {
+            break;
+        }
+        // Sweep on (doubling the seeds run each round) until new
+        // candidates failed, or no seed is left.
+        for _round in 0..MAX_ROUNDS {
+            if failing.lock().expect("poisoned").len() > examined.len()
+                || !gather(examined.len() + per_round)
+            {
+                break;
+            }
+        }
+        if failing.lock().expect("poisoned").len() <= examined.len() {
+            break; // no seed left that fails
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// The reported failure: its seed run again with full logs (a check that
+/// it fails again), and its shrunk schedules with theirs.
+#[allow(clippy::too_many_arguments)]
+fn report_failure(
+    w: &Workflow,
+    seed: u64,
+    first: RunFailure,
+    shrunk: Option<(Vec<Schedule>, String)>,
+    opts: &SweepOptions,
+    replay: &dyn Fn(u64, Option<&[Schedule]>) -> String,
+    watchdog: &Watchdog,
+) -> SweepFailure {
+    let mut f = examine(w, seed, first, false, opts, replay, watchdog);
+    if let Some((s, m)) = shrunk {
+        let dir = opts
+            .log_root
+            .join(&w.name)
+            .join(format!("simulated-{seed}{SCHEDULE_SUFFIX}"));
+        let sim = opts.sim.for_failure();
+        let _ = run_seed(w, seed, Some(&s), Some(&dir), &sim, watchdog);
+        f.shrunk_log_dir = Some(dir);
+        f.replay_shrunk = Some(replay(seed, Some(&s)));
+        f.shrunk = Some((s, m));
+    }
+    f
 }
 
 /// A failing seed run again with full logs (a check that it fails again),

@@ -623,6 +623,15 @@ fn a_failure_without_faults_shrinks_to_none_and_says_so() {
 /// two crashes or more (a schedule that shrinks poorly), on the others
 /// with one.
 fn crash_counting(c: &mut dyn Cluster) -> Result<()> {
+    crash_counting_below(c, 6)
+}
+
+/// As [`crash_counting`], with two crashes needed on seeds below 20.
+fn crash_counting_late(c: &mut dyn Cluster) -> Result<()> {
+    crash_counting_below(c, 20)
+}
+
+fn crash_counting_below(c: &mut dyn Cluster, below: u64) -> Result<()> {
     use distzero::nemesis::FaultKind;
     let ms: [MachineId; 3] = c.add_machines()?;
     c.start_nemesis(Nemesis::on(&ms).kinds(&[FaultKind::Crash]).max_faults(6))?;
@@ -632,7 +641,7 @@ fn crash_counting(c: &mut dyn Cluster) -> Result<()> {
         .iter()
         .filter(|s| matches!(s.fault, Fault::Crash(_)))
         .count();
-    let needed = if c.seed() < 6 { 2 } else { 1 };
+    let needed = if c.seed() < below { 2 } else { 1 };
     assert!(crashes < needed, "{crashes} crashes");
     Ok(())
 }
@@ -666,5 +675,56 @@ fn the_reported_failure_is_the_candidate_that_shrinks_smallest() {
         "{one}"
     );
     assert!(one.also_failing.is_empty(), "{one}");
+    let _ = std::fs::remove_dir_all(o.log_root);
+}
+
+/// While every candidate shrinks to more faults than the goal, the sweep
+/// gathers and shrinks more; once one is small enough, it stops.
+#[test]
+fn a_sweep_looks_further_while_no_candidate_is_small_enough() {
+    let w = Workflow::new("crash-counting-late", Registry::new(), crash_counting_late);
+    let mut o = opts("goal", 0..400);
+    o.jobs = 1;
+    o.candidates = 2;
+    o.shrink_goal = 1;
+    let report = sweep(&w, &o, &replay);
+    let f = &report.failures[0];
+    assert!(f.seed >= 20, "{report}");
+    assert_eq!(
+        f.shrunk.as_ref().expect("shrunk").0[0].faults(),
+        1,
+        "{report}"
+    );
+    // The seeds below 20 that failed were shrunk first, in vain.
+    assert!(report.also_failing.iter().any(|&s| s < 20), "{report}");
+    // Two faults are small enough: the first round's best is reported.
+    o.shrink_goal = 2;
+    let report = sweep(&w, &o, &replay);
+    let f = &report.failures[0];
+    assert!(f.seed < 20, "{report}");
+    assert_eq!(
+        f.shrunk.as_ref().expect("shrunk").0[0].faults(),
+        2,
+        "{report}"
+    );
+    assert!(report.ran < 60, "{report}");
+    let _ = std::fs::remove_dir_all(o.log_root);
+}
+
+/// Keeping going, a sweep runs every seed and reports every failure.
+#[test]
+fn keep_going_runs_every_seed() {
+    let w = Workflow::new("crash-counting", Registry::new(), crash_counting);
+    let mut o = opts("keep-going", 0..60);
+    o.stop_at_first = false;
+    let report = sweep(&w, &o, &replay);
+    assert_eq!(report.ran, 60, "{report}");
+    assert!(report.failures.len() > 6, "{report}");
+    let seeds: Vec<u64> = report.failures.iter().map(|f| f.seed).collect();
+    let mut sorted = seeds.clone();
+    sorted.sort_unstable();
+    assert_eq!(seeds, sorted, "{report}");
+    assert!(report.failures[0].shrunk.is_some(), "the first is shrunk");
+    assert!(report.failures[1..].iter().all(|f| f.shrunk.is_none()));
     let _ = std::fs::remove_dir_all(o.log_root);
 }

@@ -101,7 +101,7 @@ impl Env for HostEnv {
             self.timers.remove(&(at, timer.0));
         }
     }
-    fn rng(&mut self) -> &mut ChaCha8Rng {
+    fn rng(&mut self, _node: NodeId) -> &mut ChaCha8Rng {
         &mut self.rng
     }
     fn disk(&mut self, machine: MachineId) -> &mut dyn DiskStore {
@@ -142,10 +142,9 @@ struct Host {
     registry: Registry,
     env: HostEnv,
     nodes: BTreeMap<u32, Box<dyn AnyNode>>,
-    /// Randomness of the links (loss, latency), apart from the nodes' rng.
-    net_rng: ChaCha8Rng,
     peers: BTreeMap<MachineId, SocketAddr>,
-    /// The network model (the simulator's own), this agent's copy: links
+    /// The network model (the simulator's own), this agent's copy (its
+    /// draws of loss and latency seeded apart from the nodes' rng): links
     /// and holds of its outgoing pairs, cuts and epochs of the pairs it is
     /// an end of, every machine's life. Its times are ns since `t0`.
     net: Net<PeerFrame>,
@@ -231,10 +230,9 @@ pub(super) async fn run(
             records: Vec::new(),
         },
         nodes: BTreeMap::new(),
-        net_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ mix ^ 0x5555_5555),
         peers: BTreeMap::new(),
         // No latency of its own on top of the real network's, until set.
-        net: Net::new(Link::fixed(Duration::ZERO)),
+        net: Net::new(Link::fixed(Duration::ZERO)).seeded(cfg.seed ^ mix ^ 0x5555_5555),
         t0: Instant::now(),
         delayed: BTreeMap::new(),
         out: BTreeMap::new(),
@@ -478,7 +476,7 @@ impl Host {
         } else {
             let dest = to.machine;
             let (now, me) = (self.model_now(), self.me());
-            match self.net.route(&mut self.net_rng, now, me, dest) {
+            match self.net.route(now, me, dest) {
                 Verdict::At(due, stamp) => {
                     let frame = PeerFrame::Msg {
                         from,
@@ -772,7 +770,7 @@ impl Host {
                         PeerFrame::Msg { to, .. } => to.machine,
                     };
                     let me = self.me();
-                    match self.net.reroute(&mut self.net_rng, now, me, dest, stamp) {
+                    match self.net.reroute(now, me, dest, stamp) {
                         Verdict::At(due, _) => self.enqueue(dest, due, frame),
                         _ => {
                             frame_dropped(me, &frame, Reason::Stale);
