@@ -8,7 +8,10 @@
 //! Columns: the first failing seed, seeds up to it, wall seconds to it
 //! (2 cores), the shrunk schedule (`Nf/Ms`: N faults in M steps, and the
 //! seed of the candidate that shrank smallest, see
-//! `SweepOptions::candidates`), wall seconds re-running and shrinking.
+//! `SweepOptions::candidates` and `shrink_goal`), wall seconds re-running,
+//! shrinking and searching for a candidate that shrinks smaller. Seeds
+//! are hunted in chunks of 200; the chunk that fails is swept again with
+//! room for that search.
 //!
 //! Settings: `BUGFINDING_CLEAN_SEEDS` (default 2000) seeds for the correct
 //! systems; `BUGFINDING_BUDGET_SECS` (default 60) wall time a bug may take
@@ -51,7 +54,14 @@ fn hunt(w: &Workflow, swarm: bool, budget: Duration) -> (Option<SweepReport>, u6
         let report = sweep(w, &options(swarm, first..first + chunk), &|_, _| {
             String::new()
         });
-        if let Some(t) = report.to_first_failure {
+        if report.to_first_failure.is_some() {
+            // Again from this chunk's start with room to search further
+            // for candidates that shrink small (as a user's sweep over
+            // many seeds does): it finds the same first failure.
+            let report = sweep(w, &options(swarm, first..first + 100 * chunk), &|_, _| {
+                String::new()
+            });
+            let t = report.to_first_failure.unwrap_or_default();
             return (Some(report), ran, before + t);
         }
         ran += report.ran;

@@ -431,8 +431,9 @@ pub struct SweepReport {
     pub elapsed: Duration,
     /// Wall time from the start until a seed first failed.
     pub to_first_failure: Option<Duration>,
-    /// Wall time spent re-running failures with logs and shrinking (zero
-    /// if nothing was shrunk).
+    /// Wall time spent re-running failures with logs, shrinking, and
+    /// sweeping on for candidates that shrink smaller (zero if nothing was
+    /// shrunk).
     pub shrinking: Duration,
     /// Failing seeds found but not reported in full (stopping at the first
     /// failure, the other candidates; the report shows the one that shrank
