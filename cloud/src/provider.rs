@@ -51,6 +51,7 @@ use crate::inventory::{Host, Inventory, StaticInventory};
 use crate::ssh::{
     shell_line, shell_quote, CallError, HostKeys, Output, Session, Ssh, COMMAND_TIMEOUT,
 };
+use distzero_core::settings::LogMessages;
 use distzero_core::{Error, MachineId, Mode, Result, Settings};
 use distzero_real::artifact::{AgentSource, Artifact, PROGRAM};
 use distzero_real::provider::{AgentLaunch, MachineAddrs, Provider};
@@ -197,6 +198,9 @@ pub struct SshProvider {
     agent_dir: String,
     hostctl_remote: String,
     log_level: String,
+    /// `DISTZERO_LOG_MESSAGES` as the agents read it (validated: `off`,
+    /// `failing` or `on`), passed on in their environment.
+    log_messages: &'static str,
     /// Where agents listen (`DISTZERO_CLOUD_BIND`); None = the host's address.
     bind: Option<std::net::IpAddr>,
     controller: ControllerRecord,
@@ -281,6 +285,11 @@ impl SshProvider {
             )));
         }
         let bind = settings.cloud_bind()?;
+        let log_messages = match settings.log_messages()? {
+            LogMessages::Off => "off",
+            LogMessages::Failing => "failing",
+            LogMessages::On => "on",
+        };
         let mut ssh = ssh_from_settings(settings, log_dir)?;
         let artifact = Artifact::resolve(settings, source)?;
         let agent_dir = format!("{dir}/bin/agent-{}", artifact.tag());
@@ -327,6 +336,7 @@ impl SshProvider {
             agent_dir,
             hostctl_remote,
             log_level: settings.raw("DISTZERO_LOG_LEVEL").to_string(),
+            log_messages,
             bind,
             controller: ControllerRecord::current(),
             machines: BTreeMap::new(),
@@ -535,6 +545,9 @@ impl SshProvider {
             // The cookie, then the artifact's environment, one `NAME=value`
             // a line, on stdin: never on a command line.
             let mut stdin = cookie.clone();
+            stdin.extend_from_slice(
+                format!("DISTZERO_LOG_MESSAGES={}\n", self.log_messages).as_bytes(),
+            );
             for (name, value) in &command.env {
                 stdin.extend_from_slice(format!("{name}={value}\n").as_bytes());
             }

@@ -70,6 +70,9 @@ pub enum Reason {
     Full,
     /// An end crashed or the pair was cut while it was in flight.
     Stale,
+    /// It waited in a hold that a heal ended (a heal drops what the hold
+    /// queued, as a cut would have).
+    Healed,
     /// No such node on the receiving machine.
     NoNode,
     /// The receiving machine's address is unknown (real modes).
@@ -87,6 +90,7 @@ impl Reason {
             Reason::Crash => "crash",
             Reason::Full => "queue-full",
             Reason::Stale => "cut-or-crash-in-flight",
+            Reason::Healed => "held-then-healed",
             Reason::NoNode => "no-node",
             Reason::NoAddress => "no-address",
             Reason::ClientGone => "client-gone",

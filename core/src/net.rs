@@ -350,8 +350,10 @@ impl<M> Net<M> {
     }
 
     /// Apply a change. `Release` returns what the hold queued, to be sent
-    /// on in order with [`Net::reroute`]; `Heal` and `HealAll` drop it.
-    pub fn apply(&mut self, op: &NetOp, now: u64) -> VecDeque<(M, Stamp)> {
+    /// on in order with [`Net::reroute`]; `Heal` and `HealAll` drop it and
+    /// return it as discarded (for the runtime to log).
+    pub fn apply(&mut self, op: &NetOp, now: u64) -> Applied<M> {
+        let mut out = Applied::default();
         match *op {
             NetOp::SetLink { from, to, link } => {
                 self.detail(now);
@@ -366,13 +368,17 @@ impl<M> Net<M> {
             }
             NetOp::Heal { from, to } => {
                 self.cuts.remove(&pair(from, to));
-                let q = self.held.remove(&pair(from, to));
-                self.drop_held(q);
+                if let Some(q) = self.held.remove(&pair(from, to)) {
+                    self.stats.cut += q.len() as u64;
+                    out.discarded.extend(q);
+                }
             }
             NetOp::HealAll => {
                 self.cuts.clear();
+                // In pair order (a BTreeMap): the same for the same run.
                 for (_, q) in std::mem::take(&mut self.held) {
-                    self.drop_held(Some(q));
+                    self.stats.cut += q.len() as u64;
+                    out.discarded.extend(q);
                 }
             }
             NetOp::Hold { from, to } => {
@@ -380,17 +386,11 @@ impl<M> Net<M> {
                 self.held.entry(pair(from, to)).or_default();
             }
             NetOp::Release { from, to } => {
-                return self.held.remove(&pair(from, to)).unwrap_or_default();
+                out.released = self.held.remove(&pair(from, to)).unwrap_or_default();
             }
             NetOp::Life { machine, life } => self.set_life(machine, life),
         }
-        VecDeque::new()
-    }
-
-    fn drop_held(&mut self, q: Option<VecDeque<(M, Stamp)>>) {
-        if let Some(q) = q {
-            self.stats.cut += q.len() as u64;
-        }
+        out
     }
 
     /// Queue a message on its held link (after [`Verdict::Held`]); false
@@ -559,6 +559,26 @@ impl<M> Net<M> {
     }
 }
 
+/// What a change to the network freed ([`Net::apply`]).
+#[derive(Debug)]
+pub struct Applied<M> {
+    /// What a `Release` let go, in send order, with the stamps it was sent
+    /// with: to send on with [`Net::reroute`].
+    pub released: VecDeque<(M, Stamp)>,
+    /// What a `Heal` or `HealAll` dropped from holds (lost, as a cut would
+    /// have lost it; counted in [`NetStats::cut`]).
+    pub discarded: Vec<(M, Stamp)>,
+}
+
+impl<M> Default for Applied<M> {
+    fn default() -> Self {
+        Applied {
+            released: VecDeque::new(),
+            discarded: Vec::new(),
+        }
+    }
+}
+
 /// What the model keeps per ordered pair that sent on its detailed path.
 #[derive(Clone, Copy, Debug)]
 struct PairState {
@@ -722,7 +742,7 @@ mod tests {
             };
             assert!(net.park(A, B, i, s));
         }
-        let q = net.apply(&NetOp::Release { from: A, to: B }, 5);
+        let q = net.apply(&NetOp::Release { from: A, to: B }, 5).released;
         let order: Vec<u32> = q.iter().map(|(m, _)| *m).collect();
         assert_eq!(order, vec![0, 1, 2]);
         for (_, s) in q {
@@ -736,7 +756,7 @@ mod tests {
         assert!(net.park(A, B, 9, s));
         net.crash(B);
         net.restart(B);
-        let q = net.apply(&NetOp::Release { from: A, to: B }, 7);
+        let q = net.apply(&NetOp::Release { from: A, to: B }, 7).released;
         let (_, s) = q[0];
         assert_eq!(net.reroute(7, A, B, s), Verdict::Lost(Loss::Stale));
         // Full.
@@ -746,6 +766,31 @@ mod tests {
         }
         assert!(!net.park(A, B, 0, Stamp(0)));
         assert_eq!(net.stats.full, 1);
+    }
+
+    #[test]
+    fn a_heal_discards_what_a_hold_queued_and_says_what() {
+        let mut net: Net<u32> = Net::new(Link::default());
+        net.apply(&NetOp::Hold { from: A, to: B }, 0);
+        net.apply(&NetOp::Hold { from: B, to: A }, 0);
+        for (i, (f, t)) in [(A, B), (A, B), (B, A)].into_iter().enumerate() {
+            let Verdict::Held(s) = net.route(0, f, t) else {
+                panic!("not held")
+            };
+            assert!(net.park(f, t, i as u32, s));
+        }
+        let healed = net.apply(&NetOp::Heal { from: A, to: B }, 1);
+        let gone: Vec<u32> = healed.discarded.iter().map(|(m, _)| *m).collect();
+        assert_eq!(gone, vec![0, 1]);
+        assert!(healed.released.is_empty());
+        let all = net.apply(&NetOp::HealAll, 2);
+        assert_eq!(all.discarded.len(), 1);
+        assert_eq!(net.stats.cut, 3);
+        // Nothing is held any more: a release frees nothing.
+        assert!(net
+            .apply(&NetOp::Release { from: B, to: A }, 3)
+            .released
+            .is_empty());
     }
 
     #[test]

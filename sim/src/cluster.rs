@@ -701,7 +701,15 @@ impl SimCluster {
             }
         }
         let now = self.world.now;
-        for ((f, t, id, bytes), stamp) in self.world.net.apply(&op, now) {
+        let applied = self.world.net.apply(&op, now);
+        for ((f, t, id, bytes), _) in applied.discarded {
+            self.world.stats.lost += 1;
+            if self.world.msg_log {
+                let n = bytes.as_slice().len();
+                msgtrace::dropped(now, f, id, f, t, n, Reason::Healed);
+            }
+        }
+        for ((f, t, id, bytes), stamp) in applied.released {
             match self.world.net.reroute(now, f.machine, t.machine, stamp) {
                 Verdict::At(at, stamp) => self.world.push(
                     at,

@@ -764,8 +764,12 @@ impl Host {
                     link.validate().map_err(|e| e.to_string())?;
                 }
                 let now = self.model_now();
-                let freed = self.net.apply(&op, now);
-                for (frame, stamp) in freed {
+                let applied = self.net.apply(&op, now);
+                let me = self.me();
+                for (frame, _) in &applied.discarded {
+                    frame_dropped(me, frame, Reason::Healed);
+                }
+                for (frame, stamp) in applied.released {
                     let dest = match &frame {
                         PeerFrame::Msg { to, .. } => to.machine,
                     };
