@@ -1056,6 +1056,86 @@ fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
     c.shutdown().unwrap();
 }
 
+/// A connection to `addr` from the loopback address `from` (any of
+/// 127.0.0.0/8 reaches the agent: another host, as the agent sees it).
+fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+        s.connect(addr).await.unwrap().into_std().unwrap()
+    })
+}
+
+/// A flood from a host that is neither a peer nor the controller takes at
+/// most `MAX_UNAUTHENTICATED_PER_IP` of the agent's unauthenticated slots
+/// (the rest of its connections are closed at once): three flooding hosts
+/// leave room for a connection from a fourth.
+#[test]
+fn loopback_a_flood_from_one_host_leaves_room_for_others() {
+    use distzero::agent::{MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_IP};
+    use std::io::Read;
+    let mut rc = cluster("loopback_flood_one_host");
+    let (a, _) = two_probes(&mut rc).unwrap();
+    let addr = rc.addrs(a.machine).unwrap().control;
+    // Whether the agent closed `s` by now (a refusal frame at most, then
+    // the end), waiting at most `within`.
+    let closed_within = |s: &std::net::TcpStream, within: Duration| {
+        let mut s = s.try_clone().unwrap();
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 512];
+        (0..2).any(|_| match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        })
+    };
+    // Three flooding hosts, each with more silent connections than the
+    // agent has slots; then one connection from a fourth host.
+    let t0 = std::time::Instant::now();
+    let floods: Vec<Vec<_>> = [2, 4, 5]
+        .iter()
+        .map(|&h| {
+            (0..MAX_UNAUTHENTICATED + 10)
+                .map(|_| connect_from([127, 0, 0, h], addr))
+                .collect()
+        })
+        .collect();
+    let other = connect_from([127, 0, 0, 3], addr);
+    std::thread::sleep(millis(200));
+    let early: Vec<usize> = floods
+        .iter()
+        .map(|f| f.iter().filter(|s| closed_within(s, millis(20))).count())
+        .collect();
+    let other_closed = closed_within(&other, millis(20));
+    // The handshake deadline (2 s) closes the waiting ones too: only a
+    // look before it tells the cap apart.
+    if t0.elapsed() < millis(1500) {
+        for (f, early) in floods.iter().zip(&early) {
+            assert_eq!(
+                f.len() - early,
+                MAX_UNAUTHENTICATED_PER_IP,
+                "one host's silent connections wait, up to its cap; the rest closed at once"
+            );
+        }
+        assert!(
+            !other_closed,
+            "another host's connection waits for its handshake"
+        );
+    } else {
+        eprintln!("the machine is too slow to see the cap apart from the deadline");
+    }
+    let c: &mut dyn Cluster = &mut rc;
+    assert_eq!(
+        c.call::<_, Msg>(a, &Msg::Ping(1), secs(2)).unwrap(),
+        Msg::Pong(1)
+    );
+    c.shutdown().unwrap();
+}
+
 /// A user-chosen cookie shorter than 32 characters is refused before
 /// anything starts, naming the minimum.
 #[test]

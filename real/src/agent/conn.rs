@@ -6,7 +6,8 @@
 use crate::wire::{self, FromAgent, PeerFrame, Role, ToAgent, WireError};
 use distzero_core::ids::{MachineId, NodeId};
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +47,37 @@ pub(crate) struct Ident {
     pub machine: MachineId,
     pub run_id: String,
     pub cookie: String,
+    /// Addresses of the run's peers and of its controller (once it proved
+    /// the cookie): exempt from [`MAX_UNAUTHENTICATED_PER_IP`], so a burst
+    /// of dials from machines sharing a host is never turned away.
+    pub known: std::sync::RwLock<Known>,
+}
+
+/// See [`Ident::known`].
+#[derive(Default)]
+pub(crate) struct Known {
+    peers: BTreeSet<IpAddr>,
+    controller: Option<IpAddr>,
+}
+
+impl Ident {
+    fn is_known(&self, ip: IpAddr) -> bool {
+        let k = self.known.read().unwrap_or_else(|e| e.into_inner());
+        k.controller == Some(ip) || k.peers.contains(&ip)
+    }
+
+    /// The run's peers are now at `peers`.
+    pub fn set_peers(&self, peers: impl IntoIterator<Item = IpAddr>) {
+        let mut k = self.known.write().unwrap_or_else(|e| e.into_inner());
+        k.peers = peers.into_iter().collect();
+    }
+
+    fn set_controller(&self, ip: IpAddr) {
+        self.known
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .controller = Some(ip);
+    }
 }
 
 /// Bytes gathered before one write when frames are queued.
@@ -56,6 +88,37 @@ const BATCH: usize = 256 * 1024;
 /// task, for at most `wire::ACCEPT_HANDSHAKE_TIMEOUT`).
 pub const MAX_UNAUTHENTICATED: usize = 64;
 
+/// Of those, at most this many from one address that is not a known peer
+/// or the controller's: a flood from another host cannot take every slot,
+/// so peers and the controller still get in while it lasts.
+pub const MAX_UNAUTHENTICATED_PER_IP: usize = 8;
+// Several flooding hosts must leave room for the run's own.
+const _: () = assert!(MAX_UNAUTHENTICATED_PER_IP * 4 <= MAX_UNAUTHENTICATED);
+
+/// Unauthenticated connections per source address (at most
+/// [`MAX_UNAUTHENTICATED`] entries: one per pending connection at worst).
+type Pending = Arc<std::sync::Mutex<BTreeMap<IpAddr, usize>>>;
+
+/// A slot of an unauthenticated connection: its share of the global cap
+/// and of its address's; dropping it (handshake done or failed) frees both.
+struct Unauthenticated {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ip: IpAddr,
+    pending: Pending,
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = p.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                p.remove(&self.ip);
+            }
+        }
+    }
+}
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     ident: Arc<Ident>,
@@ -63,15 +126,34 @@ pub(crate) async fn accept_loop(
 ) {
     let mut next_conn = 0u64;
     let unauthenticated = Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED));
+    let pending: Pending = Arc::default();
     let mut turned_away = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                let ip = addr.ip();
+                let slot = {
+                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    let from_ip = p.get(&ip).copied().unwrap_or(0);
+                    match unauthenticated.clone().try_acquire_owned() {
+                        Ok(permit)
+                            if from_ip < MAX_UNAUTHENTICATED_PER_IP || ident.is_known(ip) =>
+                        {
+                            p.insert(ip, from_ip + 1);
+                            Some(Unauthenticated {
+                                _permit: permit,
+                                ip,
+                                pending: pending.clone(),
+                            })
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(permit) = slot else {
                     // Closed at once: no task, no buffer. Logged sparingly.
                     turned_away += 1;
                     if turned_away.is_power_of_two() {
-                        tracing::warn!(%addr, turned_away, "too many unauthenticated connections; closing new ones");
+                        tracing::warn!(%addr, turned_away, "too many unauthenticated connections (from this address, or in all); closing new ones");
                     }
                     drop(stream);
                     continue;
@@ -101,7 +183,7 @@ async fn serve(
     conn: u64,
     ident: Arc<Ident>,
     events: UnboundedSender<Event>,
-    unauthenticated: tokio::sync::OwnedSemaphorePermit,
+    unauthenticated: Unauthenticated,
 ) {
     wire::tune_socket(&stream);
     let role = match wire::accept_handshake(
@@ -123,6 +205,7 @@ async fn serve(
     match role {
         Role::Controller => {
             tracing::info!(%addr, conn, "controller connected");
+            ident.set_controller(addr.ip());
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let writer = tokio::spawn(write_batched(wr, rx, "controller"));
             if events

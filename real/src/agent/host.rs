@@ -210,6 +210,7 @@ pub(super) async fn run(
         machine: me,
         run_id: cfg.run_id.clone(),
         cookie: cfg.cookie.clone(),
+        known: Default::default(),
     });
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(conn::accept_loop(listener, ident.clone(), ev_tx));
@@ -758,6 +759,7 @@ impl Host {
                     }
                 }
                 self.peers = new;
+                self.ident.set_peers(self.peers.values().map(|a| a.ip()));
             }
             Command::Net { op } => {
                 if let NetOp::SetLink { link, .. } = &op {

@@ -19,7 +19,7 @@
 
 pub(crate) mod conn;
 mod msgtrace;
-pub use conn::MAX_UNAUTHENTICATED;
+pub use conn::{MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_IP};
 pub mod disk;
 mod host;
 
