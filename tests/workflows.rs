@@ -851,9 +851,16 @@ fn raft_linearizable_under_nemesis(c: &mut dyn Cluster) -> Result<()> {
 
 /// The same under storage faults (power losses that keep a prefix of the
 /// unsynced writes or tear the last one, I/O errors, a full disk, slow
-/// syncs) beside partitions and crashes: one declaration, every mode.
+/// syncs, reads that flip bits) beside partitions and crashes: one
+/// declaration, every mode.
 fn raft_linearizable_under_storage_faults(c: &mut dyn Cluster) -> Result<()> {
     distzero_examples::scenarios::raft_disk(c)
+}
+
+/// The same when one replica's stored blocks are damaged and read back
+/// after a crash: it repairs its log from the leader before it votes again.
+fn raft_repairs_a_damaged_replica(c: &mut dyn Cluster) -> Result<()> {
+    distzero_examples::scenarios::raft_corrupt(c)
 }
 
 /// The same with leader leases (reads answered without the log) under
@@ -884,6 +891,7 @@ distzero::workflow_tests! {
     kv_linearizable_under_faults,
     kv_history_survives_client_crash,
     raft_linearizable_under_storage_faults,
+    raft_repairs_a_damaged_replica,
     raft_leases_hold_under_clock_faults,
     wordcount_exact_under_loss,
     wordcount_exact_across_crash_and_partition,

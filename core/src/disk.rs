@@ -147,6 +147,8 @@ pub struct DiskModel {
     bytes: u64,
     faults: Faults,
     rng: ChaCha8Rng,
+    /// The seed `rng` was made from ([`DiskModel::rekey`]).
+    seed: u64,
 }
 
 /// The keys of `map` that start with `prefix`, sorted.
@@ -181,7 +183,17 @@ impl DiskModel {
             bytes: 0,
             faults: Faults::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
         }
+    }
+
+    /// Draw from now on from a stream keyed by the disk's seed and `key`
+    /// (the simulator passes the virtual time of a fault or a crash): what
+    /// a fault does then depends on when it comes, not on what faults came
+    /// before it, so removing one while shrinking leaves the others' draws
+    /// (the block a `Corrupt` flips, the prefix a power loss keeps) alone.
+    pub fn rekey(&mut self, key: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(crate::net::mix64(self.seed ^ crate::net::mix64(key)));
     }
 
     /// A disk holding `values` and `logs`, all durable (an agent's files).
@@ -504,6 +516,52 @@ mod tests {
 
     fn disk() -> DiskModel {
         DiskModel::new(7)
+    }
+
+    /// The values of `d` that now read differently from what was written.
+    fn flipped(d: &mut DiskModel, n: usize) -> Vec<usize> {
+        (0..n)
+            .filter(|i| d.read(&format!("k{i}")) != Some(format!("value {i}").into_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fault_draws_by_its_time_not_by_the_faults_before_it() {
+        let fill = || {
+            let mut d = disk();
+            for i in 0..50 {
+                d.write(&format!("k{i}"), format!("value {i}").as_bytes())
+                    .unwrap();
+            }
+            d.sync().unwrap();
+            d
+        };
+        // Alone, a Corrupt at time 200 flips one value.
+        let mut alone = fill();
+        alone.rekey(200);
+        alone.fault(&DiskFault::Corrupt);
+        let hit = flipped(&mut alone, 50);
+        assert_eq!(hit.len(), 1);
+        // After another Corrupt (at 100) it flips the same one.
+        let mut after = fill();
+        after.rekey(100);
+        after.fault(&DiskFault::Corrupt);
+        let first = flipped(&mut after, 50);
+        after.rekey(200);
+        after.fault(&DiskFault::Corrupt);
+        let both = flipped(&mut after, 50);
+        assert!(both.contains(&hit[0]), "{both:?} misses {hit:?}");
+        assert!(both.iter().all(|i| first.contains(i) || hit.contains(i)));
+        // At another time, it would draw anew (the key matters).
+        let picks: std::collections::BTreeSet<usize> = (0..20u64)
+            .map(|t| {
+                let mut d = fill();
+                d.rekey(t);
+                d.fault(&DiskFault::Corrupt);
+                flipped(&mut d, 50)[0]
+            })
+            .collect();
+        assert!(picks.len() > 5, "{picks:?}");
     }
 
     #[test]

@@ -55,11 +55,27 @@
 //! `log`, entry `i` as record `i - 1`) are on the machine's disk
 //! (`ctx.disk()`), written and *synced* before the replica answers anything
 //! that depends on them (a vote, an append's ack) or counts its own copy
-//! (a crash loses what was not synced: `distzero::disk`). Term and vote
-//! are one value (`hard`), replaced whole by the disk; a torn last log
-//! record (never synced, so never acknowledged) ends the log on recovery. On start, and so after every restart, a replica reads them
-//! back and starts as a follower; the commit index and the state machine are
-//! volatile and rebuilt from the log as the leader's commit index comes in.
+//! (a crash loses what was not synced: `distzero::disk`). On start, and so
+//! after every restart, a replica reads them back and starts as a
+//! follower; the commit index and the state machine are volatile and
+//! rebuilt from the log as the leader's commit index comes in.
+//!
+//! Damaged data (a flipped bit: every value and record is checksummed, a
+//! read that fails is tried again, [`READ_TRIES`] times in all):
+//! - Term and vote are one value, replaced whole by the disk, kept in two
+//!   copies (`hard`, `hard.copy`) written and synced together: a damaged
+//!   copy gives way to the other. Both damaged, the replica cannot know
+//!   what it voted, and never votes or stands again.
+//! - Every sync also writes `durable`, the last index and term it made
+//!   durable. A damaged record past it is a torn unsynced tail (never
+//!   acknowledged): the log ends before it. Within it, a synced entry is
+//!   lost, perhaps a committed one this replica counted towards: the log
+//!   is cut before it, and until the leader has filled it back to that
+//!   index, the replica stands for no election and votes only for a
+//!   candidate at least as up to date as the log it lost (a lighter
+//!   protocol-aware recovery, after Alagappan et al., FAST 2018). A leader
+//!   told by a follower's refusal that it lost acknowledged entries sends
+//!   them again (its commit point never moves back).
 //!
 //! Not here: snapshots, membership changes, pre-vote, check-quorum (a
 //! leader cut off from the majority believes in itself until it hears a
@@ -134,6 +150,12 @@
 //!   stepped back (an NTP step) stretches the lease by the step: a leader
 //!   cut off from the others goes on answering reads from its own state
 //!   after the majority elected another leader and wrote new values.
+//! - `corrupt-as-torn`: recovery takes every damaged log record for a torn
+//!   unsynced tail, as if a flipped bit could only hit what was never
+//!   synced: the log is cut there and the replica votes as if it had lost
+//!   nothing. Its vote can then elect a candidate missing entries that
+//!   were committed with this replica's lost copy, and they are
+//!   overwritten.
 
 use crate::hash::fnv1a;
 use distzero::{Cluster, Context, MachineId, Node, NodeId, TimerId, TimerTag};
@@ -275,10 +297,11 @@ pub enum RaftBug {
     VoteIgnoresLog,
     AckBeforeSync,
     LeaseOnWallClock,
+    CorruptAsTorn,
 }
 
 impl RaftBug {
-    pub const ALL: [RaftBug; 7] = [
+    pub const ALL: [RaftBug; 8] = [
         RaftBug::VoteNotPersisted,
         RaftBug::CommitWithoutMajority,
         RaftBug::StaleRead,
@@ -286,6 +309,7 @@ impl RaftBug {
         RaftBug::VoteIgnoresLog,
         RaftBug::AckBeforeSync,
         RaftBug::LeaseOnWallClock,
+        RaftBug::CorruptAsTorn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -297,6 +321,7 @@ impl RaftBug {
             RaftBug::VoteIgnoresLog => "vote-ignores-log",
             RaftBug::AckBeforeSync => "ack-before-sync",
             RaftBug::LeaseOnWallClock => "lease-on-wall-clock",
+            RaftBug::CorruptAsTorn => "corrupt-as-torn",
         }
     }
 
@@ -429,11 +454,59 @@ pub enum RaftMsg {
     },
 }
 
-/// Term and vote, persisted together (one disk write).
+/// Term and vote, persisted together (one value, kept in two copies:
+/// `hard` and `hard.copy`, written and synced together, so one corrupted
+/// block spoils one copy at most), and the log this replica must get back
+/// before it votes again, if corruption cost it synced entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct HardState {
     term: u64,
     voted_for: Option<usize>,
+    /// Set when recovery found a synced entry unreadable: the (index, term)
+    /// of the last entry the log held durably before. Until the log is
+    /// back to that index, this replica stands for no election and votes
+    /// only for a candidate at least as up to date as that lost log (what
+    /// it acknowledged may have been committed).
+    repair: Option<(u64, u64)>,
+}
+
+/// Reads of one value or record tried before it counts as damaged (a read
+/// may flip a bit: `DiskFault::CorruptReads`).
+const READ_TRIES: usize = 8;
+
+/// `read`, tried up to [`READ_TRIES`] times while it fails.
+fn read_tries<T>(
+    mut read: impl FnMut() -> distzero::Result<Option<T>>,
+) -> distzero::Result<Option<T>> {
+    let mut last = read();
+    for _ in 1..READ_TRIES {
+        if last.is_ok() {
+            break;
+        }
+        last = read();
+    }
+    last
+}
+
+/// Of two readable copies of term and vote, the newer (both are written
+/// and synced together; a crash between their writes, never acted on,
+/// may leave them apart).
+fn newer(a: HardState, b: HardState) -> HardState {
+    let rank = |h: &HardState| (h.term, h.voted_for.is_some(), h.repair);
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// How far the log was synced (its last index and that entry's term),
+/// written with every sync: recovery tells a torn unsynced tail (past it,
+/// never acknowledged, safely dropped) from a corrupted synced entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Durable {
+    index: u64,
+    term: u64,
 }
 
 /// A client's last applied command.
@@ -465,6 +538,9 @@ pub struct Raft {
     broken: Option<String>,
     // persistent (mirrored on disk)
     hard: HardState,
+    /// Both copies of term and vote were damaged: what this replica voted
+    /// is unknown, so it never votes or stands again.
+    mute: bool,
     /// My log is durable up to this index (a failed sync leaves it behind).
     synced: u64,
     /// Entries 1..=len.
@@ -512,6 +588,7 @@ impl Raft {
             bug,
             broken,
             hard: HardState::default(),
+            mute: false,
             synced: 0,
             log: Vec::new(),
             role: Role::Follower,
@@ -622,7 +699,12 @@ impl Raft {
     /// Term and vote, durably (a value is replaced whole: a crash leaves
     /// the old or the new one).
     fn persist_hard(&self, ctx: &mut Context<'_, RaftMsg>, hard: HardState) -> bool {
-        match ctx.disk().put_synced("hard", &hard) {
+        let mut disk = ctx.disk();
+        let written = disk
+            .put("hard", &hard)
+            .and_then(|()| disk.put("hard.copy", &hard))
+            .and_then(|()| disk.sync());
+        match written {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "could not persist term and vote");
@@ -665,9 +747,33 @@ impl Raft {
         if self.synced == self.last() {
             return true;
         }
-        match ctx.disk().sync() {
+        let durable = Durable {
+            index: self.last(),
+            term: self.term_at(self.last()),
+        };
+        let mut disk = ctx.disk();
+        // Written after the entries: a crash keeps a prefix of the
+        // unsynced changes, so a surviving marker vouches for them.
+        match disk.put("durable", &durable).and_then(|()| disk.sync()) {
             Ok(()) => {
                 self.synced = self.last();
+                if self
+                    .hard
+                    .repair
+                    .is_some_and(|(index, _)| self.synced >= index)
+                {
+                    let hard = HardState {
+                        repair: None,
+                        ..self.hard
+                    };
+                    if self.persist_hard(ctx, hard) {
+                        tracing::info!(
+                            last = self.last(),
+                            "log repaired: this replica votes again"
+                        );
+                        self.hard = hard;
+                    }
+                }
                 true
             }
             Err(e) => {
@@ -680,6 +786,18 @@ impl Raft {
     /// Delete entries `from..` on disk and in memory.
     fn truncate(&mut self, ctx: &mut Context<'_, RaftMsg>, from: u64) -> bool {
         self.invariant(from > self.commit, "a committed entry is deleted");
+        // The marker first: a crash that keeps it but not the truncation
+        // leaves intact entries past it, not a claim over missing ones.
+        let durable = Durable {
+            index: from - 1,
+            term: self.term_at(from - 1),
+        };
+        if self.synced >= from {
+            if let Err(e) = ctx.disk().put("durable", &durable) {
+                tracing::error!(from, error = %e, "could not delete entries");
+                return false;
+            }
+        }
         if let Err(e) = ctx.disk().log("log").truncate(from - 1) {
             tracing::error!(from, error = %e, "could not delete entries");
             return false;
@@ -693,25 +811,60 @@ impl Raft {
         true
     }
 
-    /// Read term, vote and log back from disk.
+    /// Read term, vote and log back from disk. A read that fails
+    /// [`READ_TRIES`] times counts as damaged: a damaged copy of term and
+    /// vote gives way to the other; both damaged, the replica never votes
+    /// or stands again (`mute`). A damaged entry past the durable marker
+    /// is a torn unsynced tail (dropped); within it, it is a synced entry
+    /// lost: the log is cut before it, and `repair` keeps what the lost
+    /// log was (see [`HardState::repair`]).
     fn recover(&mut self, ctx: &mut Context<'_, RaftMsg>) {
         let mut disk = ctx.disk();
-        self.hard = match disk.get::<HardState>("hard") {
-            Ok(h) => h.unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable term and vote; starting from term 0");
+        let copies = [
+            read_tries(|| disk.get::<HardState>("hard")),
+            read_tries(|| disk.get::<HardState>("hard.copy")),
+        ];
+        self.hard = match copies {
+            [Ok(a), Ok(b)] => newer(a.unwrap_or_default(), b.unwrap_or_default()),
+            [Ok(h), Err(e)] | [Err(e), Ok(h)] => {
+                tracing::warn!(error = %e, "one copy of term and vote is damaged; the other serves");
+                h.unwrap_or_default()
+            }
+            [Err(e), Err(_)] => {
+                tracing::error!(error = %e, "both copies of term and vote are damaged: this replica will never vote or stand again");
+                self.mute = true;
                 HardState::default()
             }
         };
+        let durable = match read_tries(|| disk.get::<Durable>("durable")) {
+            Ok(d) => Some(d.unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the durable marker is damaged: every damaged entry counts as synced");
+                None
+            }
+        };
         let mut log = disk.log("log");
-        for i in 0..self.cfg.max_log {
-            match log.get::<Entry>(i) {
+        let on_disk = log.len();
+        let mut lost = None;
+        for i in 0..self.cfg.max_log.min(on_disk) {
+            match read_tries(|| log.get::<Entry>(i)) {
                 Ok(Some(e)) => self.log.push(e),
                 Ok(None) => break,
                 Err(e) => {
-                    // A record torn by a power cut (never synced, so never
-                    // acknowledged): the log ends before it.
-                    tracing::warn!(index = i + 1, error = %e, "unreadable log entry; the log ends before it");
+                    let index = i + 1;
+                    let synced = durable.is_none_or(|d| index <= d.index)
+                        && self.bug != Some(RaftBug::CorruptAsTorn);
+                    if synced {
+                        tracing::error!(index, error = %e, "a synced log entry is damaged; the log is cut before it and repaired from the leader");
+                        lost = Some(match durable {
+                            Some(d) => (d.index, d.term),
+                            None => (on_disk.max(index), self.hard.term),
+                        });
+                    } else {
+                        // A record torn by a power cut (never synced, so
+                        // never acknowledged): the log ends before it.
+                        tracing::warn!(index, error = %e, "unreadable unsynced log entry; the log ends before it");
+                    }
                     if let Err(e) = log.truncate(i) {
                         tracing::error!(error = %e, "could not cut the unreadable tail");
                     }
@@ -720,10 +873,41 @@ impl Raft {
             }
         }
         self.synced = self.last();
+        if durable.is_none_or(|d| d.index != self.last()) {
+            // Entries read back are durable now: the marker says so before
+            // any of them is acknowledged (or the last synced sync's
+            // marker was lost with an unsynced truncation).
+            let d = Durable {
+                index: self.last(),
+                term: self.term_at(self.last()),
+            };
+            if let Err(e) = ctx.disk().put_synced("durable", &d) {
+                tracing::error!(error = %e, "could not write the durable marker");
+                self.synced = durable.map_or(0, |d| d.index.min(self.last()));
+            }
+        }
+        if let Some((index, term)) = lost {
+            let repair = match self.hard.repair {
+                Some((i, t)) => (i.max(index), t.max(term)),
+                None => (index, term),
+            };
+            let hard = HardState {
+                repair: Some(repair),
+                ..self.hard
+            };
+            // In memory even if it cannot be written: this life stands for
+            // nothing until repaired.
+            self.hard = hard;
+            if !self.persist_hard(ctx, hard) {
+                tracing::error!("could not persist the repair mark");
+            }
+        }
         tracing::info!(
             term = self.hard.term,
             voted_for = ?self.hard.voted_for,
             last = self.last(),
+            repair = ?self.hard.repair,
+            mute = self.mute,
             "recovered from disk"
         );
     }
@@ -764,6 +948,7 @@ impl Raft {
         let hard = HardState {
             term,
             voted_for: None,
+            ..self.hard
         };
         if !self.persist_hard(ctx, hard) {
             return false;
@@ -814,9 +999,16 @@ impl Raft {
     }
 
     fn start_election(&mut self, ctx: &mut Context<'_, RaftMsg>) {
+        if self.hard.repair.is_some() || self.mute {
+            // Corruption cost this replica synced entries (or its vote):
+            // it stands for nothing until a leader restores its log.
+            self.reset_election_timer(ctx);
+            return;
+        }
         let hard = HardState {
             term: self.hard.term + 1,
             voted_for: Some(self.cfg.me),
+            ..self.hard
         };
         self.reset_election_timer(ctx);
         if !self.persist_hard(ctx, hard) {
@@ -1079,6 +1271,19 @@ impl Raft {
                 self.send_append(ctx, peer);
             }
         } else {
+            if index <= self.matched[peer] {
+                // Replies come in order: the follower has lost entries it
+                // acknowledged (a damaged synced entry cut its log, see
+                // `HardState::repair`). Send them again; the commit point
+                // never moves back.
+                tracing::warn!(
+                    peer,
+                    index,
+                    matched = self.matched[peer],
+                    "a follower lost acknowledged entries"
+                );
+                self.matched[peer] = index.saturating_sub(1);
+            }
             self.next[peer] = index.max(self.matched[peer] + 1).max(1);
             // Again from where the last request started: the heartbeat
             // retries it (no storm of refusals when a log cannot match).
@@ -1114,6 +1319,7 @@ impl Raft {
             self.hard = HardState {
                 term,
                 voted_for: None,
+                ..self.hard
             };
             self.become_follower(ctx, None);
         } else if !self.observe_term(ctx, term, false) {
@@ -1124,11 +1330,17 @@ impl Raft {
             || (last_term == my_last_term && last_index >= self.last())
             || self.bug == Some(RaftBug::VoteIgnoresLog);
         let free = self.hard.voted_for.is_none() || self.hard.voted_for == Some(candidate);
-        let mut granted = term == self.hard.term && free && up_to_date;
+        // A replica repairing its log compares with what it lost too.
+        let covers_lost = self
+            .hard
+            .repair
+            .is_none_or(|(index, t)| last_term > t || (last_term == t && last_index >= index));
+        let mut granted = term == self.hard.term && free && up_to_date && covers_lost && !self.mute;
         if granted && self.hard.voted_for != Some(candidate) {
             let hard = HardState {
                 term,
                 voted_for: Some(candidate),
+                ..self.hard
             };
             if self.bug == Some(RaftBug::VoteNotPersisted) {
                 // Planted bug: the vote lives in memory only.

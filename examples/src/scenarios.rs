@@ -17,6 +17,12 @@
 //! | `raft-stale-read` | the same, the leader answering reads from its own state | same |
 //! | `raft-no-reelection` | the same, followers dropping their election timer on a newer term | same (fails the liveness check) |
 //! | `raft-vote-ignores-log` | the same, votes granted without the up-to-date check | same |
+//! | `raft-disk` | the same under storage faults (power loss, I/O errors, a full disk, slow syncs, flipped reads) | same |
+//! | `raft-ack-before-sync` | the same, followers acknowledging before they sync | same |
+//! | `raft-corrupt` | the same, then one replica's stored blocks damaged | same |
+//! | `raft-corrupt-as-torn` | the same, a damaged synced entry taken for a torn tail | same |
+//! | `raft-lease` | the same with leader leases, under clock steps and drift | same |
+//! | `raft-lease-on-wall-clock` | the same, leases measured on the wall clock | same |
 
 use crate::kv;
 use crate::kv_client::{self, KvClientConfig};
@@ -54,6 +60,8 @@ pub fn all() -> Vec<Workflow> {
         w("raft-vote-ignores-log", raft_vote_ignores_log),
         w("raft-disk", raft_disk),
         w("raft-ack-before-sync", raft_ack_before_sync),
+        w("raft-corrupt", raft_corrupt),
+        w("raft-corrupt-as-torn", raft_corrupt_as_torn),
         w("raft-lease", raft_lease),
         w("raft-lease-on-wall-clock", raft_lease_on_wall_clock),
     ]
@@ -65,7 +73,7 @@ pub fn all() -> Vec<Workflow> {
 pub fn planted_bug(name: &str) -> bool {
     !matches!(
         name,
-        "kv" | "wordcount" | "raft" | "raft-disk" | "raft-lease"
+        "kv" | "wordcount" | "raft" | "raft-disk" | "raft-corrupt" | "raft-lease"
     ) && !name.ends_with("-no-crash")
 }
 
@@ -292,10 +300,9 @@ pub fn raft_vote_ignores_log(c: &mut dyn Cluster) -> Result<()> {
 
 /// Storage faults a Raft log must survive, beside partitions and crashes:
 /// power loss (a prefix of unsynced writes kept, the last one torn), I/O
-/// errors, a full disk, slow syncs. Not corruption: recovering a damaged
-/// log needs the other replicas (protocol-aware recovery), which this
-/// example does not do.
-pub const RAFT_DISK: [FaultKind; 7] = [
+/// errors, a full disk, slow syncs, reads that flip bits (read again).
+/// Blocks damaged for good are [`raft_corrupt`]'s.
+pub const RAFT_DISK: [FaultKind; 8] = [
     FaultKind::PowerLoss,
     FaultKind::Crash,
     FaultKind::Partition,
@@ -303,7 +310,47 @@ pub const RAFT_DISK: [FaultKind; 7] = [
     FaultKind::DiskErrors,
     FaultKind::DiskFull,
     FaultKind::SlowDisk,
+    FaultKind::CorruptReads,
 ];
+
+/// What one replica's disk suffers in [`raft_corrupt`]: flipped bits in
+/// stored blocks, and the crashes that make it read them back.
+pub const RAFT_CORRUPT: [FaultKind; 4] = [
+    FaultKind::Corrupt,
+    FaultKind::CorruptReads,
+    FaultKind::PowerLoss,
+    FaultKind::Crash,
+];
+
+/// The Raft-style log when one replica's synced data is damaged (a bit
+/// flipped in a stored block, found when it restarts): first the
+/// [`RAFT_DISK`] faults on every replica, then [`RAFT_CORRUPT`] on one
+/// (drawn from the seed), then the storm. A damaged copy of term and vote
+/// gives way to the other; a damaged synced entry cuts the log and the
+/// replica repairs it from the leader before it votes again. Damage on a
+/// majority could lose a committed entry for good: no protocol recovers
+/// that, so the faults stay on one replica, as Raft's one failure of three.
+pub fn raft_corrupt(c: &mut dyn Cluster) -> Result<()> {
+    raft_corrupt_with(c, None)
+}
+
+/// The same, a damaged synced entry taken for a torn unsynced tail: the
+/// log is cut and the replica votes as if nothing was lost (a planted bug).
+pub fn raft_corrupt_as_torn(c: &mut dyn Cluster) -> Result<()> {
+    raft_corrupt_with(c, Some("corrupt-as-torn"))
+}
+
+fn raft_corrupt_with(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
+    let seed = c.seed();
+    raft_phases(c, bug, 0, &RAFT_DISK, &|machines| {
+        Some(
+            Nemesis::on(&[machines[(seed % 3) as usize]])
+                .kinds(&RAFT_CORRUPT)
+                .max_faults(8)
+                .window(Duration::from_secs(2)),
+        )
+    })
+}
 
 /// The Raft-style log under [`RAFT_DISK`] faults (its storm: power losses).
 pub fn raft_disk(c: &mut dyn Cluster) -> Result<()> {
@@ -369,6 +416,18 @@ fn raft_workflow(
     lease_ms: u64,
     kinds: &[FaultKind],
 ) -> Result<()> {
+    raft_phases(c, bug, lease_ms, kinds, &|_| None)
+}
+
+/// [`raft_workflow`] with a nemesis `between` the first and the storm, if
+/// it gives one (given the replicas' machines).
+fn raft_phases(
+    c: &mut dyn Cluster,
+    bug: Option<&str>,
+    lease_ms: u64,
+    kinds: &[FaultKind],
+    between: &dyn Fn(&[MachineId]) -> Option<Nemesis>,
+) -> Result<()> {
     let machines: [MachineId; 3] = c.add_machines()?;
     let replicas = raft::spawn_group_with(c, &machines, |cfg| {
         cfg.bug = bug.map(str::to_string);
@@ -388,6 +447,10 @@ fn raft_workflow(
             .window(Duration::from_secs(2)),
     )?;
     c.wait_nemesis()?;
+    if let Some(n) = between(&machines) {
+        c.start_nemesis(n)?;
+        c.wait_nemesis()?;
+    }
     let storm = if kinds.contains(&FaultKind::PowerLoss) {
         FaultKind::PowerLoss
     } else if kinds.contains(&FaultKind::Crash) {

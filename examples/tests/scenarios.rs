@@ -28,11 +28,17 @@ fn finds_any(name: &str, expect: &[&str]) {
 
 /// As [`finds_any`], sweeping `seeds`.
 fn finds_within(name: &str, expect: &[&str], seeds: std::ops::Range<u64>) {
+    finds_with(name, expect, seeds, false);
+}
+
+/// As [`finds_within`], with swarm testing if `swarm`.
+fn finds_with(name: &str, expect: &[&str], seeds: std::ops::Range<u64>, swarm: bool) {
     let s = by_name(name).unwrap();
-    let o = SweepOptions {
+    let mut o = SweepOptions {
         seeds,
         ..opts(name)
     };
+    o.sim.swarm = swarm;
     let report = sweep(&s, &o, &|seed, _| format!("--replay {seed}"));
     assert_eq!(
         report.failures.len(),
@@ -197,6 +203,27 @@ fn sweep_finds_raft_lease_on_the_wall_clock() {
 #[test]
 fn correct_raft_survives_storage_faults() {
     survives("raft-disk");
+}
+
+/// One replica's stored blocks damaged (then read back after a crash):
+/// the replica repairs its log from the leader before it votes again.
+#[test]
+fn correct_raft_survives_a_damaged_replica() {
+    survives("raft-corrupt");
+}
+
+/// A damaged synced entry taken for a torn tail: the replica votes as if
+/// it lost nothing, and committed entries are overwritten. Rare with the
+/// default nemesis (seed 1457 is the first); swarm testing finds it in a
+/// few hundred seeds.
+#[test]
+fn sweep_finds_raft_corrupt_as_torn() {
+    finds_with(
+        "raft-corrupt-as-torn",
+        &["not linearizable", "replicas applied different logs"],
+        0..1000,
+        true,
+    );
 }
 
 /// Leases on the monotonic clock, with a margin for drift, survive clock

@@ -1303,9 +1303,13 @@ impl Cluster for SimCluster {
         }
         self.world.net.crash(machine);
         let stalled = self.world.stalls.remove(&machine).unwrap_or_default();
+        let now = self.world.now;
         let kept = self.world.disks[machine.0 as usize]
             .as_mut()
-            .map_or(0, |d| d.crash());
+            .map_or(0, |d| {
+                d.rekey(now);
+                d.crash()
+            });
         self.controller_log();
         tracing::info!(%machine, unsynced_kept = kept, "crash");
         if self.world.msg_log {
@@ -1395,7 +1399,12 @@ impl Cluster for SimCluster {
         match &mut self.world.disks[machine.0 as usize] {
             // A disk never used has no faults to reset.
             None if fault == DiskFault::Reset => {}
-            _ => self.world.disk_of(machine).fault(&fault),
+            _ => {
+                let now = self.world.now;
+                let disk = self.world.disk_of(machine);
+                disk.rekey(now);
+                disk.fault(&fault);
+            }
         }
         Ok(())
     }
