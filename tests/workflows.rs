@@ -857,10 +857,12 @@ fn raft_linearizable_under_storage_faults(c: &mut dyn Cluster) -> Result<()> {
     distzero_examples::scenarios::raft_disk(c)
 }
 
-/// The same when one replica's stored blocks are damaged and read back
-/// after a crash: it repairs its log from the leader before it votes again.
+/// The same when two stored blocks of one replica are damaged and read
+/// back after a crash: a damaged copy of term and vote gives way to the
+/// other, a damaged entry is repaired from the leader before the replica
+/// votes again.
 fn raft_repairs_a_damaged_replica(c: &mut dyn Cluster) -> Result<()> {
-    distzero_examples::scenarios::raft_corrupt(c)
+    distzero_examples::scenarios::raft_corrupt_fixed(c)
 }
 
 /// The same with leader leases (reads answered without the log) under

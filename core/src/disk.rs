@@ -138,6 +138,14 @@ pub struct Unsynced {
     pub logs: BTreeMap<String, usize>,
 }
 
+/// The block a [`DiskFault::Corrupt`] flipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damaged {
+    Value(String),
+    /// A log and the record's index in it.
+    Record(String, usize),
+}
+
 /// One machine's disk. See the module's documentation.
 #[derive(Clone, Debug)]
 pub struct DiskModel {
@@ -460,11 +468,12 @@ impl DiskModel {
         keep
     }
 
-    /// Apply a fault (validated by the caller).
-    pub fn fault(&mut self, fault: &DiskFault) {
+    /// Apply a fault (validated by the caller). A `Corrupt` says which
+    /// block it flipped (a disk in front of files flips it there too).
+    pub fn fault(&mut self, fault: &DiskFault) -> Option<Damaged> {
         match *fault {
             DiskFault::OnCrash(loss) => self.faults.on_crash = loss,
-            DiskFault::Corrupt => self.corrupt_stored(),
+            DiskFault::Corrupt => return self.corrupt_stored(),
             DiskFault::CorruptReads { pct } => self.faults.corrupt_reads_pct = pct.min(100),
             DiskFault::Errors { pct } => self.faults.errors_pct = pct.min(100),
             DiskFault::Full => self.faults.full = true,
@@ -473,11 +482,12 @@ impl DiskModel {
             }
             DiskFault::Reset => self.faults = Faults::default(),
         }
+        None
     }
 
     /// Flip one bit of one stored value or record, drawn among all of them
     /// (in key order: deterministic). Nothing when the disk holds no bytes.
-    fn corrupt_stored(&mut self) {
+    fn corrupt_stored(&mut self) -> Option<Damaged> {
         let blocks: Vec<(bool, String, usize)> = self
             .values
             .iter()
@@ -491,7 +501,7 @@ impl DiskModel {
             }))
             .collect();
         if blocks.is_empty() {
-            return;
+            return None;
         }
         let (is_log, name, i) = blocks[self.rng.gen_range(0..blocks.len())].clone();
         let bytes = if is_log {
@@ -502,6 +512,16 @@ impl DiskModel {
         let bit = self.rng.gen_range(0..bytes.len() * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
         tracing::info!(block = %name, record = is_log.then_some(i), "disk block corrupted");
+        Some(if is_log {
+            Damaged::Record(name, i)
+        } else {
+            Damaged::Value(name)
+        })
+    }
+
+    /// The bytes of `log`'s record `index` as stored (damage included).
+    pub fn stored_record(&self, log: &str, index: usize) -> Option<&[u8]> {
+        self.logs.get(log)?.get(index).map(Vec::as_slice)
     }
 
     /// Stored bytes (values and records).

@@ -340,6 +340,26 @@ pub fn raft_corrupt_as_torn(c: &mut dyn Cluster) -> Result<()> {
     raft_corrupt_with(c, Some("corrupt-as-torn"))
 }
 
+/// [`raft_corrupt`] with a fixed schedule in its middle phase: two blocks
+/// of the first replica's disk damaged, then a crash and a restart, so the
+/// replica always reads damaged data back (in every mode).
+pub fn raft_corrupt_fixed(c: &mut dyn Cluster) -> Result<()> {
+    use distzero::nemesis::{DiskFault, Fault, Schedule, Step};
+    raft_phases(c, None, 0, &RAFT_DISK, &|machines| {
+        let at = |at_ms, fault| Step { at_ms, fault };
+        let corrupt = Fault::Disk {
+            machine: 0,
+            fault: DiskFault::Corrupt,
+        };
+        Some(Nemesis::on(&machines[..1]).schedule(Schedule::new(vec![
+            at(100, corrupt.clone()),
+            at(200, corrupt),
+            at(300, Fault::Crash(0)),
+            at(500, Fault::Restart(0)),
+        ])))
+    })
+}
+
 fn raft_corrupt_with(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
     let seed = c.seed();
     raft_phases(c, bug, 0, &RAFT_DISK, &|machines| {

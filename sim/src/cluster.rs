@@ -1403,7 +1403,8 @@ impl Cluster for SimCluster {
                 let now = self.world.now;
                 let disk = self.world.disk_of(machine);
                 disk.rekey(now);
-                disk.fault(&fault);
+                // The model is the disk: nothing else to damage.
+                let _ = disk.fault(&fault);
             }
         }
         Ok(())

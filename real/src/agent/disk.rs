@@ -17,7 +17,7 @@
 //! the machine as a blocking fsync does) come from the same model.
 
 use distzero_core::context::DiskStore;
-use distzero_core::disk::{DiskFault, DiskModel};
+use distzero_core::disk::{Damaged, DiskFault, DiskModel};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Error as IoError, ErrorKind, Write};
@@ -196,9 +196,44 @@ impl FileDisk {
         Ok(took)
     }
 
-    /// A fault injected by the controller.
-    pub fn fault(&mut self, fault: &DiskFault) {
-        self.model.fault(fault)
+    /// A fault injected by the controller. A flipped block that the files
+    /// hold as the model does (synced, not changed since) is flipped in its
+    /// file too, so the damage outlives a crash, as a damaged sector would;
+    /// a flipped unsynced change goes out damaged with the next sync, or is
+    /// lost with it.
+    pub fn fault(&mut self, fault: &DiskFault) -> std::io::Result<()> {
+        let Some(damaged) = self.model.fault(fault) else {
+            return Ok(());
+        };
+        let unsynced = self.model.unsynced();
+        match damaged {
+            Damaged::Value(key) if !unsynced.values.contains(&key) => {
+                if let Some(v) = self.model.stored_value(&key) {
+                    let path = self.dir.join("v").join(encode_key(&key)?);
+                    replace(&path, v)?;
+                }
+            }
+            Damaged::Record(log, i) => {
+                let on_file = self.on_file.get(&log).copied().unwrap_or(0);
+                let first_changed = unsynced.logs.get(&log).copied().unwrap_or(usize::MAX);
+                if i < on_file && i < first_changed {
+                    let path = self.dir.join("l").join(encode_key(&log)?);
+                    let mut records = read_records(&std::fs::read(&path)?);
+                    if let (Some(r), Some(flipped)) =
+                        (records.get_mut(i), self.model.stored_record(&log, i))
+                    {
+                        *r = flipped.to_vec();
+                        let mut bytes = Vec::new();
+                        for r in &records {
+                            frame(&mut bytes, r);
+                        }
+                        replace(&path, &bytes)?;
+                    }
+                }
+            }
+            Damaged::Value(_) => {}
+        }
+        Ok(())
     }
 }
 
@@ -318,17 +353,49 @@ mod tests {
         let dir = dir("faults");
         let mut d = FileDisk::open(&dir, 1).unwrap();
         d.write("k", b"v").unwrap();
-        d.fault(&DiskFault::Errors { pct: 100 });
+        d.fault(&DiskFault::Errors { pct: 100 }).unwrap();
         assert!(d.sync().is_err());
-        d.fault(&DiskFault::Reset);
-        d.fault(&DiskFault::Slow { ms: 5 });
+        d.fault(&DiskFault::Reset).unwrap();
+        d.fault(&DiskFault::Slow { ms: 5 }).unwrap();
         assert_eq!(d.sync().unwrap(), Duration::from_millis(5));
-        d.fault(&DiskFault::Reset);
-        d.fault(&DiskFault::Full);
+        d.fault(&DiskFault::Reset).unwrap();
+        d.fault(&DiskFault::Full).unwrap();
         assert_eq!(
             d.write("k", b"w").unwrap_err().kind(),
             ErrorKind::StorageFull
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A flipped bit in a synced block is in its file: a restarted agent
+    /// reads it back as damaged, as the simulator's disk does after a crash.
+    #[test]
+    fn a_corrupted_block_outlives_a_restart() {
+        for seed in 0..20 {
+            let dir = dir(&format!("corrupt-{seed}"));
+            let mut d = FileDisk::open(&dir, seed).unwrap();
+            d.write("k", b"value").unwrap();
+            for r in [b"a", b"b", b"c"] {
+                d.append("wal", r).unwrap();
+            }
+            d.sync().unwrap();
+            let before = |d: &mut FileDisk| {
+                (
+                    d.read("k"),
+                    (0..3).map(|i| d.read_record("wal", i)).collect::<Vec<_>>(),
+                )
+            };
+            let clean = before(&mut d);
+            d.fault(&DiskFault::Corrupt).unwrap();
+            let damaged = before(&mut d);
+            assert_ne!(damaged, clean, "seed {seed}: nothing flipped");
+            let mut again = FileDisk::open(&dir, seed).unwrap();
+            assert_eq!(
+                before(&mut again),
+                damaged,
+                "seed {seed}: the damage is on file"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }

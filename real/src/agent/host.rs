@@ -805,7 +805,9 @@ impl Host {
             Command::Disk { fault } => {
                 fault.validate()?;
                 tracing::info!(?fault, "disk fault");
-                self.env.disk.fault(&fault);
+                if let Err(e) = self.env.disk.fault(&fault) {
+                    tracing::error!(?fault, error = %e, "could not damage the disk's files");
+                }
             }
             Command::Clock { clock } => {
                 tracing::info!(ppm = clock.ppm(), "clock set");
