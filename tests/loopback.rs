@@ -1036,17 +1036,6 @@ fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
         c.call::<_, Msg>(a, &Msg::Ping(1), secs(2)).unwrap(),
         Msg::Pong(1)
     );
-    // Closed by the agent within `within`: a refusal frame at most, then the end.
-    let closed_within = |s: &std::net::TcpStream, within: Duration| {
-        let mut s = s.try_clone().unwrap();
-        s.set_read_timeout(Some(within)).unwrap();
-        let mut b = [0u8; 512];
-        (0..2).any(|_| match s.read(&mut b) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        })
-    };
     let closed = flood.iter().filter(|s| closed_within(s, secs(5))).count();
     assert_eq!(closed, 300, "every unauthenticated connection is closed");
     assert_eq!(
@@ -1054,6 +1043,20 @@ fn loopback_agent_sheds_a_flood_of_unauthenticated_connections() {
         Msg::Pong(2)
     );
     c.shutdown().unwrap();
+}
+
+/// Whether the agent closed `s` (a refusal frame at most, then the end),
+/// waiting at most `within`.
+fn closed_within(s: &std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    let mut s = s.try_clone().unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 512];
+    (0..2).any(|_| match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    })
 }
 
 /// A connection to `addr` from the loopback address `from` (any of
@@ -1077,22 +1080,9 @@ fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> std::net::TcpStrea
 #[test]
 fn loopback_a_flood_from_one_host_leaves_room_for_others() {
     use distzero::agent::{MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_IP};
-    use std::io::Read;
     let mut rc = cluster("loopback_flood_one_host");
     let (a, _) = two_probes(&mut rc).unwrap();
     let addr = rc.addrs(a.machine).unwrap().control;
-    // Whether the agent closed `s` by now (a refusal frame at most, then
-    // the end), waiting at most `within`.
-    let closed_within = |s: &std::net::TcpStream, within: Duration| {
-        let mut s = s.try_clone().unwrap();
-        s.set_read_timeout(Some(within)).unwrap();
-        let mut b = [0u8; 512];
-        (0..2).any(|_| match s.read(&mut b) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        })
-    };
     // Three flooding hosts, each with more silent connections than the
     // agent has slots; then one connection from a fourth host.
     let t0 = std::time::Instant::now();

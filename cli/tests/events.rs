@@ -121,8 +121,10 @@ fn message_events_are_deterministic_and_complete() {
     }
 }
 
-/// Two machines pinging each other, cut apart for a while.
-fn ping_across_a_cut(c: &mut dyn distzero::Cluster) -> distzero::Result<()> {
+/// Two machines whose nodes ping each other every 5 ms.
+fn two_pingers(
+    c: &mut dyn distzero::Cluster,
+) -> distzero::Result<(distzero::MachineId, distzero::MachineId)> {
     use distzero_examples::pingpong::{PingConfig, KIND};
     let [a, b] = c.add_machines()?;
     let (na, nb) = (c.next_node_id(a)?, c.next_node_id(b)?);
@@ -133,6 +135,26 @@ fn ping_across_a_cut(c: &mut dyn distzero::Cluster) -> distzero::Result<()> {
     };
     c.spawn_node(a, KIND, cfg(nb))?;
     c.spawn_node(b, KIND, cfg(na))?;
+    Ok((a, b))
+}
+
+/// The log folder of the one loopback run under `root`.
+fn loopback_run(root: &std::path::Path) -> PathBuf {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("loopback-")
+        })
+        .expect("the run's log folder")
+}
+
+/// Two machines pinging each other, cut apart for a while.
+fn ping_across_a_cut(c: &mut dyn distzero::Cluster) -> distzero::Result<()> {
+    let (a, b) = two_pingers(c)?;
     c.run_for(distzero::millis(150))?;
     c.cut(a, b)?;
     c.run_for(distzero::millis(100))?;
@@ -146,16 +168,7 @@ fn agents_log_the_same_message_ids_at_both_ends() {
     let root = PathBuf::from(".tmp").join(name);
     let _ = std::fs::remove_dir_all(&root);
     distzero::modes::loopback(name, distzero_examples::registry(), ping_across_a_cut);
-    let dir = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("loopback-")
-        })
-        .expect("the run's log folder");
+    let dir = loopback_run(&root);
     let run = read_run(&dir, MAX_LINES).unwrap();
     assert!(
         !run.exact,
@@ -201,16 +214,7 @@ fn agents_log_the_same_message_ids_at_both_ends() {
 /// Two machines pinging each other; what m0 sends m1 is held for a while,
 /// then the hold is healed (which drops what it queued).
 fn ping_across_a_hold(c: &mut dyn distzero::Cluster) -> distzero::Result<()> {
-    use distzero_examples::pingpong::{PingConfig, KIND};
-    let [a, b] = c.add_machines()?;
-    let (na, nb) = (c.next_node_id(a)?, c.next_node_id(b)?);
-    let cfg = |peer| PingConfig {
-        peers: vec![peer],
-        every_ms: 5,
-        rounds: 0,
-    };
-    c.spawn_node(a, KIND, cfg(nb))?;
-    c.spawn_node(b, KIND, cfg(na))?;
+    let (a, b) = two_pingers(c)?;
     c.run_for(distzero::millis(100))?;
     c.hold(a, b)?;
     c.run_for(distzero::millis(100))?;
@@ -262,16 +266,7 @@ fn a_heal_logs_what_it_dropped_from_a_hold() {
     let root = PathBuf::from(".tmp").join(name);
     let _ = std::fs::remove_dir_all(&root);
     distzero::modes::loopback(name, distzero_examples::registry(), ping_across_a_hold);
-    let dir = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("loopback-")
-        })
-        .expect("the run's log folder");
+    let dir = loopback_run(&root);
     assert_healed_drops(&dir);
     let _ = std::fs::remove_dir_all(&root);
 }
