@@ -439,13 +439,14 @@ impl<M> Net<M> {
         // Every message counts on its pair, whatever its fate: a cut that
         // drops some leaves the later ones' draws as they were.
         let key = pair(from, to);
-        let horizon = self.horizon;
-        let state = self.pairs.entry(key).or_insert(PairState {
+        let (horizon, seed) = (self.horizon, self.seed);
+        let state = self.pairs.entry(key).or_insert_with(|| PairState {
             last: horizon,
             sent: 0,
+            salt: Draws::salt(seed, key),
         });
         state.sent += 1;
-        self.draws = Draws::keyed(self.seed, key, state.sent);
+        self.draws = Draws::keyed(state.salt, state.sent);
         let stamp = match sent {
             Some(s) if !self.accept(from, to, s) => return self.lose(Loss::Stale),
             Some(s) => s,
@@ -460,9 +461,9 @@ impl<M> Net<M> {
             }
         }
         let link = *self.link(from, to);
-        // Both draws are made whatever the link is, so a changed loss or
-        // latency changes only this message's fate.
-        let lost = self.draws.gen_bool(link.loss.clamp(0.0, 1.0));
+        // Each message's draws are its own: a changed loss or latency
+        // changes only the fate of the messages it applies to.
+        let lost = link.loss > 0.0 && self.draws.gen_bool(link.loss.min(1.0));
         let delay = link.latency.sample(&mut self.draws);
         if !outside && lost {
             return self.lose(Loss::Dropped);
@@ -586,6 +587,8 @@ struct PairState {
     last: u64,
     /// Messages sent so far, whatever became of them.
     sent: u64,
+    /// The pair's key of draws ([`Draws::salt`]).
+    salt: u64,
 }
 
 /// Counter-based random draws (SplitMix64): a message's stream is a pure
@@ -595,9 +598,14 @@ struct PairState {
 pub struct Draws(u64);
 
 impl Draws {
-    /// The stream of message number `n` of pair `key` under `seed`.
-    pub fn keyed(seed: u64, key: u64, n: u64) -> Draws {
-        Draws(mix64(seed ^ mix64(key ^ mix64(n))))
+    /// The key of the draws of pair `key` under `seed`.
+    pub fn salt(seed: u64, key: u64) -> u64 {
+        mix64(seed ^ mix64(key))
+    }
+
+    /// The stream of message number `n` of the pair salted `salt`.
+    pub fn keyed(salt: u64, n: u64) -> Draws {
+        Draws(mix64(salt ^ n))
     }
 }
 

@@ -325,7 +325,8 @@ pub const RAFT_CORRUPT: [FaultKind; 4] = [
 /// The Raft-style log when one replica's synced data is damaged (a bit
 /// flipped in a stored block, found when it restarts): first the
 /// [`RAFT_DISK`] faults on every replica, then [`RAFT_CORRUPT`] on one
-/// (drawn from the seed), then the storm. A damaged copy of term and vote
+/// (drawn from the seed) while another is cut off from both, then the
+/// storm. A damaged copy of term and vote
 /// gives way to the other; a damaged synced entry cuts the log and the
 /// replica repairs it from the leader before it votes again. Damage on a
 /// majority could lose a committed entry for good: no protocol recovers
@@ -345,30 +346,40 @@ pub fn raft_corrupt_as_torn(c: &mut dyn Cluster) -> Result<()> {
 /// replica always reads damaged data back (in every mode).
 pub fn raft_corrupt_fixed(c: &mut dyn Cluster) -> Result<()> {
     use distzero::nemesis::{DiskFault, Fault, Schedule, Step};
-    raft_phases(c, None, 0, &RAFT_DISK, &|machines| {
+    raft_phases(c, None, 0, &RAFT_DISK, &|c, machines| {
         let at = |at_ms, fault| Step { at_ms, fault };
         let corrupt = Fault::Disk {
             machine: 0,
             fault: DiskFault::Corrupt,
         };
-        Some(Nemesis::on(&machines[..1]).schedule(Schedule::new(vec![
+        c.start_nemesis(Nemesis::on(&machines[..1]).schedule(Schedule::new(vec![
             at(100, corrupt.clone()),
             at(200, corrupt),
             at(300, Fault::Crash(0)),
             at(500, Fault::Restart(0)),
-        ])))
+        ])))?;
+        c.wait_nemesis()
     })
 }
 
 fn raft_corrupt_with(c: &mut dyn Cluster, bug: Option<&str>) -> Result<()> {
-    let seed = c.seed();
-    raft_phases(c, bug, 0, &RAFT_DISK, &|machines| {
-        Some(
-            Nemesis::on(&[machines[(seed % 3) as usize]])
+    raft_phases(c, bug, 0, &RAFT_DISK, &|c, machines| {
+        // From the seed: the replica whose disk is damaged, and another
+        // that is cut off meanwhile (it falls behind, and comes back to
+        // stand for election once healed).
+        let seed = c.seed();
+        let victim = machines[(seed % 3) as usize];
+        let laggard = machines[((seed % 3 + 1 + (seed / 3) % 2) % 3) as usize];
+        let others: Vec<MachineId> = machines.iter().copied().filter(|&m| m != laggard).collect();
+        c.partition(&[&[laggard], &others])?;
+        c.start_nemesis(
+            Nemesis::on(&[victim])
                 .kinds(&RAFT_CORRUPT)
                 .max_faults(8)
                 .window(Duration::from_secs(2)),
-        )
+        )?;
+        c.wait_nemesis()?;
+        c.heal_all()
     })
 }
 
@@ -436,17 +447,20 @@ fn raft_workflow(
     lease_ms: u64,
     kinds: &[FaultKind],
 ) -> Result<()> {
-    raft_phases(c, bug, lease_ms, kinds, &|_| None)
+    raft_phases(c, bug, lease_ms, kinds, &|_, _| Ok(()))
 }
 
-/// [`raft_workflow`] with a nemesis `between` the first and the storm, if
-/// it gives one (given the replicas' machines).
+/// What a workflow does between its first nemesis and the storm, given
+/// the replicas' machines.
+type Between<'a> = &'a dyn Fn(&mut dyn Cluster, &[MachineId]) -> Result<()>;
+
+/// [`raft_workflow`] with a phase `between` the first nemesis and the storm.
 fn raft_phases(
     c: &mut dyn Cluster,
     bug: Option<&str>,
     lease_ms: u64,
     kinds: &[FaultKind],
-    between: &dyn Fn(&[MachineId]) -> Option<Nemesis>,
+    between: Between<'_>,
 ) -> Result<()> {
     let machines: [MachineId; 3] = c.add_machines()?;
     let replicas = raft::spawn_group_with(c, &machines, |cfg| {
@@ -467,10 +481,7 @@ fn raft_phases(
             .window(Duration::from_secs(2)),
     )?;
     c.wait_nemesis()?;
-    if let Some(n) = between(&machines) {
-        c.start_nemesis(n)?;
-        c.wait_nemesis()?;
-    }
+    between(c, &machines)?;
     let storm = if kinds.contains(&FaultKind::PowerLoss) {
         FaultKind::PowerLoss
     } else if kinds.contains(&FaultKind::Crash) {
