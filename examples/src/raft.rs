@@ -786,21 +786,22 @@ impl Raft {
     /// Delete entries `from..` on disk and in memory.
     fn truncate(&mut self, ctx: &mut Context<'_, RaftMsg>, from: u64) -> bool {
         self.invariant(from > self.commit, "a committed entry is deleted");
-        // The marker first: a crash that keeps it but not the truncation
-        // leaves intact entries past it, not a claim over missing ones.
-        let durable = Durable {
-            index: from - 1,
-            term: self.term_at(from - 1),
-        };
-        if self.synced >= from {
-            if let Err(e) = ctx.disk().put("durable", &durable) {
-                tracing::error!(from, error = %e, "could not delete entries");
-                return false;
-            }
-        }
         if let Err(e) = ctx.disk().log("log").truncate(from - 1) {
             tracing::error!(from, error = %e, "could not delete entries");
             return false;
+        }
+        // The marker after the cut, never before: a crash that kept a
+        // lowered marker but not the cut would let a damaged synced entry
+        // past it pass for a torn tail. One that kept the cut but not the
+        // marker only makes a torn tail pass for damage (repaired, safe).
+        if self.synced >= from {
+            let durable = Durable {
+                index: from - 1,
+                term: self.term_at(from - 1),
+            };
+            if let Err(e) = ctx.disk().put("durable", &durable) {
+                tracing::warn!(from, error = %e, "could not lower the durable marker");
+            }
         }
         self.log.truncate(from as usize - 1);
         self.synced = self.synced.min(from - 1);
