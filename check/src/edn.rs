@@ -454,6 +454,23 @@ pub struct Record {
     pub value: Edn,
 }
 
+/// The `:type` of an operation (a map), or what is wrong with it.
+pub(crate) fn op_kind(form: &Edn) -> Result<OpKind, String> {
+    match form.get("type") {
+        Some(Edn::Keyword(t)) => match t.as_str() {
+            "invoke" => Ok(OpKind::Invoke),
+            "ok" => Ok(OpKind::Ok),
+            "fail" => Ok(OpKind::Fail),
+            "info" => Ok(OpKind::Info),
+            other => Err(format!(
+                ":type :{other} (expected :invoke, :ok, :fail or :info)"
+            )),
+        },
+        Some(other) => Err(format!("a :type that is not a keyword: {other}")),
+        None => Err("an operation without :type".into()),
+    }
+}
+
 /// The records of an EDN history (see the module docs), and how many were
 /// skipped (those of processes that are not integers: the nemesis).
 pub fn read_records(name: &str, text: &str) -> Result<(Vec<Record>, usize), HistoryError> {
@@ -478,21 +495,7 @@ pub fn read_records(name: &str, text: &str) -> Result<(Vec<Record>, usize), Hist
             Some(other) => return Err(bad(format!("a :process that is not an integer: {other}"))),
             None => return Err(bad("an operation without :process".into())),
         };
-        let kind = match form.get("type") {
-            Some(Edn::Keyword(t)) => match t.as_str() {
-                "invoke" => OpKind::Invoke,
-                "ok" => OpKind::Ok,
-                "fail" => OpKind::Fail,
-                "info" => OpKind::Info,
-                other => {
-                    return Err(bad(format!(
-                        ":type :{other} (expected :invoke, :ok, :fail or :info)"
-                    )))
-                }
-            },
-            Some(other) => return Err(bad(format!("a :type that is not a keyword: {other}"))),
-            None => return Err(bad("an operation without :type".into())),
-        };
+        let kind = op_kind(&form).map_err(bad)?;
         let f = match form.get("f") {
             Some(Edn::Keyword(f) | Edn::Symbol(f)) => f.clone(),
             Some(other) => return Err(bad(format!("an :f that is not a keyword: {other}"))),

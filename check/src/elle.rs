@@ -855,21 +855,7 @@ pub fn read_edn(name: &str, text: &str) -> Result<Vec<Txn>, ElleError> {
                 )))
             }
         }
-        let kind = match form.get("type") {
-            Some(Edn::Keyword(t)) => match t.as_str() {
-                "invoke" => OpKind::Invoke,
-                "ok" => OpKind::Ok,
-                "fail" => OpKind::Fail,
-                "info" => OpKind::Info,
-                other => {
-                    return Err(bad(format!(
-                        ":type :{other} (expected :invoke, :ok, :fail or :info)"
-                    )))
-                }
-            },
-            Some(other) => return Err(bad(format!("a :type that is not a keyword: {other}"))),
-            None => return Err(bad("an operation without :type".into())),
-        };
+        let kind = crate::edn::op_kind(&form).map_err(bad)?;
         let value = form.get("value").unwrap_or(&Edn::Nil);
         let Some(items) = value.items() else {
             return Err(bad(format!(

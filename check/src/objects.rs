@@ -45,6 +45,20 @@ pub fn check_calls<M: EdnModel>(
     budget: &Budget,
     options: &Options,
 ) -> Result<Report<EdnCall>, HistoryError> {
+    let (kept, ops) = model_ops(model, name, calls)?;
+    let ops: Vec<_> = ops.into_iter().map(|(_, op)| op).collect();
+    Ok(check_with(model, &ops, budget, options).map(|i| kept[i].clone()))
+}
+
+/// The calls the model takes (others say nothing and are left out) and
+/// their operations, each with its process; an error names the line of a
+/// call that is no op of the model.
+#[allow(clippy::type_complexity)]
+fn model_ops<'c, M: EdnModel>(
+    model: &M,
+    name: &str,
+    calls: &'c [EdnCall],
+) -> Result<(Vec<&'c EdnCall>, Vec<(u64, Operation<M::Input, M::Output>)>), HistoryError> {
     let mut kept = Vec::new();
     let mut ops = Vec::new();
     for call in calls {
@@ -56,15 +70,18 @@ pub fn check_calls<M: EdnModel>(
                 reason: format!("{reason} (model {})", M::NAME),
             })?;
         let Some((input, output)) = io else { continue };
-        ops.push(Operation {
-            input,
-            output,
-            call: call.invoked,
-            ret: call.completed,
-        });
+        ops.push((
+            call.process,
+            Operation {
+                input,
+                output,
+                call: call.invoked,
+                ret: call.completed,
+            },
+        ));
         kept.push(call);
     }
-    Ok(check_with(model, &ops, budget, options).map(|i| kept[i].clone()))
+    Ok((kept, ops))
 }
 
 /// [`check_calls`] for sequential consistency instead of linearizability
@@ -80,28 +97,11 @@ where
     M::Input: Clone,
     M::Output: Clone,
 {
-    let mut kept = Vec::new();
-    let mut ops = Vec::new();
-    for call in calls {
-        let io = model
-            .input_output(call)
-            .map_err(|reason| HistoryError::BadLine {
-                file: name.to_string(),
-                line: call.invoke_line,
-                reason: format!("{reason} (model {})", M::NAME),
-            })?;
-        let Some((input, output)) = io else { continue };
-        ops.push(ProcessOp {
-            process: call.process,
-            op: Operation {
-                input,
-                output,
-                call: call.invoked,
-                ret: call.completed,
-            },
-        });
-        kept.push(call);
-    }
+    let (kept, ops) = model_ops(model, name, calls)?;
+    let ops: Vec<_> = ops
+        .into_iter()
+        .map(|(process, op)| ProcessOp { process, op })
+        .collect();
     Ok(check_sequential(model, &ops, budget).map(|i| kept[i].clone()))
 }
 

@@ -30,6 +30,19 @@ fn temp(name: &str) -> PathBuf {
 
 /// A failing run of `kv-ack-before-replicate` under the partition, with
 /// message events in its logs (a replay of a failing seed writes them).
+/// The page of `model` written under `root`, opened in `browser` with
+/// `#selftest`: what its self-test reports.
+fn selftest(browser: &str, root: &Path, model: &Value, limit: Duration) -> Value {
+    let page = root.join("view.html");
+    std::fs::write(&page, view::html(model)).unwrap();
+    let dom = dump_dom(
+        browser,
+        &format!("file://{}#selftest", page.display()),
+        limit,
+    );
+    pre_json(&dom, "selftest")
+}
+
 fn failing_run(root: &Path) -> PathBuf {
     let w = distzero_examples::scenarios::all()
         .into_iter()
@@ -121,14 +134,7 @@ fn the_page_draws_the_partition_the_acknowledged_writes_and_the_stale_read() {
         let _ = std::fs::remove_dir_all(&root);
         return;
     };
-    let page = root.join("view.html");
-    std::fs::write(&page, view::html(&model)).unwrap();
-    let dom = dump_dom(
-        browser,
-        &format!("file://{}#selftest", page.display()),
-        Duration::from_secs(90),
-    );
-    let s = pre_json(&dom, "selftest");
+    let s = selftest(browser, &root, &model, Duration::from_secs(90));
     assert_eq!(s["errors"], serde_json::json!([]), "console errors: {s}");
     let fit = &s["fitStats"];
     assert_eq!(fit["lanes"].as_u64(), Some(lanes.len() as u64), "{s}");
@@ -207,14 +213,7 @@ fn a_page_without_messages_says_so_in_the_selftest() {
         println!("SKIPPED: no chromium on PATH (Debian: apt-get install -y chromium)");
         return;
     };
-    let page = root.join("view.html");
-    std::fs::write(&page, view::html(&model)).unwrap();
-    let dom = dump_dom(
-        browser,
-        &format!("file://{}#selftest", page.display()),
-        Duration::from_secs(60),
-    );
-    let s = pre_json(&dom, "selftest");
+    let s = selftest(browser, &root, &model, Duration::from_secs(60));
     assert_eq!(s["fitStats"]["arrows"], 0, "{s}");
     assert_eq!(s["arrowInk"], 0, "no arrow, no arrow pixels: {s}");
     assert!(s.get("messageDetails").is_none(), "{s}");
