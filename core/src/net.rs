@@ -439,6 +439,48 @@ impl<M> Net<M> {
         // Every message counts on its pair, whatever its fate: a cut that
         // drops some leaves the later ones' draws as they were.
         let key = pair(from, to);
+        let stamp = match sent {
+            Some(s) if !self.accept(from, to, s) => {
+                self.count(key);
+                return self.lose(Loss::Stale);
+            }
+            Some(s) => s,
+            None => self.stamp(from, to),
+        };
+        if !outside {
+            if self.is_cut(from, to) {
+                self.count(key);
+                return self.lose(Loss::Cut);
+            }
+            if sent.is_none() && self.is_held(from, to) {
+                self.count(key);
+                return Verdict::Held(stamp);
+            }
+        }
+        let link = *self.link(from, to);
+        let reorder = self.reorder;
+        let state = self.count(key);
+        // Each message's draws are its own: a changed loss or latency
+        // changes only the fate of the messages it applies to.
+        let mut draws = Draws::keyed(state.salt, state.sent);
+        let lost = link.loss > 0.0 && draws.gen_bool(link.loss.min(1.0));
+        let mut at = now + nanos(link.latency.sample(&mut draws));
+        // The test's own messages are never lost.
+        let lost = lost && !outside;
+        if !reorder && !lost {
+            // FIFO per pair, as TCP: never before an earlier message.
+            at = at.max(state.last);
+            state.last = at;
+        }
+        self.draws = draws;
+        if lost {
+            return self.lose(Loss::Dropped);
+        }
+        Verdict::At(at, stamp)
+    }
+
+    /// Count a message on its pair (made on its first message); the pair.
+    fn count(&mut self, key: u64) -> &mut PairState {
         let (horizon, seed) = (self.horizon, self.seed);
         let state = self.pairs.entry(key).or_insert_with(|| PairState {
             last: horizon,
@@ -446,37 +488,7 @@ impl<M> Net<M> {
             salt: Draws::salt(seed, key),
         });
         state.sent += 1;
-        self.draws = Draws::keyed(state.salt, state.sent);
-        let stamp = match sent {
-            Some(s) if !self.accept(from, to, s) => return self.lose(Loss::Stale),
-            Some(s) => s,
-            None => self.stamp(from, to),
-        };
-        if !outside {
-            if self.is_cut(from, to) {
-                return self.lose(Loss::Cut);
-            }
-            if sent.is_none() && self.is_held(from, to) {
-                return Verdict::Held(stamp);
-            }
-        }
-        let link = *self.link(from, to);
-        // Each message's draws are its own: a changed loss or latency
-        // changes only the fate of the messages it applies to.
-        let lost = link.loss > 0.0 && self.draws.gen_bool(link.loss.min(1.0));
-        let delay = link.latency.sample(&mut self.draws);
-        if !outside && lost {
-            return self.lose(Loss::Dropped);
-        }
-        let mut at = now + nanos(delay);
-        if !self.reorder {
-            // FIFO per pair, as TCP: never before an earlier message.
-            if let Some(state) = self.pairs.get_mut(&key) {
-                at = at.max(state.last);
-                state.last = at;
-            }
-        }
-        Verdict::At(at, stamp)
+        state
     }
 
     fn lose(&mut self, loss: Loss) -> Verdict {
